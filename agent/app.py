@@ -1,0 +1,97 @@
+"""Wiring: settings -> store, bridge client, sync service, scheduler, HTTP app (API + metrics).
+
+The agent starts even when the store or the bridge is down: it keeps serving its own metrics and
+health, and each cycle retries by itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from agent.bridge_client import BridgeClient
+from agent.config import Settings
+from agent.store import open_store
+from agent.store.base import Store
+from agent.sync import SyncService
+
+log = logging.getLogger("mt5_agent")
+
+
+@dataclass
+class Agent:
+    """Everything a request handler or collector may need, in one place."""
+
+    settings: Settings
+    store: Store
+    bridge: BridgeClient
+    service: SyncService
+    scheduler: object | None = None  # agent.scheduler.SyncScheduler when scheduling
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+AGENT_KEY = web.AppKey("agent", Agent)
+
+
+def build_agent(
+    settings: Settings, *, store: Store | None = None, bridge: BridgeClient | None = None
+) -> Agent:
+    store = store or open_store(settings.store_url, mongo_database=settings.mongo_database)
+    bridge = bridge or BridgeClient(
+        settings.bridge_url,
+        token=settings.secret("bridge_token"),
+        timeout=settings.request_timeout,
+        connection_limit=max(settings.concurrency, 10),
+    )
+    service = SyncService(
+        store,
+        bridge,
+        concurrency=settings.concurrency,
+        cycle_deadline=settings.cycle_deadline,
+        health_retries=settings.health_retries,
+        health_backoff=settings.health_backoff,
+        use_batch=settings.use_batch,
+    )
+    return Agent(settings=settings, store=store, bridge=bridge, service=service)
+
+
+async def open_agent(agent: Agent) -> None:
+    """Open the store and load state; a store that is down now is retried by every cycle."""
+    await agent.service.ensure_ready()
+
+
+async def close_agent(agent: Agent) -> None:
+    if agent.scheduler is not None:
+        await agent.scheduler.stop()  # type: ignore[attr-defined]
+    await agent.bridge.close()
+    try:
+        await agent.store.close()
+    except Exception:  # closing must never mask the shutdown itself
+        log.exception("error closing the store")
+
+
+def create_app(agent: Agent, *, schedule: bool = True) -> web.Application:
+    from agent.api import setup_api
+    from agent.metrics import setup_metrics
+
+    app = web.Application()
+    app[AGENT_KEY] = agent
+    setup_metrics(app, agent)
+    setup_api(app, agent)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        await open_agent(agent)
+        if schedule:
+            from agent.scheduler import SyncScheduler
+
+            agent.scheduler = SyncScheduler(agent.service, agent.settings.parsed_schedule)
+            agent.scheduler.start()
+        yield
+        await close_agent(agent)
+
+    app.cleanup_ctx.append(lifecycle)
+    return app

@@ -1,0 +1,241 @@
+"""The agent's one typed settings object: TOML file and/or `MT5_AGENT_*` environment (env wins).
+
+Every secret may also come from `<NAME>_FILE`. A bad value stops the start with one line that names the
+setting (`ConfigError`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from agent.freshness import Thresholds
+
+ENV_PREFIX = "MT5_AGENT_"
+SECRET_FIELDS = ("bridge_token", "admin_token", "api_token", "jwt_secret")
+_INTERVAL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+class ConfigError(Exception):
+    """One line naming the bad setting."""
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Either a cron minute field (the seed's `1,6,...,56` is `1-59/5`) or a fixed interval."""
+
+    cron_minute: str | None = None
+    interval_seconds: float | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Schedule:
+        m = _INTERVAL.match(text)
+        if m:
+            seconds = float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+            if seconds < 0.1:
+                raise ValueError(f"interval {text!r} is shorter than 100ms")
+            return cls(interval_seconds=seconds)
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger(minute=text.strip(), timezone="UTC")
+        except ValueError as exc:
+            raise ValueError(
+                f"{text!r} is neither an interval like 10s/5m nor a cron minute field like 1-59/5 ({exc})"
+            ) from None
+        return cls(cron_minute=text.strip())
+
+    def __str__(self) -> str:
+        if self.interval_seconds is not None:
+            return f"every {self.interval_seconds:g}s"
+        return f"cron minute={self.cron_minute}"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", case_sensitive=False)
+
+    bridge_url: str = "http://127.0.0.1:8000"
+    bridge_token: SecretStr | None = None
+    bridge_token_file: Path | None = None
+    store_url: str = "sqlite:///./mt5-agent.db"
+    mongo_database: str = "fidus_production"
+    schedule: str = "1-59/5"
+    listen: str = "127.0.0.1:8080"
+    admin_token: SecretStr | None = None
+    admin_token_file: Path | None = None
+    api_token: SecretStr | None = None
+    api_token_file: Path | None = None
+    jwt_secret: SecretStr | None = None
+    jwt_secret_file: Path | None = None
+    freshness: str = "300,600,900"
+    cors_origins: str = ""
+    request_timeout: float = Field(30.0, gt=0, le=600)
+    cycle_deadline: float = Field(240.0, gt=0, le=3600)
+    concurrency: int = Field(16, ge=1, le=1024)
+    health_retries: int = Field(3, ge=1, le=10)
+    health_backoff: float = Field(0.5, ge=0, le=60)
+    use_batch: bool = True
+    log_format: str = "auto"
+    log_level: str = "INFO"
+    service_name: str = "mt5-agent"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment wins over the TOML file (passed as init kwargs).
+        return (env_settings, init_settings)
+
+    @field_validator("bridge_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"must be an http(s) URL like http://127.0.0.1:8000, got {v!r}")
+        return v.rstrip("/")
+
+    @field_validator("store_url")
+    @classmethod
+    def _store(cls, v: str) -> str:
+        if not (v.startswith("sqlite:///") or v.startswith(("mongodb://", "mongodb+srv://"))):
+            raise ValueError("must be sqlite:///path or mongodb://host:port")
+        return v
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, v: str) -> str:
+        Schedule.parse(v)
+        return v
+
+    @field_validator("freshness")
+    @classmethod
+    def _freshness(cls, v: str) -> str:
+        Thresholds.parse(v)
+        return v
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        split_listen(v)
+        return v
+
+    @field_validator("log_format")
+    @classmethod
+    def _log_format(cls, v: str) -> str:
+        if v not in ("auto", "json", "text"):
+            raise ValueError("must be auto, json or text")
+        return v
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, v: str) -> str:
+        if v.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+        return v.upper()
+
+    @model_validator(mode="after")
+    def _secret_files(self) -> Settings:
+        for name in SECRET_FIELDS:
+            path: Path | None = getattr(self, f"{name}_file")
+            if path is None:
+                continue
+            try:
+                value = path.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ValueError(f"{name}_file: cannot read {path}: {exc.strerror}") from None
+            if not value:
+                raise ValueError(f"{name}_file: {path} is empty")
+            setattr(self, name, SecretStr(value))
+        return self
+
+    # Derived, typed views -------------------------------------------------------------------
+    @property
+    def thresholds(self) -> Thresholds:
+        return Thresholds.parse(self.freshness)
+
+    @property
+    def parsed_schedule(self) -> Schedule:
+        return Schedule.parse(self.schedule)
+
+    @property
+    def listen_host(self) -> str:
+        return split_listen(self.listen)[0]
+
+    @property
+    def listen_port(self) -> int:
+        return split_listen(self.listen)[1]
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
+
+    def secret(self, name: str) -> str | None:
+        value: SecretStr | None = getattr(self, name)
+        return value.get_secret_value() if value is not None else None
+
+
+def split_listen(v: str) -> tuple[str, int]:
+    host, sep, port = v.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"must be host:port like 127.0.0.1:8080, got {v!r}")
+    return host.strip("[]"), int(port)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from an optional TOML file, the environment and explicit overrides.
+
+    Raises ConfigError with one line naming the setting.
+    """
+    data: dict[str, Any] = {}
+    if config_file is not None:
+        path = Path(config_file)
+        try:
+            with path.open("rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        data = data.get("agent", data)
+    data.update(overrides)
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc)) from None
+
+
+def _one_line(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = [str(p) for p in err.get("loc", ())]
+    name = loc[0] if loc else ""
+    msg = err.get("msg", "invalid value").removeprefix("Value error, ")
+    if err.get("type") == "extra_forbidden":
+        return f"unknown setting {name!r}"
+    if not name and ":" in msg:  # errors raised by model validators name their field first
+        name, _, msg = msg.partition(":")
+        msg = msg.strip()
+    env = f"{ENV_PREFIX}{name.upper()}" if name else "settings"
+    return f"invalid setting {env}: {msg}"

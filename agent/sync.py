@@ -1,0 +1,440 @@
+"""The sync cycle: health check, account list, every account's live data, one store write.
+
+One account failing never stops the others; nothing invalid is ever written; cycles never overlap.
+`SyncService.state` is the in-memory view the metrics collector and the status API read at request
+time; it is loaded from the store at start so counts survive a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from opentelemetry import trace
+
+from agent.bridge_client import AccountSummary, BridgeClient, BridgeError, BridgeHealth
+from agent.models import (
+    AccountRecord,
+    AccountSyncState,
+    AccountUpdate,
+    AccountValues,
+    DataSource,
+    Reason,
+    RunResult,
+    SyncRun,
+)
+from agent.payloads import AccountData
+from agent.store.base import Store, StoreError
+
+log = logging.getLogger("mt5_agent.sync")
+tracer = trace.get_tracer("mt5_agent.sync")
+
+RunListener = Callable[[SyncRun], None]
+
+
+class AlreadyRunning(Exception):
+    def __init__(self, run: SyncRun) -> None:
+        super().__init__(f"a sync cycle is already running (run {run.run_id})")
+        self.run = run
+
+
+@dataclass
+class AccountView:
+    """The last known values of one account, as the store holds them (loaded at start, then kept
+    current by each cycle's successful write)."""
+
+    account: int
+    name: str | None = None
+    server: str | None = None
+    values: AccountValues | None = None
+    data_source: str | None = None
+    live_data_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    @classmethod
+    def from_record(cls, r: AccountRecord) -> AccountView:
+        values = None
+        if r.balance is not None:
+            values = AccountValues(
+                balance=r.balance,
+                equity=r.equity,
+                profit=r.profit,
+                margin=r.margin,
+                margin_free=r.margin_free,
+                margin_level=r.margin_level,
+                leverage=r.leverage,
+                currency=r.currency,
+                trade_allowed=r.trade_allowed,
+            )
+        return cls(
+            account=r.account,
+            name=r.name,
+            server=r.server,
+            values=values,
+            data_source=r.data_source,
+            live_data_at=r.live_data_at,
+            updated_at=r.updated_at,
+        )
+
+    @property
+    def currency(self) -> str | None:
+        return self.values.currency if self.values else None
+
+
+@dataclass
+class SyncState:
+    accounts: dict[int, AccountView] = field(default_factory=dict)
+    sync_states: dict[int, AccountSyncState] = field(default_factory=dict)
+    failures: Counter[tuple[int, Reason]] = field(default_factory=Counter)  # since process start
+    runs: Counter[RunResult] = field(default_factory=Counter)
+    bridge_up: bool | None = None
+    store_up: bool | None = None
+    last_health: BridgeHealth | None = None
+    last_run: SyncRun | None = None
+    last_success_at: datetime | None = None
+    running: SyncRun | None = None
+    loaded: bool = False
+
+
+def _merge(old: AccountValues | None, new: AccountValues) -> AccountValues:
+    """Fields the bridge did not send keep their stored value (a $set writes only what came)."""
+    if old is None:
+        return new
+    merged = {
+        f: getattr(new, f) if getattr(new, f) is not None else getattr(old, f)
+        for f in new.__dataclass_fields__
+    }
+    return AccountValues(**merged)
+
+
+class SyncService:
+    def __init__(
+        self,
+        store: Store,
+        bridge: BridgeClient,
+        *,
+        concurrency: int = 16,
+        cycle_deadline: float = 240.0,
+        health_retries: int = 3,
+        health_backoff: float = 0.5,
+        use_batch: bool = True,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.store = store
+        self.bridge = bridge
+        self.concurrency = concurrency
+        self.cycle_deadline = cycle_deadline
+        self.health_retries = health_retries
+        self.health_backoff = health_backoff
+        self.use_batch = use_batch
+        self.clock = clock
+        self.state = SyncState()
+        self.listeners: list[RunListener] = []
+        self._lock = asyncio.Lock()
+        self._store_opened = False
+
+    # State ----------------------------------------------------------------------------------
+    async def ensure_ready(self) -> bool:
+        """Open the store and load state once; retried by each cycle while the store is down."""
+        if self.state.loaded:
+            return True
+        if not self._store_opened:
+            try:
+                await self.store.open()
+            except StoreError as exc:
+                self.state.store_up = False
+                log.error("store unavailable (will retry next cycle): %s", exc)
+                return False
+            self._store_opened = True
+        return await self.load_state()
+
+    async def load_state(self) -> bool:
+        """Load the last known accounts and failure counts from the store; False if it is down."""
+        try:
+            records = await self.store.get_accounts()
+            states = await self.store.get_sync_states()
+        except StoreError as exc:
+            self.state.store_up = False
+            log.error("store unavailable at start: %s", exc)
+            return False
+        # What this process already learnt (while the store was down) wins over what was stored.
+        for r in records:
+            self.state.accounts.setdefault(r.account, AccountView.from_record(r))
+        for account, st in states.items():
+            self.state.sync_states.setdefault(account, st)
+        for account in states:
+            self.state.accounts.setdefault(account, AccountView(account=account))
+        self.state.store_up = True
+        self.state.loaded = True
+        return True
+
+    # Cycle ----------------------------------------------------------------------------------
+    async def run_cycle(self, trigger: str = "schedule") -> SyncRun:
+        """Run one cycle now; raise AlreadyRunning when one is in progress (cycles never overlap)."""
+        if self._lock.locked() and self.state.running is not None:
+            raise AlreadyRunning(self.state.running)
+        async with self._lock:
+            run = SyncRun(run_id=uuid.uuid4().hex[:16], started_at=self.clock(), trigger=trigger)
+            self.state.running = run
+            started = time.perf_counter()
+            try:
+                await self.ensure_ready()
+                with tracer.start_as_current_span("sync.cycle") as span:
+                    span.set_attribute("sync.run_id", run.run_id)
+                    span.set_attribute("sync.trigger", trigger)
+                    await self._cycle(run)
+                    span.set_attribute("sync.result", str(run.result))
+                    span.set_attribute("sync.accounts.total", run.accounts_total)
+                    span.set_attribute("sync.accounts.live", run.synced_live)
+                    span.set_attribute("sync.accounts.stored", run.synced_stored)
+                    span.set_attribute("sync.accounts.failed", run.failed)
+                    if run.result in (RunResult.FAILED, RunResult.SKIPPED):
+                        span.set_status(trace.StatusCode.ERROR, run.error or str(run.result))
+            finally:
+                run.finished_at = self.clock()
+                run.duration_seconds = time.perf_counter() - started
+                if run.result is None:  # cancelled or crashed mid-cycle
+                    run.result = RunResult.FAILED
+                    run.error = run.error or "cycle interrupted"
+                self.state.running = None
+                await self._finish(run)
+            return run
+
+    async def _finish(self, run: SyncRun) -> None:
+        self.state.runs[run.result] += 1
+        self.state.last_run = run
+        if run.result in (RunResult.SUCCESS, RunResult.PARTIAL):
+            self.state.last_success_at = run.finished_at
+        level = logging.INFO if run.result is RunResult.SUCCESS else logging.WARNING
+        log.log(level, run.summary_line(), extra={"run_id": run.run_id, "result": str(run.result)})
+        try:
+            await self.store.record_run(run)
+        except StoreError as exc:
+            log.error("could not record sync run %s: %s", run.run_id, exc)
+        except Exception:
+            log.exception("could not record sync run %s", run.run_id)
+        for listener in self.listeners:
+            try:
+                listener(run)
+            except Exception:
+                log.exception("sync run listener failed")
+
+    async def _cycle(self, run: SyncRun) -> None:
+        # 1. Health (retried with backoff): unusable bridge -> skip, change nothing.
+        with tracer.start_as_current_span("bridge.health") as span:
+            try:
+                health = await self.bridge.health_with_retries(self.health_retries, self.health_backoff)
+            except BridgeError as exc:
+                self.state.bridge_up = False
+                run.result = RunResult.SKIPPED
+                run.error = f"bridge unavailable: {exc.message}"
+                span.set_status(trace.StatusCode.ERROR, exc.message)
+                return
+            span.set_attribute("bridge.status", health.status)
+        self.state.last_health = health
+        self.state.bridge_up = True
+
+        # 2. Account list.
+        with tracer.start_as_current_span("bridge.accounts") as span:
+            try:
+                summaries = await self.bridge.accounts()
+            except BridgeError as exc:
+                self.state.bridge_up = exc.reason is Reason.INVALID_PAYLOAD
+                run.result = RunResult.FAILED
+                run.error = f"account list: {exc.message}"
+                span.set_status(trace.StatusCode.ERROR, exc.message)
+                return
+            span.set_attribute("sync.accounts.total", len(summaries))
+        run.accounts_total = len(summaries)
+
+        # 3. Every account's data (batch when advertised), under the cycle deadline.
+        with tracer.start_as_current_span("bridge.fetch") as span:
+            results = await self._fetch(summaries, health, run)
+            span.set_attribute("bridge.batch", run.bridge_batch)
+
+        # 4. One store write for the whole cycle.
+        now = self.clock()
+        updates: list[AccountUpdate] = []
+        failures: dict[int, Reason] = {}
+        for s in summaries:
+            res = results.get(s.account)
+            if isinstance(res, AccountData):
+                updates.append(
+                    AccountUpdate(
+                        account=s.account,
+                        values=res.values,
+                        data_source=DataSource.LIVE if res.live else DataSource.STORED,
+                        synced_at=now,
+                        live_data_at=res.read_at if res.live else None,
+                        name=s.name or res.name,
+                        server=s.server or res.server,
+                    )
+                )
+            else:
+                err = (
+                    res
+                    if isinstance(res, BridgeError)
+                    else BridgeError(Reason.TIMEOUT, "no answer before the cycle deadline")
+                )
+                failures[s.account] = err.reason
+                log.warning(
+                    "account %s failed: %s",
+                    s.account,
+                    err.message,
+                    extra={"account": s.account, "reason": err.reason.value},
+                )
+
+        states = self._next_states(summaries, updates, failures, now)
+        with tracer.start_as_current_span("store.write") as span:
+            span.set_attribute("store.updates", len(updates))
+            try:
+                await self.store.write_cycle(updates, list(states.values()))
+            except StoreError as exc:
+                span.set_status(trace.StatusCode.ERROR, str(exc))
+                self.state.store_up = False
+                # Nothing was written: accounts whose data came back failed with reason `store`.
+                failures = {s.account: failures.get(s.account, Reason.STORE) for s in summaries}
+                states = self._next_states(summaries, [], failures, now)
+                self._apply(summaries, [], failures, states)
+                run.failed = len(summaries)
+                run.failures = {str(a): r.value for a, r in failures.items()}
+                run.result = RunResult.FAILED
+                run.error = f"store: {exc}"
+                log.error("store write failed: %s", exc, extra={"reason": Reason.STORE.value})
+                return
+        self.state.store_up = True
+        self._apply(summaries, updates, failures, states)
+        run.synced_live = sum(1 for u in updates if u.data_source is DataSource.LIVE)
+        run.synced_stored = len(updates) - run.synced_live
+        run.failed = len(failures)
+        run.failures = {str(a): r.value for a, r in sorted(failures.items())}
+        if run.accounts_total == 0 or (run.synced_live == run.accounts_total):
+            run.result = RunResult.SUCCESS
+        elif updates:
+            run.result = RunResult.PARTIAL
+        else:
+            run.result = RunResult.FAILED
+            run.error = run.error or "no account could be synced"
+
+    async def _fetch(
+        self, summaries: list[AccountSummary], health: BridgeHealth, run: SyncRun
+    ) -> dict[int, AccountData | BridgeError]:
+        results: dict[int, AccountData | BridgeError] = {}
+        wanted = [s.account for s in summaries]
+        deadline = asyncio.get_running_loop().time() + self.cycle_deadline
+        if self.use_batch and "batch" in health.features:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    batch = await self.bridge.live_batch()
+                run.bridge_batch = True
+                results.update(batch.data)
+                results.update(batch.errors)
+            except (BridgeError, TimeoutError) as exc:
+                msg = exc.message if isinstance(exc, BridgeError) else "cycle deadline"
+                log.warning("batch endpoint failed (%s); falling back to one call per account", msg)
+        todo = [a for a in wanted if a not in results]
+        if todo:
+            await self._fetch_each(todo, results, deadline)
+        return results
+
+    async def _fetch_each(
+        self, accounts: list[int], results: dict[int, AccountData | BridgeError], deadline: float
+    ) -> None:
+        sem = asyncio.Semaphore(self.concurrency)
+
+        async def one(account: int) -> None:
+            async with sem:
+                try:
+                    results[account] = await self.bridge.account_info(account)
+                except BridgeError as exc:
+                    results[account] = exc
+
+        tasks = [asyncio.create_task(one(a)) for a in accounts]
+        try:
+            async with asyncio.timeout_at(deadline):
+                await asyncio.gather(*tasks)
+        except TimeoutError:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for a in accounts:
+                results.setdefault(
+                    a,
+                    BridgeError(
+                        Reason.TIMEOUT, f"no answer within the {self.cycle_deadline:g}s cycle deadline"
+                    ),
+                )
+
+    def _next_states(
+        self,
+        summaries: list[AccountSummary],
+        updates: list[AccountUpdate],
+        failures: dict[int, Reason],
+        now: datetime,
+    ) -> dict[int, AccountSyncState]:
+        live = {u.account: u for u in updates if u.data_source is DataSource.LIVE}
+        out: dict[int, AccountSyncState] = {}
+        for s in summaries:
+            prev = self.state.sync_states.get(s.account) or AccountSyncState(account=s.account)
+            st = AccountSyncState(
+                account=s.account,
+                consecutive_failures=prev.consecutive_failures,
+                last_reason=prev.last_reason,
+                last_failure_at=prev.last_failure_at,
+                last_attempt_at=now,
+                last_live_at=prev.last_live_at,
+            )
+            if s.account in failures:
+                st.consecutive_failures += 1
+                st.last_reason = failures[s.account]
+                st.last_failure_at = now
+            elif s.account in live:
+                st.consecutive_failures = 0
+                st.last_live_at = live[s.account].live_data_at
+            # A stored-data fallback is neither a failure nor a live success: counts stay as they were.
+            out[s.account] = st
+        return out
+
+    def _apply(
+        self,
+        summaries: list[AccountSummary],
+        updates: list[AccountUpdate],
+        failures: dict[int, Reason],
+        states: dict[int, AccountSyncState],
+    ) -> None:
+        """Mirror what the store now holds into the in-memory view."""
+        accounts = self.state.accounts
+        for s in summaries:
+            view = accounts.get(s.account)
+            if view is None:
+                view = accounts[s.account] = AccountView(account=s.account, name=s.name, server=s.server)
+            else:
+                view.name = view.name or s.name
+                view.server = view.server or s.server
+        for u in updates:
+            view = accounts[u.account]
+            view.values = _merge(view.values, u.values)
+            view.data_source = u.data_source.value
+            view.updated_at = u.synced_at
+            if u.live_data_at is not None:
+                view.live_data_at = u.live_data_at
+            view.name = view.name or u.name
+            view.server = view.server or u.server
+        for account, reason in failures.items():
+            self.state.failures[(account, reason)] += 1
+        self.state.sync_states.update(states)
+
+
+async def guarded(fn: Callable[[], Awaitable[SyncRun]]) -> SyncRun | None:
+    """For the scheduler: a tick that lands while a manual cycle runs is skipped, not queued."""
+    try:
+        return await fn()
+    except AlreadyRunning as exc:
+        log.info("scheduled sync skipped: %s", exc)
+        return None
