@@ -8,6 +8,11 @@ from enum import StrEnum
 from typing import Any
 
 
+def to_ms(dt: datetime) -> datetime:
+    """Truncate to milliseconds, the precision both stores keep (BSON dates), so memory and store agree."""
+    return dt.replace(microsecond=dt.microsecond // 1000 * 1000)
+
+
 class DataSource(StrEnum):
     LIVE = "VPS_LIVE_MT5"
     STORED = "VPS_STORED"

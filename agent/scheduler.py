@@ -29,7 +29,7 @@ class SyncScheduler:
         self._scheduler: AsyncIOScheduler | None = None
         self._tasks: set[asyncio.Task[object]] = set()
 
-    def _tick(self) -> None:
+    async def _tick(self) -> None:
         if self.service.state.running is not None:
             log.info("scheduled sync skipped: run %s still running", self.service.state.running.run_id)
             return

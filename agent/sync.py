@@ -28,6 +28,7 @@ from agent.models import (
     Reason,
     RunResult,
     SyncRun,
+    to_ms,
 )
 from agent.payloads import AccountData
 from agent.store.base import Store, StoreError
@@ -259,7 +260,7 @@ class SyncService:
             span.set_attribute("bridge.batch", run.bridge_batch)
 
         # 4. One store write for the whole cycle.
-        now = self.clock()
+        now = to_ms(self.clock())
         updates: list[AccountUpdate] = []
         failures: dict[int, Reason] = {}
         for s in summaries:
@@ -271,7 +272,7 @@ class SyncService:
                         values=res.values,
                         data_source=DataSource.LIVE if res.live else DataSource.STORED,
                         synced_at=now,
-                        live_data_at=res.read_at if res.live else None,
+                        live_data_at=to_ms(res.read_at) if res.live and res.read_at else None,
                         name=s.name or res.name,
                         server=s.server or res.server,
                     )

@@ -41,7 +41,9 @@ FAULTS = (
 
 @dataclass
 class SeedBridge:
-    accounts: dict[int, dict[str, Any]] = field(default_factory=lambda: {k: dict(v) for k, v in SEED_ACCOUNTS.items()})
+    accounts: dict[int, dict[str, Any]] = field(
+        default_factory=lambda: {k: dict(v) for k, v in SEED_ACCOUNTS.items()}
+    )
     behaviour: dict[int, str] = field(default_factory=dict)
     healthy: bool = True
     health_fault: str = "ok"  # ok | http_500 | hang
@@ -89,7 +91,12 @@ class SeedBridge:
         if self.summary_fault == "http_500":
             return web.Response(status=500)
         return web.json_response(
-            {"accounts": [{"account": k, "name": v["name"], "balance": v["balance"]} for k, v in self.accounts.items()]}
+            {
+                "accounts": [
+                    {"account": k, "name": v["name"], "balance": v["balance"]}
+                    for k, v in self.accounts.items()
+                ]
+            }
         )
 
     async def info(self, request: web.Request) -> web.StreamResponse:
@@ -107,7 +114,9 @@ class SeedBridge:
         if fault == "http_500":
             return web.json_response({"detail": "MT5 login failed"}, status=500)
         if fault == "broken_json":
-            return web.Response(text='{"account_id": 1, "live_data": {"balance": 1', content_type="application/json")
+            return web.Response(
+                text='{"account_id": 1, "live_data": {"balance": 1', content_type="application/json"
+            )
         if fault == "truncated":
             resp = web.StreamResponse(headers={"Content-Type": "application/json", "Content-Length": "400"})
             await resp.prepare(request)
@@ -116,7 +125,9 @@ class SeedBridge:
             request.transport.close()
             return resp
         live = self.live_data(account)
-        stored = {"balance": self.accounts[account].get("stored_balance", self.accounts[account]["balance"] - 100)}
+        stored = {
+            "balance": self.accounts[account].get("stored_balance", self.accounts[account]["balance"] - 100)
+        }
         if fault == "nan_balance":
             body = json.dumps({"account_id": account, "live_data": {**live, "balance": float("nan")}})
             return web.Response(text=body, content_type="application/json")

@@ -1,0 +1,146 @@
+"""The commands as real subprocesses: exit codes of sync-once, clean start/stop of run and demo."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+
+from tests.agent.fake_seed_bridge import SeedBridge
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env(**kw: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MT5_AGENT_", "OTEL_"))}
+    env.update(kw)
+    return env
+
+
+async def _agent(*args: str, env: dict[str, str]) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "agent.cli",
+        *args,
+        env=env,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+@pytest.fixture
+async def seed() -> AsyncIterator[tuple[SeedBridge, str]]:
+    bridge = SeedBridge()
+    server = TestServer(bridge.app(), host="127.0.0.1")
+    await server.start_server()
+    yield bridge, str(server.make_url("")).rstrip("/")
+    bridge.release.set()
+    await server.close()
+
+
+async def _sync_once(tmp_path: Path, url: str) -> tuple[int, str, str]:
+    env = _env(
+        MT5_AGENT_BRIDGE_URL=url,
+        MT5_AGENT_STORE_URL=f"sqlite:///{tmp_path / 'a.db'}",
+        MT5_AGENT_HEALTH_BACKOFF="0.01",
+        MT5_AGENT_REQUEST_TIMEOUT="2",
+    )
+    proc = await _agent("sync-once", env=env)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def test_sync_once_exit_codes(seed, tmp_path: Path) -> None:
+    bridge, url = seed
+    code, out, _ = await _sync_once(tmp_path, url)
+    assert code == 0, out
+    assert out.strip().startswith("sync complete: 7/7 accounts synced in ")
+
+    bridge.behaviour[886066] = "http_500"
+    code, out, _ = await _sync_once(tmp_path, url)
+    assert code == 1
+    assert "6/7 accounts synced" in out and "1 failed" in out
+
+    code, out, _ = await _sync_once(tmp_path, f"http://127.0.0.1:{_free_port()}")
+    assert code == 2
+    assert out.startswith("sync skipped: bridge unavailable")
+
+
+async def test_bad_config_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    proc = await _agent("sync-once", env=_env(MT5_AGENT_SCHEDULE="whenever"))
+    _out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 2
+    lines = err.decode().strip().splitlines()
+    assert len(lines) == 1 and "MT5_AGENT_SCHEDULE" in lines[0]
+
+
+async def _wait_http(url: str, pred, timeout: float = 30.0) -> object:
+    deadline = asyncio.get_running_loop().time() + timeout
+    async with aiohttp.ClientSession() as s:
+        while True:
+            try:
+                async with s.get(url) as r:
+                    body = await r.json(content_type=None)
+                    if pred(r.status, body):
+                        return body
+            except (aiohttp.ClientError, json.JSONDecodeError):
+                pass
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"{url} never satisfied the condition")
+            await asyncio.sleep(0.1)
+
+
+async def _stop(proc: asyncio.subprocess.Process, sig: int = signal.SIGINT) -> int:
+    proc.send_signal(sig)
+    await asyncio.wait_for(proc.wait(), 15)
+    return proc.returncode
+
+
+async def test_run_serves_syncs_and_stops_cleanly(seed, tmp_path: Path) -> None:
+    _, url = seed
+    port = _free_port()
+    env = _env(
+        MT5_AGENT_BRIDGE_URL=url,
+        MT5_AGENT_STORE_URL=f"sqlite:///{tmp_path / 'a.db'}",
+        MT5_AGENT_SCHEDULE="1s",
+        MT5_AGENT_LISTEN=f"127.0.0.1:{port}",
+        MT5_AGENT_LOG_FORMAT="json",
+    )
+    proc = await _agent("run", env=env)
+    try:
+        await _wait_http(f"http://127.0.0.1:{port}/readyz", lambda st, b: st == 200 and b["ready"])
+    finally:
+        code = await _stop(proc, signal.SIGTERM)
+    assert code == 0
+    err = (await proc.stderr.read()).decode()
+    summaries = [json.loads(line) for line in err.splitlines() if '"sync complete' in line]
+    assert summaries and summaries[0]["msg"].startswith("sync complete: 7/7 accounts synced")
+
+
+async def test_demo_shows_accounts_syncing_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    port = _free_port()
+    proc = await _agent("demo", "--listen", f"127.0.0.1:{port}", "--schedule", "1s", env=_env())
+    try:
+        first = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+        assert first.startswith("mt5-agent demo: 7 simulated accounts")
+        await _wait_http(f"http://127.0.0.1:{port}/readyz", lambda st, b: st == 200 and b["ready"])
+    finally:
+        code = await _stop(proc, signal.SIGINT)
+    assert code == 0
