@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 
 from agent.models import Reason
-from agent.payloads import AccountData, PayloadError, parse_account_id, parse_info, parse_live_data
+from agent.payloads import AccountData, PayloadError, parse_account_id, parse_info
 
 RequestObserver = Callable[[str, float, bool], None]  # endpoint, seconds, ok
 
@@ -234,9 +234,10 @@ class BridgeClient:
                 account = parse_account_id(item.get("account_id"))
             except PayloadError:
                 continue
-            if item.get("live_data"):
+            if item.get("live_data") or item.get("stored_data"):
+                # Same shape as one /info answer, including the seed's stored_data fallback.
                 try:
-                    out.data[account] = parse_live_data(account, item["live_data"], received)
+                    out.data[account] = parse_info(account, item, received)
                 except PayloadError as exc:
                     out.errors[account] = BridgeError(exc.reason, f"account {account}: {exc.message}")
             else:
