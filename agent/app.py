@@ -12,12 +12,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from aiohttp import web
+from opentelemetry.trace import TracerProvider
 
 from agent.bridge_client import BridgeClient
-from agent.config import Settings
+from agent.config import SECRET_FIELDS, Settings
+from agent.logs import register_secrets
+from agent.metrics import AgentMetrics
 from agent.store import open_store
 from agent.store.base import Store
 from agent.sync import SyncService
+from agent.tracing import client_trace_config
 
 log = logging.getLogger("mt5_agent")
 
@@ -32,20 +36,32 @@ class Agent:
     service: SyncService
     scheduler: object | None = None  # agent.scheduler.SyncScheduler when scheduling
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    metrics: AgentMetrics | None = None  # this agent's own Prometheus registry (never the global one)
+    tracer_provider: TracerProvider | None = None  # None: the global provider
 
 
 AGENT_KEY = web.AppKey("agent", Agent)
 
 
 def build_agent(
-    settings: Settings, *, store: Store | None = None, bridge: BridgeClient | None = None
+    settings: Settings,
+    *,
+    store: Store | None = None,
+    bridge: BridgeClient | None = None,
+    tracer_provider: TracerProvider | None = None,
 ) -> Agent:
-    store = store or open_store(settings.store_url, mongo_database=settings.mongo_database)
+    register_secrets(settings.secret(name) for name in SECRET_FIELDS)
+    metrics = AgentMetrics()
+    store = metrics.timed_store(
+        store or open_store(settings.store_url, mongo_database=settings.mongo_database)
+    )
     bridge = bridge or BridgeClient(
         settings.bridge_url,
         token=settings.secret("bridge_token"),
         timeout=settings.request_timeout,
         connection_limit=max(settings.concurrency, 10),
+        observer=metrics.observe_bridge_request,
+        trace_configs=[client_trace_config(tracer_provider)],
     )
     service = SyncService(
         store,
@@ -55,8 +71,17 @@ def build_agent(
         health_retries=settings.health_retries,
         health_backoff=settings.health_backoff,
         use_batch=settings.use_batch,
+        tracer_provider=tracer_provider,
     )
-    return Agent(settings=settings, store=store, bridge=bridge, service=service)
+    metrics.attach(service, settings.thresholds)
+    return Agent(
+        settings=settings,
+        store=store,
+        bridge=bridge,
+        service=service,
+        metrics=metrics,
+        tracer_provider=tracer_provider,
+    )
 
 
 async def open_agent(agent: Agent) -> None:
@@ -77,9 +102,11 @@ async def close_agent(agent: Agent) -> None:
 def create_app(agent: Agent, *, schedule: bool = True) -> web.Application:
     from agent.api import setup_api
     from agent.metrics import setup_metrics
+    from agent.tracing import setup_tracing_middleware
 
     app = web.Application()
     app[AGENT_KEY] = agent
+    setup_tracing_middleware(app, agent.tracer_provider)
     setup_metrics(app, agent)
     setup_api(app, agent)
 

@@ -114,10 +114,9 @@ async def _sync_once(settings: Settings) -> int:
 
 
 async def _demo(args: argparse.Namespace) -> int:
+    from agent.app import build_agent, create_app
     from bridge.api import create_app as create_bridge_app
     from bridge.simulated import simulated_pool
-
-    from agent.app import build_agent, create_app
 
     faults: dict[int, str] = {}
     for spec in args.fault or []:

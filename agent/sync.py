@@ -34,7 +34,6 @@ from agent.payloads import AccountData
 from agent.store.base import Store, StoreError
 
 log = logging.getLogger("mt5_agent.sync")
-tracer = trace.get_tracer("mt5_agent.sync")
 
 RunListener = Callable[[SyncRun], None]
 
@@ -126,8 +125,10 @@ class SyncService:
         health_backoff: float = 0.5,
         use_batch: bool = True,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        tracer_provider: trace.TracerProvider | None = None,
     ) -> None:
         self.store = store
+        self._tracer = trace.get_tracer("mt5_agent.sync", tracer_provider=tracer_provider)
         self.bridge = bridge
         self.concurrency = concurrency
         self.cycle_deadline = cycle_deadline
@@ -184,9 +185,11 @@ class SyncService:
             run = SyncRun(run_id=uuid.uuid4().hex[:16], started_at=self.clock(), trigger=trigger)
             self.state.running = run
             started = time.perf_counter()
+            cycle_span: trace.Span = trace.INVALID_SPAN
             try:
                 await self.ensure_ready()
-                with tracer.start_as_current_span("sync.cycle") as span:
+                with self._tracer.start_as_current_span("sync.cycle") as span:
+                    cycle_span = span
                     span.set_attribute("sync.run_id", run.run_id)
                     span.set_attribute("sync.trigger", trigger)
                     await self._cycle(run)
@@ -204,7 +207,9 @@ class SyncService:
                     run.result = RunResult.FAILED
                     run.error = run.error or "cycle interrupted"
                 self.state.running = None
-                await self._finish(run)
+                # The summary line and the listeners run under the (ended) cycle span: logs get its trace id.
+                with trace.use_span(cycle_span, record_exception=False, set_status_on_exception=False):
+                    await self._finish(run)
             return run
 
     async def _finish(self, run: SyncRun) -> None:
@@ -228,13 +233,14 @@ class SyncService:
 
     async def _cycle(self, run: SyncRun) -> None:
         # 1. Health (retried with backoff): unusable bridge -> skip, change nothing.
-        with tracer.start_as_current_span("bridge.health") as span:
+        with self._tracer.start_as_current_span("bridge.health") as span:
             try:
                 health = await self.bridge.health_with_retries(self.health_retries, self.health_backoff)
             except BridgeError as exc:
                 self.state.bridge_up = False
                 run.result = RunResult.SKIPPED
                 run.error = f"bridge unavailable: {exc.message}"
+                span.record_exception(exc)
                 span.set_status(trace.StatusCode.ERROR, exc.message)
                 return
             span.set_attribute("bridge.status", health.status)
@@ -242,20 +248,21 @@ class SyncService:
         self.state.bridge_up = True
 
         # 2. Account list.
-        with tracer.start_as_current_span("bridge.accounts") as span:
+        with self._tracer.start_as_current_span("bridge.accounts") as span:
             try:
                 summaries = await self.bridge.accounts()
             except BridgeError as exc:
                 self.state.bridge_up = exc.reason is Reason.INVALID_PAYLOAD
                 run.result = RunResult.FAILED
                 run.error = f"account list: {exc.message}"
+                span.record_exception(exc)
                 span.set_status(trace.StatusCode.ERROR, exc.message)
                 return
             span.set_attribute("sync.accounts.total", len(summaries))
         run.accounts_total = len(summaries)
 
         # 3. Every account's data (batch when advertised), under the cycle deadline.
-        with tracer.start_as_current_span("bridge.fetch") as span:
+        with self._tracer.start_as_current_span("bridge.fetch") as span:
             results = await self._fetch(summaries, health, run)
             span.set_attribute("bridge.batch", run.bridge_batch)
 
@@ -284,6 +291,9 @@ class SyncService:
                     else BridgeError(Reason.TIMEOUT, "no answer before the cycle deadline")
                 )
                 failures[s.account] = err.reason
+                trace.get_current_span().add_event(
+                    "account.failed", {"account": s.account, "reason": err.reason.value}
+                )
                 log.warning(
                     "account %s failed: %s",
                     s.account,
@@ -292,11 +302,12 @@ class SyncService:
                 )
 
         states = self._next_states(summaries, updates, failures, now)
-        with tracer.start_as_current_span("store.write") as span:
+        with self._tracer.start_as_current_span("store.write") as span:
             span.set_attribute("store.updates", len(updates))
             try:
                 await self.store.write_cycle(updates, list(states.values()))
             except StoreError as exc:
+                span.record_exception(exc)
                 span.set_status(trace.StatusCode.ERROR, str(exc))
                 self.state.store_up = False
                 # Nothing was written: accounts whose data came back failed with reason `store`.
