@@ -1,0 +1,1 @@
+"""Prometheus alerting and recording rules for mt5-monitor, generated from code (mixin style)."""

@@ -1,0 +1,569 @@
+"""Generate the Grafana dashboards (JSON) from code with grafana-foundation-sdk.
+
+Colour thresholds for data age come from `agent.freshness.Thresholds`, like the alert rules, so the
+dashboards and the alerts cannot drift. Run `python -m dashboards.render` (or `mt5-agent render dashboards`)
+to regenerate the committed files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from agent.freshness import STATES, Thresholds
+from alerts.render import SUCCESS_OBJECTIVE, SUCCESS_WINDOW, SYNC_FAILURES_IN_A_ROW, success_ratio_expr
+
+with warnings.catch_warnings():  # the v1 Dashboard builder warns at import; v1 JSON is what we provision
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from grafana_foundation_sdk.builders import common as common_builders
+    from grafana_foundation_sdk.builders import dashboard as dash
+    from grafana_foundation_sdk.builders import piechart, prometheus, stat, table, timeseries
+from grafana_foundation_sdk.cog import builder as cogbuilder
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import common
+from grafana_foundation_sdk.models import dashboard as model
+from grafana_foundation_sdk.models import piechart as piechart_model
+from grafana_foundation_sdk.models import prometheus as prom_model
+
+OVERVIEW_UID = "mt5-accounts-overview"
+SYNC_UID = "mt5-sync-health"
+FILES = {OVERVIEW_UID: f"{OVERVIEW_UID}.json", SYNC_UID: f"{SYNC_UID}.json"}
+TAGS = ["mt5", "mt5-monitor"]
+DATASOURCE = common.DataSourceRef(type_val="prometheus", uid="${datasource}")
+ACCOUNT = 'account=~"$account"'
+STATE_COLOURS = {"fresh": "green", "acceptable": "yellow", "degraded": "orange", "critical": "red"}
+AGE = f"time() - mt5_account_last_sync_timestamp_seconds{{{ACCOUNT}}}"
+AGE_COLUMN = "Data age (min)"
+# Grafana macros and variables -> values that make every expression plain, valid PromQL.
+SUBSTITUTIONS = {"$__rate_interval": "1m", "$__interval": "1m", "$__range": "1h", "$account": ".*"}
+
+assert set(STATE_COLOURS) == {str(s) for s in STATES}, "a freshness state without a colour"
+
+
+def freshness_steps(thresholds: Thresholds) -> list[model.Threshold]:
+    """Data-age colour steps: green (fresh), yellow, orange, red at the Thresholds boundaries."""
+    return [
+        model.Threshold(value=None, color=STATE_COLOURS["fresh"]),
+        model.Threshold(value=thresholds.acceptable_after, color=STATE_COLOURS["acceptable"]),
+        model.Threshold(value=thresholds.degraded_after, color=STATE_COLOURS["degraded"]),
+        model.Threshold(value=thresholds.critical_after, color=STATE_COLOURS["critical"]),
+    ]
+
+
+_DASHED = common_builders.GraphThresholdsStyleConfig().mode(common.GraphThresholdsStyleMode.DASHED)
+
+
+def _steps(*steps: tuple[float | None, str]) -> dash.ThresholdsConfig:
+    return (
+        dash.ThresholdsConfig()
+        .mode(model.ThresholdsMode.ABSOLUTE)
+        .steps([model.Threshold(value=v, color=c) for v, c in steps])
+    )
+
+
+def _age_thresholds(thresholds: Thresholds, per: float = 1) -> dash.ThresholdsConfig:
+    steps = freshness_steps(thresholds)
+    for step in steps:
+        step.value = None if step.value is None else step.value / per
+    return dash.ThresholdsConfig().mode(model.ThresholdsMode.ABSOLUTE).steps(steps)
+
+
+def _q(expr: str, legend: str = "__auto", ref: str = "A", *, instant: bool = False) -> prometheus.Dataquery:
+    query = prometheus.Dataquery().expr(expr).legend_format(legend).ref_id(ref).datasource(DATASOURCE)
+    return query.instant() if instant else query.range()
+
+
+def _table_q(expr: str, ref: str) -> prometheus.Dataquery:
+    return _q(expr, ref=ref, instant=True).format(prom_model.PromQueryFormat.TABLE)
+
+
+def _fixed(colour: str) -> dash.FieldColor:
+    return dash.FieldColor().mode(model.FieldColorModeId.FIXED).fixed_color(colour)
+
+
+def _dyn(property_id: str, value: object) -> model.DynamicConfigValue:
+    return model.DynamicConfigValue(id_val=property_id, value=value)
+
+
+def _by_names(*names: str) -> model.MatcherConfig:
+    """Field-name matcher with object options (the schema rejects `byName`'s plain-string options)."""
+    return model.MatcherConfig(id_val="byNames", options={"mode": "include", "names": list(names)})
+
+
+def _coloured(panel: Any, colours: dict[str, str]) -> Any:
+    """Fixed colour per series/field name."""
+    for name, colour in colours.items():
+        panel = panel.with_override(_by_names(name), [_dyn("color", {"mode": "fixed", "fixedColor": colour})])
+    return panel
+
+
+def _up_mappings() -> list[model.ValueMapping]:
+    return [
+        model.ValueMap(
+            options={
+                "0": model.ValueMappingResult(text="DOWN", color="red", index=0),
+                "1": model.ValueMappingResult(text="UP", color="green", index=1),
+            }
+        )
+    ]
+
+
+def _state_mappings() -> list[model.ValueMapping]:
+    return [
+        model.ValueMap(
+            options={
+                state: model.ValueMappingResult(text=state, color=colour, index=i)
+                for i, (state, colour) in enumerate(STATE_COLOURS.items())
+            }
+        )
+    ]
+
+
+def _source_mappings() -> list[model.ValueMapping]:
+    return [
+        model.ValueMap(
+            options={
+                "VPS_LIVE_MT5": model.ValueMappingResult(text="VPS_LIVE_MT5", color="green", index=0),
+                "VPS_STORED": model.ValueMappingResult(text="VPS_STORED", color="orange", index=1),
+            }
+        )
+    ]
+
+
+def _place(panel: Any, pid: int, x: int, y: int, w: int, h: int) -> Any:
+    return panel.id(pid).grid_pos(model.GridPos(x=x, y=y, w=w, h=h)).datasource(DATASOURCE)
+
+
+def _variables() -> list[cogbuilder.Builder[model.VariableModel]]:
+    return [
+        dash.DatasourceVariable("datasource").label("Data source").type("prometheus"),
+        dash.QueryVariable("account")
+        .label("Account")
+        .datasource(DATASOURCE)
+        .query("label_values(mt5_account_info, account)")
+        .definition("label_values(mt5_account_info, account)")
+        .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .sort(model.VariableSort.NATURAL_ASC)
+        .multi(True)
+        .include_all(True)
+        .all_value(".*")
+        .current(model.VariableOption(selected=True, text=["All"], value=["$__all"])),
+    ]
+
+
+def _dashboard(uid: str, title: str, description: str) -> dash.Dashboard:
+    return (
+        dash.Dashboard(title)
+        .uid(uid)
+        .description(description)
+        .tags(TAGS)
+        .editable()
+        .tooltip(model.DashboardCursorSync.CROSSHAIR)
+        .time("now-6h", "now")
+        .refresh("1m")
+        .timezone("browser")
+        .variables(_variables())
+        .link(
+            dash.DashboardLink("MT5 dashboards")
+            .type(model.DashboardLinkType.DASHBOARDS)
+            .tags(["mt5"])
+            .as_dropdown(True)
+            .include_vars(True)
+            .keep_time(True)
+        )
+    )
+
+
+def accounts_overview(thresholds: Thresholds) -> model.Dashboard:
+    """Fleet freshness at a glance, every account's figures, balance/equity and data age over time."""
+    d = _dashboard(
+        OVERVIEW_UID,
+        "MT5 accounts overview",
+        "Freshness, balances and data source of every MT5 account. Data age is the age of the last LIVE "
+        f"terminal data; colours follow the freshness thresholds ({thresholds}).",
+    )
+    per_state = [
+        _q(
+            f'sum(max by (account) (mt5_account_freshness_state{{state="{state}", {ACCOUNT}}})) or vector(0)',
+            legend=str(state),
+            ref=chr(ord("A") + i),
+            instant=True,
+        )
+        for i, state in enumerate(STATES)
+    ]
+
+    freshness = (
+        stat.Panel()
+        .title("Accounts by freshness")
+        .description("Number of accounts in each freshness state (the agent's classification).")
+        .targets(per_state)
+        .color_mode(common.BigValueColorMode.BACKGROUND)
+        .graph_mode(common.BigValueGraphMode.NONE)
+        .text_mode(common.BigValueTextMode.VALUE_AND_NAME)
+        .reduce_options(common_builders.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
+        .unit("none")
+        .decimals(0)
+    )
+    share = (
+        piechart.Panel()
+        .title("Freshness share")
+        .targets(per_state)
+        .pie_type(piechart_model.PieChartType.DONUT)
+        .display_labels([piechart_model.PieChartLabels.VALUE])
+        .reduce_options(common_builders.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
+        .unit("none")
+    )
+    freshness, share = _coloured(freshness, STATE_COLOURS), _coloured(share, STATE_COLOURS)
+
+    oldest = (
+        stat.Panel()
+        .title("Oldest live data")
+        .description("Age of the stalest account's last live data.")
+        .with_target(_q(f"max({AGE})", legend="oldest", instant=True))
+        .unit("s")
+        .thresholds(_age_thresholds(thresholds))
+        .color_mode(common.BigValueColorMode.BACKGROUND)
+        .graph_mode(common.BigValueGraphMode.NONE)
+    )
+    stored = (
+        stat.Panel()
+        .title("Accounts on stored data")
+        .description("Accounts whose last sync fell back to VPS_STORED (no live_data from the bridge).")
+        .with_target(
+            _q(
+                f'count(max by (account) (mt5_account_data_source{{source="VPS_STORED", {ACCOUNT}}}) == 1)'
+                " or vector(0)",
+                legend="stored",
+                instant=True,
+            )
+        )
+        .unit("none")
+        .thresholds(_steps((None, "green"), (1, "orange")))
+        .color_mode(common.BigValueColorMode.BACKGROUND)
+        .graph_mode(common.BigValueGraphMode.NONE)
+    )
+
+    # The schema allows only object-valued override properties (no per-column unit/decimals), so the
+    # table shares decimals=2 and unit none; margin level is shown in % and data age in minutes.
+    columns = [
+        ("A", f"max by (account, name, server, currency) (mt5_account_info{{{ACCOUNT}}})"),
+        ("B", f"max by (account) (mt5_account_balance{{{ACCOUNT}}})"),
+        ("C", f"max by (account) (mt5_account_equity{{{ACCOUNT}}})"),
+        ("D", f"max by (account) (mt5_account_profit{{{ACCOUNT}}})"),
+        ("E", f"100 * max by (account) (mt5_account_margin_level_ratio{{{ACCOUNT}}})"),
+        ("F", f"max by (account) ({AGE}) / 60"),
+        ("G", f"max by (account, state) (mt5_account_freshness_state{{{ACCOUNT}}}) == 1"),
+        ("H", f"max by (account, source) (mt5_account_data_source{{{ACCOUNT}}}) == 1"),
+    ]
+    names = {
+        "account": "Account",
+        "name": "Name",
+        "server": "Server",
+        "currency": "Currency",
+        "Value #B": "Balance",
+        "Value #C": "Equity",
+        "Value #D": "Profit",
+        "Value #E": "Margin level %",
+        "Value #F": AGE_COLUMN,
+        "state": "Freshness",
+        "source": "Data source",
+    }
+    accounts = (
+        table.Panel()
+        .title("Accounts")
+        .description(
+            "Every account: figures as last read from the MT5 terminal, age of the last live data (minutes), "
+            "freshness state and where the stored figures came from."
+        )
+        .targets([_table_q(expr, ref) for ref, expr in columns])
+        .with_transformation(model.DataTransformerConfig(id_val="merge", options={}))
+        .with_transformation(
+            model.DataTransformerConfig(
+                id_val="organize",
+                options={
+                    "excludeByName": {"Time": True, "Value #A": True, "Value #G": True, "Value #H": True},
+                    "indexByName": {field: i for i, field in enumerate(names)},
+                    "renameByName": names,
+                },
+            )
+        )
+        .sort_by([common_builders.TableSortByFieldState().display_name(AGE_COLUMN).desc(True)])
+        .unit("none")
+        .decimals(2)
+        .mappings(_state_mappings() + _source_mappings())
+        .with_override(
+            _by_names(AGE_COLUMN),
+            [
+                _dyn("thresholds", _age_thresholds(thresholds, per=60).build()),
+                _dyn("custom.cellOptions", {"type": "color-background"}),
+            ],
+        )
+        .with_override(_by_names("Freshness"), [_dyn("custom.cellOptions", {"type": "color-background"})])
+        .with_override(_by_names("Data source"), [_dyn("custom.cellOptions", {"type": "color-text"})])
+    )
+
+    def _money(title: str, metric: str) -> timeseries.Panel:
+        return (
+            timeseries.Panel()
+            .title(title)
+            .description(f"{metric} as read from the MT5 terminal, per account (account currency).")
+            .with_target(_q(f"max by (account) ({metric}{{{ACCOUNT}}})", legend="{{account}}"))
+            .unit("none")
+            .decimals(2)
+            .line_width(2)
+            .span_nulls(False)
+        )
+
+    age = (
+        timeseries.Panel()
+        .title("Live data age")
+        .description(
+            "Age of each account's last live data; lines at the acceptable, degraded and critical thresholds."
+        )
+        .with_target(_q(f"max by (account) ({AGE})", legend="{{account}}"))
+        .unit("s")
+        .min(0)
+        .thresholds(_age_thresholds(thresholds))
+        .thresholds_style(_DASHED)
+        .line_width(2)
+    )
+
+    for pid, (panel, x, y, w, h) in enumerate(
+        [
+            (freshness, 0, 0, 10, 5),
+            (share, 10, 0, 6, 5),
+            (oldest, 16, 0, 4, 5),
+            (stored, 20, 0, 4, 5),
+            (accounts, 0, 5, 24, 10),
+            (_money("Balance", "mt5_account_balance"), 0, 15, 12, 8),
+            (_money("Equity", "mt5_account_equity"), 12, 15, 12, 8),
+            (age, 0, 23, 24, 8),
+        ],
+        start=1,
+    ):
+        d = d.with_panel(_place(panel, pid, x, y, w, h))
+    return d.build()
+
+
+def sync_health(thresholds: Thresholds) -> model.Dashboard:
+    """Sync cycles, failures, bridge and store health and latency."""
+    d = _dashboard(
+        SYNC_UID,
+        "MT5 sync health",
+        "The agent's sync cycles: duration, results, failures by account and reason, bridge and store "
+        "health.",
+    )
+
+    def _up(title: str, expr: str) -> stat.Panel:
+        return (
+            stat.Panel()
+            .title(title)
+            .with_target(_q(expr, legend=title, instant=True))
+            .mappings(_up_mappings())
+            .thresholds(_steps((None, "red"), (1, "green")))
+            .color_mode(common.BigValueColorMode.BACKGROUND)
+            .graph_mode(common.BigValueGraphMode.NONE)
+        )
+
+    success = (
+        stat.Panel()
+        .title(f"Sync success ({SUCCESS_WINDOW})")
+        .description(
+            f"Successful share of non-skipped sync runs over {SUCCESS_WINDOW}; "
+            f"objective {SUCCESS_OBJECTIVE:.0%} (MT5SyncSuccessRateLow)."
+        )
+        .with_target(_q(success_ratio_expr(), legend="success", instant=True))
+        .unit("percentunit")
+        .decimals(2)
+        .thresholds(_steps((None, "red"), (SUCCESS_OBJECTIVE, "green")))
+        .color_mode(common.BigValueColorMode.BACKGROUND)
+        .graph_mode(common.BigValueGraphMode.NONE)
+    )
+    last_success = (
+        stat.Panel()
+        .title("Since last successful sync")
+        .with_target(_q("time() - max(mt5_sync_last_success_timestamp_seconds)", legend="age", instant=True))
+        .unit("s")
+        .thresholds(_age_thresholds(thresholds))
+        .color_mode(common.BigValueColorMode.BACKGROUND)
+        .graph_mode(common.BigValueGraphMode.NONE)
+    )
+    last_run = (
+        stat.Panel()
+        .title("Last run: accounts by outcome")
+        .with_target(_q("max by (outcome) (mt5_sync_last_run_accounts)", legend="{{outcome}}", instant=True))
+        .text_mode(common.BigValueTextMode.VALUE_AND_NAME)
+        .graph_mode(common.BigValueGraphMode.NONE)
+        .unit("none")
+    )
+    last_run = _coloured(last_run, {"live": "green", "stored": "orange", "failed": "red"})
+
+    def _quantiles(title: str, metric: str, by: str, quantiles: Sequence[float]) -> timeseries.Panel:
+        group = ", ".join(["le", *([by] if by else [])])
+        legend_suffix = f" {{{{{by}}}}}" if by else ""
+        targets = [
+            _q(
+                f"histogram_quantile({q}, sum by ({group}) (rate({metric}_bucket[$__rate_interval])))",
+                legend=f"p{round(q * 100)}{legend_suffix}",
+                ref=chr(ord("A") + i),
+            )
+            for i, q in enumerate(quantiles)
+        ]
+        return timeseries.Panel().title(title).targets(targets).unit("s").min(0).line_width(2)
+
+    runs = (
+        timeseries.Panel()
+        .title("Sync runs by result (per hour)")
+        .with_target(_q("sum by (result) (increase(mt5_sync_runs_total[1h]))", legend="{{result}}"))
+        .unit("none")
+        .min(0)
+    )
+    runs = _coloured(runs, {"success": "green", "partial": "orange", "failed": "red", "skipped": "blue"})
+    failures = (
+        timeseries.Panel()
+        .title("Sync failures by account and reason (per hour)")
+        .with_target(
+            _q(
+                f"sum by (account, reason) (increase(mt5_account_sync_failures_total{{{ACCOUNT}}}[1h])) > 0",
+                legend="{{account}} {{reason}}",
+            )
+        )
+        .unit("none")
+        .min(0)
+        .draw_style(common.GraphDrawStyle.BARS)
+        .fill_opacity(60)
+        .stacking(common_builders.StackingConfig().mode(common.StackingMode.NORMAL))
+    )
+    consecutive = (
+        timeseries.Panel()
+        .title("Consecutive failures by account")
+        .description(f"MT5AccountSyncFailing fires at {SYNC_FAILURES_IN_A_ROW} failures in a row.")
+        .with_target(
+            _q(f"max by (account) (mt5_account_consecutive_failures{{{ACCOUNT}}})", legend="{{account}}")
+        )
+        .unit("none")
+        .min(0)
+        .decimals(0)
+        .thresholds(_steps((None, "green"), (SYNC_FAILURES_IN_A_ROW, "red")))
+        .thresholds_style(_DASHED)
+    )
+    components = (
+        timeseries.Panel()
+        .title("Bridge and store up")
+        .targets(
+            [
+                _q("min(mt5_bridge_up)", legend="bridge", ref="A"),
+                _q("min(mt5_store_up)", legend="store", ref="B"),
+            ]
+        )
+        .unit("none")
+        .min(0)
+        .max(1)
+        .mappings(_up_mappings())
+        .line_interpolation(common.LineInterpolation.STEP_AFTER)
+    )
+    build = (
+        stat.Panel()
+        .title("Agent version")
+        .with_target(_q("max by (version) (mt5_agent_build_info)", legend="{{version}}", instant=True))
+        .text_mode(common.BigValueTextMode.NAME)
+        .graph_mode(common.BigValueGraphMode.NONE)
+        .color_mode(common.BigValueColorMode.NONE)
+    )
+
+    cycle = _quantiles("Sync cycle duration", "mt5_sync_duration_seconds", "", (0.5, 0.9, 0.99))
+    bridge = _quantiles(
+        "Bridge request latency", "mt5_bridge_request_duration_seconds", "endpoint", (0.5, 0.99)
+    )
+    store = _quantiles(
+        "Store operation latency", "mt5_store_operation_duration_seconds", "operation", (0.99,)
+    )
+    layout = [
+        (_up("Agent", 'min(up{job="mt5-agent"})'), 0, 0, 3, 4),
+        (_up("Bridge", "min(mt5_bridge_up)"), 3, 0, 3, 4),
+        (_up("Store", "min(mt5_store_up)"), 6, 0, 3, 4),
+        (success, 9, 0, 4, 4),
+        (last_success, 13, 0, 4, 4),
+        (last_run, 17, 0, 4, 4),
+        (build, 21, 0, 3, 4),
+        (cycle, 0, 4, 12, 8),
+        (runs, 12, 4, 12, 8),
+        (failures, 0, 12, 12, 8),
+        (consecutive, 12, 12, 12, 8),
+        (bridge, 0, 20, 12, 8),
+        (store, 12, 20, 12, 8),
+        (components, 0, 28, 24, 6),
+    ]
+    for pid, (panel, x, y, w, h) in enumerate(layout, start=1):
+        d = d.with_panel(_place(panel, pid, x, y, w, h))
+    return d.build()
+
+
+DASHBOARDS: dict[str, Callable[[Thresholds], model.Dashboard]] = {
+    OVERVIEW_UID: accounts_overview,
+    SYNC_UID: sync_health,
+}
+
+
+def to_json(dashboard: model.Dashboard) -> str:
+    """Pretty-printed, key-sorted JSON (stable diffs), with a trailing newline."""
+    return json.dumps(dashboard, cls=JSONEncoder, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def render(thresholds: Thresholds) -> dict[str, dict[str, Any]]:
+    """Every dashboard as plain JSON data, by file name."""
+    return {FILES[uid]: json.loads(to_json(build(thresholds))) for uid, build in DASHBOARDS.items()}
+
+
+def render_files(out_dir: Path, thresholds: Thresholds) -> list[Path]:
+    """Write `mt5-accounts-overview.json` and `mt5-sync-health.json` into `out_dir`; return their paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for uid, build in DASHBOARDS.items():
+        path = out_dir / FILES[uid]
+        path.write_text(to_json(build(thresholds)), encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
+def _exprs(panel: dict[str, Any]) -> list[str]:
+    return [t["expr"] for t in panel.get("targets", []) if t.get("expr")]
+
+
+def substitute(expr: str) -> str:
+    """Replace Grafana variables and macros by plain values (`$account` -> `.*`, `$__rate_interval` -> 1m)."""
+    for name in sorted(SUBSTITUTIONS, key=len, reverse=True):
+        expr = expr.replace(name, SUBSTITUTIONS[name])
+    if leftover := re.findall(r"\$\{?\w+", expr):
+        raise ValueError(f"unsubstituted Grafana variable {leftover} in {expr!r}")
+    return expr
+
+
+def panel_queries(thresholds: Thresholds | None = None) -> list[str]:
+    """Every panel's PromQL, in dashboard order, with template variables substituted (runnable as is)."""
+    queries: list[str] = []
+    for doc in render(thresholds or Thresholds()).values():
+        for panel in doc["panels"]:
+            for expr in _exprs(panel):
+                if (plain := substitute(expr)) not in queries:
+                    queries.append(plain)
+    return queries
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m dashboards.render [--thresholds 300,600,900] [--out dashboards]`."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--thresholds", default=str(Thresholds()), help="freshness thresholds, seconds")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent, help="output directory")
+    args = parser.parse_args(argv)
+    for path in render_files(args.out, Thresholds.parse(args.thresholds)):
+        print(path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,219 @@
+"""Generated Grafana dashboards: committed = rendered, schema-valid, valid PromQL, thresholds from code."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from agent.freshness import STATES, Thresholds
+from alerts._tools import require, require_tool
+from dashboards import render
+
+DASHBOARDS_DIR = Path(__file__).resolve().parent
+REPO = DASHBOARDS_DIR.parent
+SCHEMA = REPO.parent / "shared" / "schemas" / "grafana-dashboard.schema.json"
+PROVISIONING = DASHBOARDS_DIR / "provisioning"
+FRESHNESS_COLOURS = ["green", "yellow", "orange", "red"]
+
+
+def _committed() -> dict[str, dict[str, Any]]:
+    return {
+        name: json.loads((DASHBOARDS_DIR / name).read_text(encoding="utf-8"))
+        for name in render.FILES.values()
+    }
+
+
+def _panels(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    return [p for p in doc["panels"] if p["type"] != "row"]
+
+
+def _thresholds(node: Any) -> Iterator[dict[str, Any]]:
+    """Every thresholds config (field defaults and override properties) anywhere in a dashboard."""
+    if isinstance(node, dict):
+        if node.get("id") == "thresholds" and isinstance(node.get("value"), dict):
+            yield node["value"]
+        for key, value in node.items():
+            if key == "thresholds" and isinstance(value, dict) and "steps" in value:
+                yield value
+            else:
+                yield from _thresholds(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _thresholds(item)
+
+
+def _freshness_step_values(doc: dict[str, Any]) -> list[list[float]]:
+    found = []
+    for config in _thresholds(doc):
+        steps = config["steps"]
+        if [s["color"] for s in steps] == FRESHNESS_COLOURS:
+            assert steps[0]["value"] is None
+            found.append([s["value"] for s in steps[1:]])
+    return found
+
+
+def test_committed_dashboards_equal_render(tmp_path: Path) -> None:
+    paths = render.render_files(tmp_path, Thresholds())
+    assert sorted(p.name for p in paths) == sorted(["mt5-accounts-overview.json", "mt5-sync-health.json"])
+    for path in paths:
+        committed = DASHBOARDS_DIR / path.name
+        assert committed.read_text(encoding="utf-8") == path.read_text(encoding="utf-8"), (
+            f"dashboards/{path.name} is stale: regenerate with `python -m dashboards.render`"
+        )
+
+
+def test_dashboards_validate_against_schema() -> None:
+    require(SCHEMA.is_file(), f"dashboard JSON schema not found at {SCHEMA} (../shared/schemas)")
+    schema = json.loads(SCHEMA.read_text(encoding="utf-8"))
+    validator = jsonschema.Draft7Validator(schema)
+    for name, doc in _committed().items():
+        errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
+        assert not errors, f"{name}: " + "; ".join(
+            f"{list(e.absolute_path)}: {e.message[:200]}" for e in errors[:5]
+        )
+
+
+def test_schema_validation_would_catch_an_invalid_dashboard() -> None:
+    require(SCHEMA.is_file(), f"dashboard JSON schema not found at {SCHEMA} (../shared/schemas)")
+    validator = jsonschema.Draft7Validator(json.loads(SCHEMA.read_text(encoding="utf-8")))
+    doc = _committed()["mt5-accounts-overview.json"]
+    doc["panels"][0]["fieldConfig"]["overrides"][0]["matcher"]["options"] = "fresh"  # byName-style options
+    assert list(validator.iter_errors(doc))
+
+
+def test_stable_uids_titles_and_layout() -> None:
+    docs = _committed()
+    assert docs["mt5-accounts-overview.json"]["uid"] == "mt5-accounts-overview"
+    assert docs["mt5-sync-health.json"]["uid"] == "mt5-sync-health"
+    for name, doc in docs.items():
+        assert doc["title"].startswith("MT5 "), name
+        panels = _panels(doc)
+        assert [p["id"] for p in panels] == list(range(1, len(panels) + 1)), name
+        cells: set[tuple[int, int]] = set()
+        for p in panels:
+            g = p["gridPos"]
+            assert g["x"] + g["w"] <= 24, f"{name}: {p['title']} overflows the grid"
+            mine = {(x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])}
+            assert not cells & mine, f"{name}: {p['title']} overlaps another panel"
+            cells |= mine
+
+
+def test_every_panel_queries_prometheus_through_the_variable() -> None:
+    for name, doc in _committed().items():
+        for panel in _panels(doc):
+            exprs = [t.get("expr", "").strip() for t in panel.get("targets", [])]
+            assert exprs and all(exprs), f"{name}: panel {panel['title']!r} has a target without expr"
+            for target in panel["targets"]:
+                assert target["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+            assert panel["datasource"]["uid"] == "${datasource}"
+
+
+def test_template_variables() -> None:
+    for name, doc in _committed().items():
+        variables = {v["name"]: v for v in doc["templating"]["list"]}
+        assert variables["datasource"]["type"] == "datasource"
+        assert variables["datasource"]["query"] == "prometheus"
+        account = variables["account"]
+        assert account["type"] == "query", name
+        assert account["query"] == "label_values(mt5_account_info, account)"
+        assert account["multi"] is True and account["includeAll"] is True and account["allValue"] == ".*"
+        assert account["datasource"]["uid"] == "${datasource}"
+
+
+def test_required_panels_present() -> None:
+    docs = _committed()
+    overview = "\n".join(t["expr"] for p in _panels(docs["mt5-accounts-overview.json"]) for t in p["targets"])
+    for metric in (
+        "mt5_account_freshness_state",
+        "mt5_account_balance",
+        "mt5_account_equity",
+        "mt5_account_profit",
+        "mt5_account_margin_level_ratio",
+        "mt5_account_last_sync_timestamp_seconds",
+        "mt5_account_data_source",
+        "mt5_account_info",
+    ):
+        assert metric in overview, metric
+    types = {p["type"] for p in _panels(docs["mt5-accounts-overview.json"])}
+    assert {"stat", "piechart", "table", "timeseries"} <= types
+    sync = "\n".join(t["expr"] for p in _panels(docs["mt5-sync-health.json"]) for t in p["targets"])
+    for needle in (
+        "histogram_quantile(0.99, sum by (le) (rate(mt5_sync_duration_seconds_bucket[$__rate_interval])))",
+        "sum by (result) (increase(mt5_sync_runs_total",
+        "sum by (account, reason) (increase(mt5_account_sync_failures_total",
+        "mt5_bridge_up",
+        "mt5_store_up",
+        "histogram_quantile(0.5, sum by (le, endpoint) (rate(mt5_bridge_request_duration_seconds_bucket",
+        "histogram_quantile(0.99, sum by (le, endpoint) (rate(mt5_bridge_request_duration_seconds_bucket",
+    ):
+        assert needle in sync, needle
+
+
+def test_freshness_thresholds_follow_thresholds() -> None:
+    committed = {name: _freshness_step_values(doc) for name, doc in _committed().items()}
+    assert committed["mt5-accounts-overview.json"] == [[300, 600, 900], [5, 10, 15], [300, 600, 900]]
+    assert committed["mt5-sync-health.json"] == [[300, 600, 900]]
+    short = render.render(Thresholds(30, 60, 90))
+    assert _freshness_step_values(short["mt5-accounts-overview.json"]) == [
+        [30, 60, 90],
+        [0.5, 1, 1.5],
+        [30, 60, 90],
+    ]
+    assert _freshness_step_values(short["mt5-sync-health.json"]) == [[30, 60, 90]]
+    assert "(30,60,90)" in short["mt5-accounts-overview.json"]["description"]
+
+
+def test_state_colours_cover_every_freshness_state() -> None:
+    table = next(p for p in _panels(_committed()["mt5-accounts-overview.json"]) if p["type"] == "table")
+    mapped = {k for m in table["fieldConfig"]["defaults"]["mappings"] for k in m["options"]}
+    assert {str(s) for s in STATES} <= mapped
+    assert {"VPS_LIVE_MT5", "VPS_STORED"} <= mapped
+
+
+def test_panel_queries_are_substituted() -> None:
+    queries = render.panel_queries()
+    assert len(queries) >= 20
+    assert not any("$" in q for q in queries)
+    assert 'mt5_account_balance{account=~".*"}' in "\n".join(queries)
+    assert any("[1m]" in q for q in queries)
+    with pytest.raises(ValueError, match="unsubstituted"):
+        render.substitute("up{instance=~'$instance'}")
+
+
+def test_panel_queries_parse_with_promtool(tmp_path: Path) -> None:
+    promtool = require_tool("promtool")
+    queries = render.panel_queries()
+    rules = {
+        "groups": [
+            {
+                "name": "dashboard-queries",
+                "rules": [{"record": f"dashboard:query:{i}", "expr": q} for i, q in enumerate(queries)],
+            }
+        ]
+    }
+    path = tmp_path / "queries.yml"
+    path.write_text(yaml.safe_dump(rules, sort_keys=False), encoding="utf-8")
+    result = subprocess.run(
+        [promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(queries)} rules found" in result.stdout
+
+
+def test_provisioning_points_at_compose_prometheus_and_dashboards() -> None:
+    datasources = yaml.safe_load(
+        (PROVISIONING / "datasources" / "prometheus.yml").read_text(encoding="utf-8")
+    )
+    [ds] = datasources["datasources"]
+    assert (ds["type"], ds["url"], ds["isDefault"]) == ("prometheus", "http://prometheus:9090", True)
+    providers = yaml.safe_load((PROVISIONING / "dashboards" / "mt5.yml").read_text(encoding="utf-8"))
+    [provider] = providers["providers"]
+    assert provider["type"] == "file"
+    assert provider["options"]["path"] == "/etc/grafana/dashboards/mt5"
