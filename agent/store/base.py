@@ -1,5 +1,5 @@
 """The store interface both implementations (SQLite, MongoDB) satisfy; one contract test suite
-(tests/test_store_contract.py) runs against both."""
+(tests/store/test_store_contract.py) runs against both."""
 
 from __future__ import annotations
 

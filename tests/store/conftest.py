@@ -1,0 +1,100 @@
+"""Fixtures running one contract suite against both stores: SQLite on a temp file and MongoDB on a real
+wire-protocol server (secantusd-py subprocess, one per session, a fresh database per test)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.store.base import Store
+from agent.store.mongo import MongoStore
+from agent.store.sqlite import SQLiteStore
+
+from .mongo_server import MongoServer, require_secantusd
+
+
+class Backend:
+    """Makes store instances over one backing storage (so a test can 'restart' the store) and reads
+    raw documents behind the store's back (to see fields no AccountRecord carries)."""
+
+    name: str
+
+    def make(self) -> Store:
+        raise NotImplementedError
+
+    def raw_account(self, account: int) -> dict[str, Any] | None:
+        raise NotImplementedError
+
+
+class SQLiteBackend(Backend):
+    name = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def make(self) -> SQLiteStore:
+        return SQLiteStore(str(self.path))
+
+    def raw_account(self, account: int) -> dict[str, Any] | None:
+        conn = sqlite3.connect(self.path)
+        try:
+            row = conn.execute("SELECT doc FROM mt5_accounts WHERE account = ?", (account,)).fetchone()
+        finally:
+            conn.close()
+        return json.loads(row[0]) if row else None
+
+
+class MongoBackend(Backend):
+    name = "mongo"
+
+    def __init__(self, server: MongoServer, database: str) -> None:
+        self.server = server
+        self.database = database
+
+    def make(self) -> MongoStore:
+        return MongoStore(self.server.url, database=self.database, timeout_ms=5000)
+
+    def raw_account(self, account: int) -> dict[str, Any] | None:
+        with self.server.client() as client:
+            return client[self.database]["mt5_accounts"].find_one({"account": account}, {"_id": 0})
+
+    def drop(self) -> None:
+        with self.server.client() as client:
+            client.drop_database(self.database)
+
+
+@pytest.fixture(scope="session")
+def mongo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MongoServer]:
+    server = MongoServer(require_secantusd(), tmp_path_factory.mktemp("secantus") / "data")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["sqlite", "mongo"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    if request.param == "sqlite":
+        yield SQLiteBackend(tmp_path / "store.db")
+        return
+    server: MongoServer = request.getfixturevalue("mongo_server")
+    mongo = MongoBackend(server, f"test_{uuid.uuid4().hex[:16]}")
+    yield mongo
+    mongo.drop()
+
+
+@pytest.fixture
+async def store(backend: Backend) -> AsyncIterator[Store]:
+    s = backend.make()
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()

@@ -1,0 +1,214 @@
+"""SQLite-only behaviour: transactions, WAL, the file disappearing under the store, speed, the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Awaitable
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from agent.models import AccountSyncState, Reason
+from agent.store import open_store
+from agent.store.base import StoreError
+from agent.store.sqlite import SQLiteStore
+
+from .factories import T0, update
+
+T = TypeVar("T")
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    s = SQLiteStore(str(tmp_path / "store.db"))
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+def _add_failing_trigger(path: str, account: int) -> None:
+    """Another connection installs a trigger that aborts the state write for `account`: a real failure
+    in the middle of the store's transaction, after the account rows were already written."""
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute(
+            f"CREATE TRIGGER fail_state BEFORE INSERT ON mt5_sync_state WHEN NEW.account = {account} "
+            "BEGIN SELECT RAISE(ABORT, 'forced failure'); END"
+        )
+        conn.commit()
+    finally:
+        conn.close()
+
+
+async def test_write_cycle_is_all_or_nothing(sqlite_store: SQLiteStore) -> None:
+    await sqlite_store.write_cycle(
+        [update(1, 10.0), update(2, 20.0)], [AccountSyncState(1, 1, Reason.TIMEOUT)]
+    )
+    before = (await sqlite_store.get_accounts(), await sqlite_store.get_sync_states())
+    _add_failing_trigger(sqlite_store.path, account=3)
+
+    with pytest.raises(StoreError, match="forced failure"):
+        await sqlite_store.write_cycle(
+            [update(1, 11.0, at=T0), update(2, 21.0), update(4, 40.0)],
+            [AccountSyncState(1, 0), AccountSyncState(3, 1, Reason.CONNECTION)],
+        )
+
+    assert (await sqlite_store.get_accounts(), await sqlite_store.get_sync_states()) == before
+    # The connection is usable again: no transaction was left open.
+    await sqlite_store.write_cycle([update(4, 40.0)], [])
+    assert [r.account for r in await sqlite_store.get_accounts()] == [1, 2, 4]
+
+
+async def test_the_database_runs_in_wal_mode(sqlite_store: SQLiteStore) -> None:
+    conn = sqlite3.connect(sqlite_store.path)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        conn.close()
+
+
+async def test_a_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "no" / "such" / "dir" / "store.db"
+    s = SQLiteStore(str(path))
+    with pytest.raises(StoreError, match="does not exist") as err:
+        await s.open()
+    assert str(path.parent) in str(err.value)
+    assert not path.parent.exists()  # not created behind the operator's back
+    await s.close()
+
+
+async def test_a_parent_that_is_a_file_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("x")
+    s = SQLiteStore(str(tmp_path / "afile" / "store.db"))
+    with pytest.raises(StoreError, match="afile"):
+        await s.open()
+    await s.close()
+
+
+async def test_a_deleted_database_file_is_a_store_error(sqlite_store: SQLiteStore) -> None:
+    await sqlite_store.ping()
+    os.remove(sqlite_store.path)
+
+    with pytest.raises(StoreError, match="gone"):
+        await sqlite_store.ping()
+    with pytest.raises(StoreError, match="gone"):
+        await sqlite_store.write_cycle([update(1)], [])
+    with pytest.raises(StoreError):
+        await sqlite_store.get_accounts()
+
+
+async def test_a_removed_directory_is_a_store_error(tmp_path: Path) -> None:
+    directory = tmp_path / "data"
+    directory.mkdir()
+    s = SQLiteStore(str(directory / "store.db"))
+    await s.open()
+    try:
+        for child in directory.iterdir():
+            child.unlink()
+        directory.rmdir()
+        with pytest.raises(StoreError, match=str(directory)):
+            await s.ping()
+        with pytest.raises(StoreError):
+            await s.write_cycle([update(1)], [])
+    finally:
+        await s.close()
+
+
+async def test_a_replaced_database_file_is_a_store_error(sqlite_store: SQLiteStore) -> None:
+    os.remove(sqlite_store.path)
+    sqlite3.connect(sqlite_store.path).close()  # someone recreated an empty file at the path
+
+    with pytest.raises(StoreError, match="replaced"):
+        await sqlite_store.ping()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions")
+async def test_an_unwritable_database_file_is_a_store_error(sqlite_store: SQLiteStore) -> None:
+    os.chmod(sqlite_store.path, 0o444)
+    try:
+        with pytest.raises(StoreError, match="not writable"):
+            await sqlite_store.ping()
+    finally:
+        os.chmod(sqlite_store.path, 0o644)
+
+
+async def test_close_then_open_again(sqlite_store: SQLiteStore) -> None:
+    await sqlite_store.write_cycle([update(1)], [])
+    await sqlite_store.close()
+    with pytest.raises(StoreError, match="closed"):
+        await sqlite_store.ping()
+    await sqlite_store.open()
+    assert [r.account for r in await sqlite_store.get_accounts()] == [1]
+
+
+async def _timed(call: Awaitable[T]) -> tuple[T, float, float]:
+    """(result, wall seconds, process CPU seconds). CPU time covers the store's worker thread and, unlike
+    wall time, does not swell when a shared CI machine is busy."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = await call
+    return result, time.perf_counter() - wall, time.process_time() - cpu
+
+
+async def test_ten_thousand_accounts_are_fast(sqlite_store: SQLiteStore) -> None:
+    n = 10_000
+    ups = [update(100_000 + i, float(i), name=f"acct {i}") for i in range(n)]
+    states = [AccountSyncState(u.account, 1, Reason.TIMEOUT) for u in ups]
+
+    timings = {
+        "insert": await _timed(sqlite_store.write_cycle(ups, states)),
+        "update": await _timed(sqlite_store.write_cycle(ups, states)),  # steady state: merges
+    }
+    timings["read"] = read = await _timed(sqlite_store.get_accounts())
+
+    records = read[0]
+    assert len(records) == n and records[-1].balance == float(n - 1)
+    report = {k: f"wall {w:.3f}s cpu {c:.3f}s" for k, (_, w, c) in timings.items()}
+    assert all(cpu < 1.0 for _, _, cpu in timings.values()), report
+    assert all(wall < 3.0 for _, wall, _ in timings.values()), report  # e.g. no per-row commits/fsyncs
+
+
+async def test_blocking_work_stays_off_the_event_loop(sqlite_store: SQLiteStore) -> None:
+    ticks = 0
+    stop = asyncio.Event()
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not stop.is_set():
+            ticks += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    before = ticks
+    await sqlite_store.write_cycle([update(i) for i in range(5000)], [])
+    during = ticks - before
+    stop.set()
+    await task
+    assert during > 0  # the loop kept running while SQLite worked
+
+
+async def test_concurrent_calls_are_serialised_safely(sqlite_store: SQLiteStore) -> None:
+    await asyncio.gather(
+        *(sqlite_store.write_cycle([update(i * 10 + k) for k in range(10)], []) for i in range(20)),
+        *(sqlite_store.get_accounts() for _ in range(10)),
+    )
+    assert [r.account for r in await sqlite_store.get_accounts()] == list(range(200))
+
+
+async def test_in_memory_store_through_open_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    s = open_store("sqlite:///:memory:")
+    await s.open()
+    try:
+        await s.write_cycle([update(1)], [])
+        await s.ping()
+        assert [r.account for r in await s.get_accounts()] == [1]
+    finally:
+        await s.close()
+    assert os.listdir(tmp_path) == []  # nothing written to disk
