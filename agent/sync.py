@@ -35,6 +35,7 @@ from agent.store.base import Store, StoreError
 
 log = logging.getLogger("mt5_agent.sync")
 
+MAX_UNRECORDED_RUNS = 1000  # runs kept in memory while the store is down
 RunListener = Callable[[SyncRun], None]
 
 
@@ -140,6 +141,7 @@ class SyncService:
         self.listeners: list[RunListener] = []
         self._lock = asyncio.Lock()
         self._store_opened = False
+        self._unrecorded: list[SyncRun] = []
 
     # State ----------------------------------------------------------------------------------
     async def ensure_ready(self) -> bool:
@@ -220,11 +222,18 @@ class SyncService:
         level = logging.INFO if run.result is RunResult.SUCCESS else logging.WARNING
         log.log(level, run.summary_line(), extra={"run_id": run.run_id, "result": str(run.result)})
         try:
+            # Runs the store missed while it was down are recorded first, oldest first.
+            while self._unrecorded:
+                await self.store.record_run(self._unrecorded[0])
+                self._unrecorded.pop(0)
             await self.store.record_run(run)
-        except StoreError as exc:
-            log.error("could not record sync run %s: %s", run.run_id, exc)
-        except Exception:
-            log.exception("could not record sync run %s", run.run_id)
+        except Exception as exc:
+            self._unrecorded.append(run)
+            del self._unrecorded[:-MAX_UNRECORDED_RUNS]
+            if isinstance(exc, StoreError):
+                log.error("could not record sync run %s (kept to record later): %s", run.run_id, exc)
+            else:
+                log.exception("could not record sync run %s (kept to record later)", run.run_id)
         for listener in self.listeners:
             try:
                 listener(run)
