@@ -1,4 +1,10 @@
-"""The agent's HTTP API: operations endpoints now; the frontend's JSON API joins here."""
+"""The agent's HTTP API: the seed backend's paths, the native `/api/v1`, operations endpoints, the
+OpenAPI document and the status page.
+
+Auth is checked per handler (agent.api.auth), not by a global middleware, so endpoints other parts
+register on the same app (`/metrics`) stay as they are. Two middlewares apply to every route: CORS
+for the configured origins, and JSON errors.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,23 @@ if TYPE_CHECKING:
 
 
 def setup_api(app: web.Application, agent: Agent) -> None:
-    from agent.api.ops import routes as ops_routes
+    from agent.api import ops, page, seed, v1
+    from agent.api.cors import cors_middleware
+    from agent.api.errors import error_middleware
+    from agent.api.openapi import build_openapi
 
-    app.add_routes(ops_routes(agent))
+    # Outermost first: CORS headers go on error answers too, so a browser can read a 401.
+    app.middlewares.append(cors_middleware(agent.settings.cors_origin_list))
+    app.middlewares.append(error_middleware)
+
+    metrics = any(r.get_info().get("path") == "/metrics" for r in app.router.resources())
+    document = build_openapi(agent.settings, metrics=metrics)
+
+    async def openapi(request: web.Request) -> web.Response:
+        return web.json_response(document)
+
+    app.add_routes(ops.routes(agent))
+    seed.setup(app, agent)
+    app.add_routes(v1.routes(agent))
+    app.add_routes(page.routes())
+    app.add_routes([web.get("/api/openapi.json", openapi)])

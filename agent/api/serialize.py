@@ -1,0 +1,192 @@
+"""The one place records become JSON: explicit allow-lists, never a dumped document.
+
+Credentials and private fields (password, client_id, fund_type, broker, target_amount, ...) cannot
+leave through here because nothing is copied that is not named below. Freshness is computed at
+request time from `live_data_at` and the configured thresholds.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from agent.freshness import STATES, State, Thresholds, age_seconds
+from agent.models import AccountRecord, SyncRun
+
+log = logging.getLogger("mt5_agent.api")
+
+# The public account fields, in response order (DESIGN.md sections 5 and 8).
+NUMBER_FIELDS = ("balance", "equity", "profit", "margin", "margin_free", "margin_level")
+STRING_FIELDS = ("name", "server", "currency", "data_source")
+BOOL_FIELDS = ("trade_allowed", "synced_from_vps")
+DATETIME_FIELDS = ("updated_at", "vps_sync_timestamp", "live_data_at")
+ACCOUNT_FIELDS: tuple[str, ...] = (
+    "account",
+    "name",
+    "server",
+    "balance",
+    "equity",
+    "profit",
+    "margin",
+    "margin_free",
+    "margin_level",
+    "leverage",
+    "currency",
+    "trade_allowed",
+    "updated_at",
+    "vps_sync_timestamp",
+    "synced_from_vps",
+    "data_source",
+    "live_data_at",
+    "freshness",
+)
+
+
+def iso(dt: datetime | None) -> str | None:
+    """ISO-8601 UTC with `Z`, millisecond precision (what both stores keep)."""
+    if dt is None:
+        return None
+    dt = dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+    return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _number(value: Any) -> float | int | None:
+    # bool is an int in Python; NaN/inf are not JSON. Either in a store is a bad value: shown as missing.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _integer(value: Any) -> int | None:
+    num = _number(value)
+    if isinstance(num, float):
+        return int(num) if num.is_integer() else None
+    return num
+
+
+def _typed(value: Any, kind: type) -> Any:
+    return value if isinstance(value, kind) else None
+
+
+def freshness(live_data_at: datetime | None, now: datetime, thresholds: Thresholds) -> dict[str, Any]:
+    age = age_seconds(live_data_at, now)
+    return {
+        "state": thresholds.classify(age).value,
+        "age_seconds": round(age, 3) if age is not None else None,
+    }
+
+
+def account_json(record: AccountRecord, now: datetime, thresholds: Thresholds) -> dict[str, Any]:
+    """An account as every endpoint shows it; values that are absent or malformed are null, never 0."""
+    out: dict[str, Any] = {"account": record.account}
+    for f in ACCOUNT_FIELDS[1:-1]:
+        value = getattr(record, f)
+        if f in NUMBER_FIELDS:
+            out[f] = _number(value)
+        elif f == "leverage":
+            out[f] = _integer(value)
+        elif f in STRING_FIELDS:
+            out[f] = _typed(value, str)
+        elif f in BOOL_FIELDS:
+            out[f] = _typed(value, bool)
+        else:
+            out[f] = iso(_typed(value, datetime))
+    out["freshness"] = freshness(_typed(record.live_data_at, datetime), now, thresholds)
+    return out
+
+
+def accounts_json(
+    records: Iterable[AccountRecord], now: datetime, thresholds: Thresholds
+) -> list[dict[str, Any]]:
+    return [account_json(r, now, thresholds) for r in records]
+
+
+def thresholds_json(thresholds: Thresholds) -> dict[str, float]:
+    return {
+        "acceptable_after": thresholds.acceptable_after,
+        "degraded_after": thresholds.degraded_after,
+        "critical_after": thresholds.critical_after,
+    }
+
+
+def state_counts(accounts: Iterable[dict[str, Any]]) -> dict[str, int]:
+    counts = {s.value: 0 for s in STATES}
+    for a in accounts:
+        counts[a["freshness"]["state"]] += 1
+    return counts
+
+
+def worst_state(accounts: Iterable[dict[str, Any]]) -> State | None:
+    states = [State(a["freshness"]["state"]) for a in accounts]
+    return max(states, key=STATES.index) if states else None
+
+
+def run_json(run: SyncRun) -> dict[str, Any]:
+    """A sync run record; `summary` is the same line the agent logs."""
+    return {
+        "run_id": run.run_id,
+        "trigger": run.trigger,
+        "started_at": iso(run.started_at),
+        "finished_at": iso(run.finished_at),
+        "duration_seconds": round(run.duration_seconds, 6) if run.duration_seconds is not None else None,
+        "result": run.result.value if run.result is not None else None,
+        "accounts_total": run.accounts_total,
+        "synced_live": run.synced_live,
+        "synced_stored": run.synced_stored,
+        "failed": run.failed,
+        "failures": {str(k): str(v) for k, v in run.failures.items()},
+        "error": run.error,
+        "bridge_batch": run.bridge_batch,
+        "summary": run.summary_line(),
+    }
+
+
+def portfolio_totals(accounts: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[int]]:
+    """Per-currency sums of the stored balance, equity and profit; nothing recalculated.
+
+    An account is summed only when it has a currency and all three values: a partial sum would
+    look like a real total. The others are returned so the caller can list and count them.
+    """
+    sums: dict[str, dict[str, Any]] = {}
+    not_summed: list[int] = []
+    for a in accounts:
+        values = [a["balance"], a["equity"], a["profit"]]
+        if a["currency"] is None or any(v is None for v in values):
+            not_summed.append(a["account"])
+            continue
+        t = sums.setdefault(
+            a["currency"],
+            {"accounts": 0, "balance": Decimal(0), "equity": Decimal(0), "profit": Decimal(0)},
+        )
+        t["accounts"] += 1
+        for f, v in zip(("balance", "equity", "profit"), values, strict=True):
+            t[f] += Decimal(repr(v))  # decimal sums: 0.1 + 0.2 is 0.3, as the terminal shows it
+    totals = [
+        {
+            "currency": cur,
+            "accounts": t["accounts"],
+            "balance": float(t["balance"]),
+            "equity": float(t["equity"]),
+            "profit": float(t["profit"]),
+        }
+        for cur, t in sorted(sums.items())
+    ]
+    return totals, not_summed
+
+
+def humanize_age(age: float | None) -> str:
+    """The seed's `oldest_update` text, e.g. "2 minutes ago"."""
+    if age is None:
+        return "never"
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if age >= size:
+            n = int(age // size)
+            return f"{n} {unit}{'s' if n != 1 else ''} ago"
+    n = int(age)
+    return f"{n} second{'s' if n != 1 else ''} ago"
