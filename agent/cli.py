@@ -116,7 +116,7 @@ async def _sync_once(settings: Settings) -> int:
 async def _demo(args: argparse.Namespace) -> int:
     from agent.app import build_agent, create_app
     from bridge.api import create_app as create_bridge_app
-    from bridge.simulated import simulated_pool
+    from bridge.simulated import demo_accounts, simulated_pool
 
     faults: dict[int, str] = {}
     for spec in args.fault or []:
@@ -148,11 +148,18 @@ async def _demo(args: argparse.Namespace) -> int:
         return EXIT_COULD_NOT_RUN
     agent = build_agent(settings)
     await agent.store.open()
+    # Provisioning, as an operator would: owners (and the names the terminal reports) for new accounts.
     existing = {r.account for r in await agent.store.get_accounts()}
     docs = [
-        {"account": a, "client_id": c, "fund_type": "DEMO"}
-        for a, c in DEMO_CLIENTS.items()
-        if a not in existing
+        {
+            "account": a.login,
+            "name": a.name,
+            "server": a.server,
+            "client_id": DEMO_CLIENTS[a.login],
+            "fund_type": "DEMO",
+        }
+        for a in demo_accounts()
+        if a.login in DEMO_CLIENTS and a.login not in existing
     ]
     if docs:
         await agent.store.put_account_documents(docs)
