@@ -1,0 +1,216 @@
+"""`mt5-bridge`: serve the bridge API over simulated terminals (--simulate) or the MetaTrader5 package.
+
+Every start-up problem (bad argument, bad file, missing package, unsafe bind) ends with one line on stderr
+and exit code 2, so a supervisor's log says exactly what to fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from aiohttp import web
+
+from bridge.api import create_app
+from bridge.config import ConfigError, load_accounts_file, load_real_config, load_token
+from bridge.mt5_terminal import MetaTrader5NotInstalled, MetaTrader5Terminal
+from bridge.pool import TerminalPool
+from bridge.simulated import FAULTS, simulated_pool
+
+log = logging.getLogger("bridge")
+PROG = "mt5-bridge"
+
+
+class UsageError(Exception):
+    """Reported as one line and exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # argparse would print the whole usage block
+        raise UsageError(message)
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0..65535, got {text}")
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
+def _offset(text: str) -> float:
+    value = float(text)
+    if not -14 <= value <= 14:
+        raise argparse.ArgumentTypeError(f"must be between -14 and 14 hours, got {text}")
+    return value
+
+
+# argparse names the type in "invalid <name> value" messages
+_non_negative.__name__ = "non-negative number"
+_positive.__name__ = "positive number"
+_port.__name__ = "port"
+_count.__name__ = "count"
+_offset.__name__ = "hour offset"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=PROG, description="MT5 bridge: a JSON REST API over MetaTrader 5 terminals.")
+    p.add_argument("--simulate", action="store_true", help="serve simulated terminals instead of MetaTrader5")
+    p.add_argument(
+        "--accounts", metavar="FILE", help="simulated accounts (JSON); default: the 7 demo accounts"
+    )
+    p.add_argument("--config", metavar="FILE", help="real terminal config (JSON or TOML) without --simulate")
+    p.add_argument("--static", action="store_true", help="freeze simulated values")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=_port, default=8000, help="port (default 8000)")
+    p.add_argument("--terminals", type=_count, metavar="N", help="spread simulated accounts over N terminals")
+    p.add_argument(
+        "--login-cost", type=_non_negative, default=0.0, metavar="S", help="simulated login seconds"
+    )
+    p.add_argument(
+        "--latency", type=_non_negative, default=0.0, metavar="S", help="simulated per-call seconds"
+    )
+    p.add_argument(
+        "--fault", action="append", default=[], metavar="LOGIN=FAULT", help=f"one of: {', '.join(FAULTS)}"
+    )
+    p.add_argument("--call-timeout", type=_positive, default=10.0, metavar="S", help="per-call timeout (10)")
+    p.add_argument("--utc-offset", type=_offset, metavar="HOURS", help="broker time offset from UTC")
+    p.add_argument("--seed", type=int, default=42, help="simulation seed (42)")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return p
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # any other name could resolve anywhere
+
+
+def _parse_faults(specs: Sequence[str]) -> dict[int, str]:
+    faults: dict[int, str] = {}
+    for spec in specs:
+        login_text, sep, fault = spec.partition("=")
+        if not sep or not login_text.strip().isdigit():
+            raise UsageError(f"--fault expects LOGIN=FAULT, got {spec!r}")
+        if fault not in FAULTS:
+            raise UsageError(
+                f"--fault {spec!r}: unknown fault {fault!r}; expected one of {', '.join(FAULTS)}"
+            )
+        faults[int(login_text)] = fault
+    return faults
+
+
+def _build_pool(args: argparse.Namespace) -> tuple[TerminalPool, str]:
+    if args.simulate:
+        if args.config:
+            raise UsageError("--config is for the MetaTrader5 terminal; use --accounts with --simulate")
+        accounts, offset = None, 0.0
+        if args.accounts:
+            file = load_accounts_file(args.accounts)
+            accounts, offset = list(file.accounts), file.utc_offset_hours
+        if args.utc_offset is not None:
+            offset = args.utc_offset
+        try:
+            pool = simulated_pool(
+                accounts,
+                terminals=args.terminals,
+                login_cost=args.login_cost,
+                latency=args.latency,
+                faults=_parse_faults(args.fault),
+                static=args.static,
+                seed=args.seed,
+                utc_offset_hours=offset,
+            )
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        return pool, "simulated"
+    if not args.config:
+        raise UsageError("--config FILE is required without --simulate (or use --simulate)")
+    sim_only = [
+        "--" + n.replace("_", "-")
+        for n in ("accounts", "static", "terminals", "fault", "login_cost", "latency")
+        if getattr(args, n)
+    ]
+    if sim_only:
+        raise UsageError(f"{', '.join(sim_only)} only apply with --simulate")
+    cfg, creds = load_real_config(args.config)
+    offset = args.utc_offset if args.utc_offset is not None else cfg.utc_offset_hours
+    terminal = MetaTrader5Terminal(path=cfg.path, name=cfg.name, utc_offset_hours=offset)
+    return TerminalPool([(terminal, creds)]), "MetaTrader5"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        logging.basicConfig(
+            level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        )
+        token = load_token()
+        if token is None and not is_loopback(args.host):
+            raise UsageError(
+                f"refusing to bind {args.host} without MT5_BRIDGE_TOKEN or MT5_BRIDGE_TOKEN_FILE "
+                "(an unauthenticated bridge may only listen on loopback)"
+            )
+        pool, kind = _build_pool(args)
+    except (UsageError, ConfigError, MetaTrader5NotInstalled) as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+
+    if token is None:
+        log.warning("no MT5_BRIDGE_TOKEN set: the bridge is unauthenticated and listens on loopback only")
+    for login, fault in _parse_faults(args.fault).items():
+        log.warning("simulated fault on account %s: %s", login, fault)
+    terminals = len(pool.handles)
+    summary = f"{kind}, {len(pool.accounts)} accounts on {terminals} terminal{'s' * (terminals != 1)}"
+    app = create_app(pool, token=token, call_timeout=args.call_timeout)
+
+    def announce(_: str) -> None:
+        log.info("mt5-bridge listening on http://%s:%d (%s)", args.host, args.port, summary)
+
+    try:
+        web.run_app(
+            app,
+            host=args.host,
+            port=args.port,
+            print=announce,
+            access_log=None,
+            shutdown_timeout=3.0,
+            handle_signals=True,
+        )
+    except OSError as e:
+        pool.close()
+        print(f"{PROG}: error: cannot listen on {args.host}:{args.port}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    log.info("mt5-bridge stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,672 @@
+"""A simulated MT5 terminal: realistic, deterministic, and able to fail on purpose.
+
+Everything is a function of (seed, clock): prices are fractal value noise over time (they wander like a
+random walk but can be evaluated at any instant without state), trades are drawn per 5-minute slot from a
+random.Random seeded by (seed, login, slot). Reads are cheap, and two terminals with the same seed and
+clock report the same data. The seed balance is the balance at construction time; the deposit that opens
+the deal history is derived so the history adds up to it.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from bridge.config import AccountEntry
+from bridge.pool import TerminalPool
+from bridge.terminal import (
+    DEAL_ENTRY_IN,
+    DEAL_ENTRY_OUT,
+    DEAL_REASON_CLIENT,
+    DEAL_TYPE_BALANCE,
+    DEAL_TYPE_BUY,
+    DEAL_TYPE_SELL,
+    POSITION_TYPE_BUY,
+    POSITION_TYPE_SELL,
+    RES_E_AUTH_FAILED,
+    RES_E_FAIL,
+    RES_E_INTERNAL_FAIL,
+    RES_E_INTERNAL_FAIL_CONNECT,
+    RES_S_OK,
+    AccountInfo,
+    Terminal,
+    TerminalInfo,
+    TradeDeal,
+    TradePosition,
+)
+
+FAULTS = ("login_failed", "disconnected", "hang", "wrong_account", "no_live_data")
+
+SERVER = "MEXAtlantic-Real"
+DEMO_ACCOUNTS: tuple[tuple[int, str, float], ...] = (
+    (886557, "Main Balance Account", 80_000.00),
+    (886066, "Secondary Balance Account", 10_000.00),
+    (886602, "Tertiary Balance Account", 9_960.68),
+    (885822, "Core Account", 10_014.57),
+    (886528, "Separation Account", 0.00),
+    (891215, "Interest Earnings Trading", 27_047.52),
+    (891234, "Account 891234", 8_000.00),
+)
+
+SLOT_MS = 300_000  # one trade opportunity per account per 5 minutes
+TRADE_PROBABILITY = 0.5
+MEAN_TRADE_SECONDS = 1_200.0
+HISTORY_MS = 2 * 86_400_000  # deal history that exists when the terminal starts
+COMMISSION_PER_LOT = 3.5  # per side, account currency
+NOISE_BASE_PERIOD = 8.0  # seconds; octaves double up to ~4.5 h
+NOISE_OCTAVES = 11
+
+
+def demo_accounts() -> list[AccountEntry]:
+    """The seed's seven accounts on MEXAtlantic-Real, in USD."""
+    return [
+        AccountEntry(login=login, password=f"demo-{login}", name=name, server=SERVER, balance=balance)
+        for login, name, balance in DEMO_ACCOUNTS
+    ]
+
+
+@dataclass(frozen=True)
+class _Symbol:
+    name: str
+    base_price: float
+    digits: int
+    contract_size: float
+    volatility: float  # relative move per sqrt(second)
+    usd_base: bool  # USDxxx: profit and margin convert through the price
+
+
+SYMBOLS: tuple[_Symbol, ...] = (
+    _Symbol("EURUSD", 1.0850, 5, 100_000, 2.0e-5, False),
+    _Symbol("GBPUSD", 1.2700, 5, 100_000, 2.5e-5, False),
+    _Symbol("USDJPY", 149.50, 3, 100_000, 2.5e-5, True),
+    _Symbol("XAUUSD", 2650.0, 2, 100, 4.0e-5, False),
+)
+
+_MASK = (1 << 64) - 1
+
+
+def _unit(a: int, b: int, c: int, d: int) -> float:
+    """Deterministic value in [-1, 1) for a lattice point. Hashing a tuple of ints is stable across runs
+    (PYTHONHASHSEED only salts str and bytes) and far cheaper than seeding a generator per point."""
+    return (hash((a, b, c, d)) & _MASK) / 2**63 - 1.0
+
+
+def price_at(seed: int, symbol: int, t: float) -> float:
+    """Price of SYMBOLS[symbol] at UTC epoch second t: octaves of smoothed value noise whose amplitude
+    grows with sqrt(period), the scaling of a random walk, so it drifts like one but stays bounded."""
+    sym = SYMBOLS[symbol]
+    x = 0.0
+    for octave in range(NOISE_OCTAVES):
+        period = NOISE_BASE_PERIOD * (1 << octave)
+        u = t / period
+        k = math.floor(u)
+        f = u - k
+        f = f * f * (3.0 - 2.0 * f)
+        a = _unit(seed, symbol, octave, k)
+        b = _unit(seed, symbol, octave, k + 1)
+        x += (a + (b - a) * f) * math.sqrt(period)
+    return round(sym.base_price * (1.0 + sym.volatility * x), sym.digits)
+
+
+def _pnl(sym: _Symbol, buy: bool, volume: float, price_open: float, price_now: float) -> float:
+    diff = (price_now - price_open) if buy else (price_open - price_now)
+    pnl = diff * volume * sym.contract_size
+    return pnl / price_now if sym.usd_base else pnl
+
+
+def _margin(sym: _Symbol, volume: float, price_open: float, leverage: int) -> float:
+    notional = volume * sym.contract_size * (1.0 if sym.usd_base else price_open)
+    return notional / leverage
+
+
+@dataclass(frozen=True)
+class SimTrade:
+    """One simulated round trip, times in true UTC epoch milliseconds (ground truth for tests)."""
+
+    position: int
+    symbol: int
+    buy: bool
+    volume: float
+    open_ms: int
+    close_ms: int
+    price_open: float
+    price_close: float
+    profit: float  # realised at close
+    commission: float  # per side
+
+    @property
+    def sym(self) -> _Symbol:
+        return SYMBOLS[self.symbol]
+
+
+class _AccountSim:
+    """One account's market activity. Trades are generated slot by slot as the clock passes them and
+    cached, so each read costs a scan of the account's trades, not a replay."""
+
+    def __init__(self, entry: AccountEntry, seed: int, start_ms: int) -> None:
+        self.entry = entry
+        self.seed = seed
+        self.trades: list[SimTrade] = []
+        first_slot = (start_ms - HISTORY_MS) // SLOT_MS
+        self.origin_ms = first_slot * SLOT_MS
+        self._next_slot = first_slot
+        self.deposit = 0.0
+        self.advance(start_ms)
+        realised = sum(_deal_amount(d) for d in self._raw_deals(start_ms))
+        self.deposit = round(entry.balance - realised, 2)
+
+    def advance(self, now_ms: int) -> None:
+        if self.entry.balance <= 0:  # an empty account does not trade
+            return
+        last = now_ms // SLOT_MS
+        while self._next_slot <= last:
+            trade = self._trade_for_slot(self._next_slot)
+            if trade is not None:
+                self.trades.append(trade)
+            self._next_slot += 1
+
+    def _trade_for_slot(self, slot: int) -> SimTrade | None:
+        rng = random.Random(f"{self.seed}:{self.entry.login}:{slot}")
+        if rng.random() >= TRADE_PROBABILITY:
+            return None
+        open_ms = slot * SLOT_MS + int(rng.random() * SLOT_MS)
+        seconds = min(max(rng.expovariate(1.0 / MEAN_TRADE_SECONDS), 30.0), 6 * 3600.0)
+        close_ms = open_ms + int(seconds * 1000)
+        symbol = rng.randrange(len(SYMBOLS))
+        sym = SYMBOLS[symbol]
+        buy = rng.random() < 0.5
+        per_lot = sym.contract_size * (1.0 if sym.usd_base else sym.base_price)
+        volume = max(0.01, round(self.entry.balance * rng.uniform(0.5, 3.0) / per_lot, 2))
+        p_open = price_at(self.seed, symbol, open_ms / 1000)
+        p_close = price_at(self.seed, symbol, close_ms / 1000)
+        return SimTrade(
+            position=slot * 10_000 + (self.entry.login % 1000) * 10,
+            symbol=symbol,
+            buy=buy,
+            volume=volume,
+            open_ms=open_ms,
+            close_ms=close_ms,
+            price_open=p_open,
+            price_close=p_close,
+            profit=round(_pnl(sym, buy, volume, p_open, p_close), 2),
+            commission=round(-COMMISSION_PER_LOT * volume, 2),
+        )
+
+    def _raw_deals(self, now_ms: int) -> list[tuple[int, dict[str, Any]]]:
+        """(utc_ms, deal fields) for every deal done by now_ms, in time order."""
+        out: list[tuple[int, dict[str, Any]]] = []
+        base = (self.origin_ms // SLOT_MS - 1) * 10_000 + (self.entry.login % 1000) * 10
+        if self.deposit:
+            comment = "Deposit" if self.deposit > 0 else "Withdrawal"
+            out.append(
+                (
+                    self.origin_ms,
+                    dict(ticket=base + 2, type=DEAL_TYPE_BALANCE, profit=self.deposit, comment=comment),
+                )
+            )
+        for t in self.trades:
+            if t.open_ms > now_ms:
+                continue
+            side_in = DEAL_TYPE_BUY if t.buy else DEAL_TYPE_SELL
+            side_out = DEAL_TYPE_SELL if t.buy else DEAL_TYPE_BUY
+            common = dict(
+                position_id=t.position, volume=t.volume, symbol=t.sym.name, reason=DEAL_REASON_CLIENT
+            )
+            out.append(
+                (
+                    t.open_ms,
+                    dict(
+                        common,
+                        ticket=t.position + 2,
+                        order=t.position,
+                        type=side_in,
+                        entry=DEAL_ENTRY_IN,
+                        price=t.price_open,
+                        commission=t.commission,
+                    ),
+                )
+            )
+            if t.close_ms <= now_ms:
+                out.append(
+                    (
+                        t.close_ms,
+                        dict(
+                            common,
+                            ticket=t.position + 3,
+                            order=t.position + 1,
+                            type=side_out,
+                            entry=DEAL_ENTRY_OUT,
+                            price=t.price_close,
+                            commission=t.commission,
+                            profit=t.profit,
+                        ),
+                    )
+                )
+        out.sort(key=lambda d: (d[0], d[1]["ticket"]))
+        return out
+
+    def deals(self, now_ms: int, offset_ms: int) -> list[TradeDeal]:
+        return [
+            TradeDeal(**fields, time=(ms + offset_ms) // 1000, time_msc=ms + offset_ms)
+            for ms, fields in self._raw_deals(now_ms)
+        ]
+
+    def positions(self, now_ms: int, offset_ms: int) -> list[TradePosition]:
+        out = []
+        for t in self.trades:
+            if not (t.open_ms <= now_ms < t.close_ms):
+                continue
+            price = price_at(self.seed, t.symbol, now_ms / 1000)
+            broker_ms = t.open_ms + offset_ms
+            out.append(
+                TradePosition(
+                    ticket=t.position,
+                    time=broker_ms // 1000,
+                    time_msc=broker_ms,
+                    time_update=broker_ms // 1000,
+                    time_update_msc=broker_ms,
+                    type=POSITION_TYPE_BUY if t.buy else POSITION_TYPE_SELL,
+                    identifier=t.position,
+                    reason=DEAL_REASON_CLIENT,
+                    volume=t.volume,
+                    price_open=t.price_open,
+                    price_current=price,
+                    profit=round(_pnl(t.sym, t.buy, t.volume, t.price_open, price), 2),
+                    symbol=t.sym.name,
+                )
+            )
+        return out
+
+    def account_info(self, now_ms: int, company: str) -> AccountInfo:
+        e = self.entry
+        balance = round(sum(_deal_amount(d) for d in self._raw_deals(now_ms)), 2)
+        open_trades = [t for t in self.trades if t.open_ms <= now_ms < t.close_ms]
+        profit = round(sum(p.profit for p in self.positions(now_ms, 0)), 2)
+        margin = round(sum(_margin(t.sym, t.volume, t.price_open, e.leverage) for t in open_trades), 2)
+        equity = round(balance + profit, 2)
+        return AccountInfo(
+            login=e.login,
+            trade_mode=2,  # ACCOUNT_TRADE_MODE_REAL
+            leverage=e.leverage,
+            limit_orders=200,
+            trade_allowed=True,
+            trade_expert=True,
+            margin_mode=2,  # ACCOUNT_MARGIN_MODE_RETAIL_HEDGING
+            currency_digits=2,
+            balance=balance,
+            profit=profit,
+            equity=equity,
+            margin=margin,
+            margin_free=round(equity - margin, 2),
+            margin_level=round(equity / margin * 100.0, 2) if margin else 0.0,
+            margin_so_call=50.0,
+            margin_so_so=30.0,
+            name=e.name or f"Account {e.login}",
+            server=e.server,
+            currency=e.currency,
+            company=company,
+        )
+
+
+def _deal_amount(d: tuple[int, dict[str, Any]]) -> float:
+    f = d[1]
+    return f.get("profit", 0.0) + f.get("commission", 0.0) + f.get("swap", 0.0) + f.get("fee", 0.0)
+
+
+def _epoch_seconds(value: datetime | float) -> float:
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
+    return float(value)
+
+
+class SimulatedTerminal(Terminal):
+    """A terminal that behaves like MT5 for the bridge: one logged-in account at a time, blocking calls,
+    a login cost, broker-time timestamps, and faults that can be switched per account at any time.
+
+    `clock` returns UTC epoch seconds (injectable for tests); `static=True` freezes it at construction.
+    Faults take effect when the terminal works on that account: `hang` blocks the call until the fault is
+    cleared, `release()` is called, or `hang_seconds` pass, so a stuck worker thread can always end.
+    """
+
+    def __init__(
+        self,
+        accounts: Sequence[AccountEntry],
+        *,
+        name: str = "sim-1",
+        seed: int = 42,
+        login_cost: float = 0.0,
+        latency: float = 0.0,
+        faults: Mapping[int, str] | None = None,
+        static: bool = False,
+        utc_offset_hours: float = 0.0,
+        clock: Callable[[], float] | None = None,
+        hang_seconds: float = 3600.0,
+        company: str = "MEX Atlantic",
+        build: int = 3770,
+    ) -> None:
+        if not accounts:
+            raise ValueError("a simulated terminal needs at least one account")
+        self.name = name
+        self.seed = seed
+        self.login_cost = login_cost
+        self.latency = latency
+        self.utc_offset_hours = utc_offset_hours
+        self.hang_seconds = hang_seconds
+        self.company = company
+        self.build = build
+        self._entries = {a.login: a for a in accounts}
+        self._logins = [a.login for a in accounts]
+        base_clock = clock or time.time
+        self._start_ms = int(base_clock() * 1000)
+        self._clock = (lambda: self._start_ms / 1000) if static else base_clock
+        self._sims: dict[int, _AccountSim] = {}
+        self._sim_lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._faults: dict[int, str] = {}
+        self._closed = False
+        self._initialized = False
+        self._current: int | None = None
+        self._last_error: tuple[int, str] = (RES_S_OK, "Success")
+        self.login_calls = 0
+        self.hung_calls = 0  # calls blocked right now by a `hang` fault
+        for login, fault in (faults or {}).items():
+            self.set_fault(login, fault)
+
+    # -- knobs ---------------------------------------------------------------------------------------
+
+    @property
+    def logins(self) -> list[int]:
+        return list(self._logins)
+
+    def set_fault(self, login: int, fault: str | None) -> None:
+        """Switch a fault on (or off with None) for one account; wakes calls hung on that account."""
+        if login not in self._entries:
+            raise ValueError(f"account {login} is not on simulated terminal {self.name}")
+        if fault is not None and fault not in FAULTS:
+            raise ValueError(f"unknown fault {fault!r}; expected one of {', '.join(FAULTS)}")
+        with self._cond:
+            if fault is None:
+                self._faults.pop(login, None)
+            else:
+                self._faults[login] = fault
+                if fault == "login_failed" and self._current == login:
+                    self._current = None  # the server dropped the session
+            self._cond.notify_all()
+
+    def fault(self, login: int) -> str | None:
+        with self._cond:
+            return self._faults.get(login)
+
+    def release(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    def simulated_trades(self, login: int) -> list[SimTrade]:
+        """Ground truth (UTC) for tests: the trades opened so far on an account."""
+        now = self.now_ms()
+        return [t for t in self._sim(login, now).trades if t.open_ms <= now]
+
+    # -- internals -----------------------------------------------------------------------------------
+
+    def _sim(self, login: int, now_ms: int) -> _AccountSim:
+        with self._sim_lock:  # the worker thread and a test's direct reads may both get here
+            sim = self._sims.get(login)
+            if sim is None:
+                sim = self._sims[login] = _AccountSim(self._entries[login], self.seed, self._start_ms)
+            sim.advance(now_ms)
+            return sim
+
+    def _wait(self, seconds: float) -> None:
+        """Block like a real call, but give up early on release()."""
+        if seconds > 0:
+            with self._cond:
+                self._cond.wait_for(lambda: self._closed, timeout=seconds)
+
+    def _begin(self, login: int | None) -> bool:
+        """Common prologue: latency, then a hang if the account has one. False once released."""
+        self._wait(self.latency)
+        with self._cond:
+            if login is not None and self._faults.get(login) == "hang" and not self._closed:
+                self.hung_calls += 1
+                try:
+                    self._cond.wait_for(
+                        lambda: self._closed or self._faults.get(login) != "hang", timeout=self.hang_seconds
+                    )
+                finally:
+                    self.hung_calls -= 1
+            if self._closed:
+                self._last_error = (RES_E_INTERNAL_FAIL, "Terminal: shut down")
+                return False
+            return True
+
+    def _ready(self) -> int | None:
+        """The logged-in account, or None (with last_error set) when there is no session."""
+        if not self._initialized:
+            self._last_error = (RES_E_INTERNAL_FAIL_CONNECT, "No IPC connection")
+            return None
+        if self._current is None:
+            self._last_error = (RES_E_FAIL, "Terminal: not logged in")
+        return self._current
+
+    def _other_login(self, login: int) -> int:
+        others = [x for x in self._logins if x != login]
+        return others[0] if others else login + 1
+
+    def _snapshot(self, login: int, now_ms: int) -> AccountInfo:
+        if login in self._entries:
+            return self._sim(login, now_ms).account_info(now_ms, self.company)
+        # a phantom neighbour for wrong_account on a one-account terminal
+        info = self._sim(self._logins[0], now_ms).account_info(now_ms, self.company)
+        return info._replace(login=login, name=f"Account {login}")
+
+    # -- the MetaTrader5 API -------------------------------------------------------------------------
+
+    def initialize(
+        self,
+        path: str | None = None,
+        *,
+        login: int | None = None,
+        password: str | None = None,
+        server: str | None = None,
+        timeout: int | None = None,
+    ) -> bool:
+        if not self._begin(None):
+            return False
+        self._initialized = True
+        self._last_error = (RES_S_OK, "Success")
+        if login is not None:
+            return self.login(login, password=password, server=server, timeout=timeout)
+        return True
+
+    def login(
+        self,
+        login: int,
+        *,
+        password: str | None = None,
+        server: str | None = None,
+        timeout: int | None = None,
+    ) -> bool:
+        self.login_calls += 1
+        if not self._begin(login):
+            return False
+        self._wait(self.login_cost)
+        if self._closed or not self._initialized:
+            self._last_error = (RES_E_INTERNAL_FAIL_CONNECT, "No IPC connection")
+            return False
+        entry = self._entries.get(login)
+        fault = self.fault(login)
+        self._current = None
+        if fault == "disconnected":
+            self._last_error = (RES_E_INTERNAL_FAIL_CONNECT, "No connection to trade server")
+            return False
+        good = entry is not None and password == entry.password.get_secret_value()
+        if not good or fault == "login_failed" or (server and entry is not None and server != entry.server):
+            self._last_error = (RES_E_AUTH_FAILED, "Terminal: Authorization failed")
+            return False
+        self._current = login
+        self._last_error = (RES_S_OK, "Success")
+        return True
+
+    def account_info(self) -> AccountInfo | None:
+        if not self._begin(self._current):
+            return None
+        login = self._ready()
+        if login is None:
+            return None
+        fault = self.fault(login)
+        if fault == "no_live_data":
+            self._last_error = (RES_E_FAIL, "Terminal: Call failed")
+            return None
+        if fault == "wrong_account":
+            login = self._other_login(login)
+        self._last_error = (RES_S_OK, "Success")
+        return self._snapshot(login, self.now_ms())
+
+    def positions_get(self) -> tuple[TradePosition, ...] | None:
+        if not self._begin(self._current):
+            return None
+        login = self._ready()
+        if login is None:
+            return None
+        fault = self.fault(login)
+        if fault == "no_live_data":
+            self._last_error = (RES_E_FAIL, "Terminal: Call failed")
+            return None
+        if fault == "wrong_account":
+            login = self._other_login(login)
+        if login not in self._entries:
+            return ()
+        now = self.now_ms()
+        self._last_error = (RES_S_OK, "Success")
+        return tuple(self._sim(login, now).positions(now, self._offset_ms()))
+
+    def history_deals_get(self, date_from: datetime, date_to: datetime) -> tuple[TradeDeal, ...] | None:
+        if not self._begin(self._current):
+            return None
+        login = self._ready()
+        if login is None:
+            return None
+        fault = self.fault(login)
+        if fault == "no_live_data":
+            self._last_error = (RES_E_FAIL, "Terminal: Call failed")
+            return None
+        if fault == "wrong_account":
+            login = self._other_login(login)
+        if login not in self._entries:
+            return ()
+        lo, hi = _epoch_seconds(date_from), _epoch_seconds(date_to)
+        now = self.now_ms()
+        deals = self._sim(login, now).deals(now, self._offset_ms())
+        self._last_error = (RES_S_OK, "Success")
+        return tuple(d for d in deals if lo <= d.time <= hi)
+
+    def terminal_info(self) -> TerminalInfo | None:
+        if not self._begin(self._current):
+            return None
+        if not self._initialized:
+            self._last_error = (RES_E_INTERNAL_FAIL_CONNECT, "No IPC connection")
+            return None
+        current = self._current
+        connected = current is None or self.fault(current) != "disconnected"
+        self._last_error = (RES_S_OK, "Success")
+        return TerminalInfo(
+            connected=connected,
+            trade_allowed=True,
+            build=self.build,
+            ping_last=35_000 if connected else 0,
+            company=self.company,
+            name=f"{self.company} MT5 Terminal (simulated)",
+            language="English",
+            path=f"simulated://{self.name}",
+            data_path=f"simulated://{self.name}/data",
+        )
+
+    def last_error(self) -> tuple[int, str]:
+        return self._last_error
+
+    def shutdown(self) -> None:
+        self._initialized = False
+        self._current = None
+
+    def _offset_ms(self) -> int:
+        return round(self.utc_offset_hours * 3_600_000)
+
+
+def _coerce_entries(accounts: Iterable[Any] | None) -> list[AccountEntry]:
+    """Accept AccountEntry objects, dicts in the accounts-file format, or bare logins (demo accounts
+    keep their seed name and balance; others get a default one)."""
+    if accounts is None:
+        return demo_accounts()
+    demo = {a.login: a for a in demo_accounts()}
+    out: list[AccountEntry] = []
+    for a in accounts:
+        if isinstance(a, AccountEntry):
+            out.append(a)
+        elif isinstance(a, Mapping):
+            out.append(AccountEntry.model_validate(a))
+        elif isinstance(a, int) and not isinstance(a, bool):
+            out.append(demo.get(a) or AccountEntry(login=a, password=f"demo-{a}", server=SERVER))
+        else:
+            raise TypeError(f"unsupported account spec {type(a).__name__}")
+    if len({a.login for a in out}) != len(out):
+        raise ValueError("duplicate account login")
+    return out
+
+
+def simulated_pool(
+    accounts: list | None = None,
+    *,
+    terminals: int | None = None,
+    login_cost: float = 0.0,
+    latency: float = 0.0,
+    faults: dict[int, str] | None = None,
+    static: bool = False,
+    seed: int = 42,
+    utc_offset_hours: float = 0.0,
+    clock: Callable[[], float] | None = None,
+    hang_seconds: float = 3600.0,
+) -> TerminalPool:
+    """A TerminalPool of SimulatedTerminals. terminals=None: one terminal per account, or grouped by
+    each entry's `terminal` name when given; N: accounts spread round-robin over N terminals."""
+    entries = _coerce_entries(accounts)
+    if terminals is not None and terminals < 1:
+        raise ValueError("terminals must be >= 1")
+    faults = dict(faults or {})
+    unknown = set(faults) - {e.login for e in entries}
+    if unknown:
+        raise ValueError(f"fault for unknown account(s): {', '.join(map(str, sorted(unknown)))}")
+    groups: dict[str, list[AccountEntry]] = {}
+    for i, e in enumerate(entries):
+        if terminals is not None:
+            key = f"sim-{i % terminals + 1}"
+        elif e.terminal:
+            key = e.terminal
+        else:
+            key = f"sim-{e.login}"
+        groups.setdefault(key, []).append(e)
+    members = []
+    for name, group in groups.items():
+        term = SimulatedTerminal(
+            group,
+            name=name,
+            seed=seed,
+            login_cost=login_cost,
+            latency=latency,
+            faults={e.login: faults[e.login] for e in group if e.login in faults},
+            static=static,
+            utc_offset_hours=utc_offset_hours,
+            clock=clock,
+            hang_seconds=hang_seconds,
+        )
+        members.append((term, [e.credentials() for e in group]))
+    return TerminalPool(members)

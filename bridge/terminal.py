@@ -1,0 +1,193 @@
+"""The terminal interface: the subset of the MetaTrader5 Python API the bridge uses.
+
+Field names and method signatures mirror the MetaTrader5 package so the real adapter is a thin mapping and
+the simulator can stand in for it. Methods are blocking, like the real package; the bridge runs them on a
+dedicated thread per terminal.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import NamedTuple
+
+# MetaTrader5 result codes (MetaTrader5.last_error()[0]) the bridge tells apart.
+RES_S_OK = 1
+RES_E_FAIL = -1
+RES_E_AUTH_FAILED = -6
+RES_E_INTERNAL_FAIL = -10000
+RES_E_INTERNAL_FAIL_CONNECT = -10004
+RES_E_INTERNAL_FAIL_TIMEOUT = -10005
+# -10000..-10005: IPC/connection failures between the package and the terminal.
+CONNECTION_ERROR_CODES = frozenset(range(-10005, -9999))
+
+# Enum values from the MetaTrader5 package.
+POSITION_TYPE_BUY, POSITION_TYPE_SELL = 0, 1
+DEAL_TYPE_BUY, DEAL_TYPE_SELL, DEAL_TYPE_BALANCE = 0, 1, 2
+DEAL_ENTRY_IN, DEAL_ENTRY_OUT = 0, 1
+DEAL_REASON_CLIENT, DEAL_REASON_EXPERT = 0, 3
+
+
+class AccountInfo(NamedTuple):
+    """MetaTrader5.account_info(), same fields and order."""
+
+    login: int
+    trade_mode: int = 0
+    leverage: int = 0
+    limit_orders: int = 0
+    margin_so_mode: int = 0
+    trade_allowed: bool = False
+    trade_expert: bool = False
+    margin_mode: int = 0
+    currency_digits: int = 2
+    fifo_close: bool = False
+    balance: float = 0.0
+    credit: float = 0.0
+    profit: float = 0.0
+    equity: float = 0.0
+    margin: float = 0.0
+    margin_free: float = 0.0
+    margin_level: float = 0.0
+    margin_so_call: float = 0.0
+    margin_so_so: float = 0.0
+    margin_initial: float = 0.0
+    margin_maintenance: float = 0.0
+    assets: float = 0.0
+    liabilities: float = 0.0
+    commission_blocked: float = 0.0
+    name: str = ""
+    server: str = ""
+    currency: str = ""
+    company: str = ""
+
+
+class TradePosition(NamedTuple):
+    """One entry of MetaTrader5.positions_get(); times are broker (server) time."""
+
+    ticket: int
+    time: int = 0
+    time_msc: int = 0
+    time_update: int = 0
+    time_update_msc: int = 0
+    type: int = 0
+    magic: int = 0
+    identifier: int = 0
+    reason: int = 0
+    volume: float = 0.0
+    price_open: float = 0.0
+    sl: float = 0.0
+    tp: float = 0.0
+    price_current: float = 0.0
+    swap: float = 0.0
+    profit: float = 0.0
+    symbol: str = ""
+    comment: str = ""
+    external_id: str = ""
+
+
+class TradeDeal(NamedTuple):
+    """One entry of MetaTrader5.history_deals_get(); `time` is broker (server) time in epoch seconds."""
+
+    ticket: int
+    order: int = 0
+    time: int = 0
+    time_msc: int = 0
+    type: int = 0
+    entry: int = 0
+    magic: int = 0
+    position_id: int = 0
+    reason: int = 0
+    volume: float = 0.0
+    price: float = 0.0
+    commission: float = 0.0
+    swap: float = 0.0
+    profit: float = 0.0
+    fee: float = 0.0
+    symbol: str = ""
+    comment: str = ""
+    external_id: str = ""
+
+
+class TerminalInfo(NamedTuple):
+    """The subset of MetaTrader5.terminal_info() the bridge reports."""
+
+    connected: bool
+    trade_allowed: bool = False
+    tradeapi_disabled: bool = False
+    build: int = 0
+    ping_last: int = 0
+    company: str = ""
+    name: str = ""
+    language: str = ""
+    path: str = ""
+    data_path: str = ""
+
+
+@dataclass(frozen=True)
+class AccountCredentials:
+    """What the bridge needs to log a terminal into one account. The password never leaves the pool:
+    it is excluded from repr so a stray log line or traceback cannot print it."""
+
+    login: int
+    password: str = field(repr=False)
+    server: str
+    name: str = ""
+    currency: str = ""
+
+
+class Terminal(ABC):
+    """One MT5 terminal: logged into one account at a time, blocking calls, not thread-safe.
+
+    `name` labels the terminal in health and summaries; `utc_offset_hours` is the broker's offset from
+    UTC, which MT5 applies to every time it reports (the bridge converts back to UTC).
+    """
+
+    name: str = "mt5"
+    utc_offset_hours: float = 0.0
+
+    @abstractmethod
+    def initialize(
+        self,
+        path: str | None = None,
+        *,
+        login: int | None = None,
+        password: str | None = None,
+        server: str | None = None,
+        timeout: int | None = None,
+    ) -> bool: ...
+
+    @abstractmethod
+    def login(
+        self,
+        login: int,
+        *,
+        password: str | None = None,
+        server: str | None = None,
+        timeout: int | None = None,
+    ) -> bool: ...
+
+    @abstractmethod
+    def account_info(self) -> AccountInfo | None: ...
+
+    @abstractmethod
+    def positions_get(self) -> tuple[TradePosition, ...] | None: ...
+
+    @abstractmethod
+    def history_deals_get(self, date_from: datetime, date_to: datetime) -> tuple[TradeDeal, ...] | None:
+        """Deals between two instants given, like MT5 expects, as broker-time epoch (aware UTC datetimes
+        whose timestamp() is the broker's wall clock)."""
+
+    @abstractmethod
+    def terminal_info(self) -> TerminalInfo | None: ...
+
+    @abstractmethod
+    def last_error(self) -> tuple[int, str]: ...
+
+    @abstractmethod
+    def shutdown(self) -> None: ...
+
+    def release(self) -> None:
+        """Unblock calls stuck in this terminal so their threads can end; called on pool close.
+        A real terminal cannot be interrupted, so the default does nothing."""
+        return None
