@@ -80,7 +80,7 @@ async def _run(settings: Settings) -> int:
     from agent.app import build_agent, create_app
     from agent.tracing import setup_tracing
 
-    setup_tracing(settings.service_name)
+    provider = setup_tracing(settings.service_name)
     _check_exposure(settings)
     agent = build_agent(settings)
     app = create_app(agent)
@@ -95,12 +95,15 @@ async def _run(settings: Settings) -> int:
     finally:
         log.info("stopping")
         await runner.cleanup()
+        provider.shutdown()  # flush spans still queued for the exporter
     return EXIT_OK
 
 
 async def _sync_once(settings: Settings) -> int:
     from agent.app import build_agent, close_agent
+    from agent.tracing import setup_tracing
 
+    provider = setup_tracing(settings.service_name)
     agent = build_agent(settings)
     try:
         if not await agent.service.ensure_ready():
@@ -111,6 +114,7 @@ async def _sync_once(settings: Settings) -> int:
         return sync_exit_code(run)
     finally:
         await close_agent(agent)
+        provider.shutdown()
 
 
 async def _demo(args: argparse.Namespace) -> int:
