@@ -87,10 +87,14 @@ def prom_number(value: float) -> str:
 
 
 def success_ratio_expr(window: str = SUCCESS_WINDOW) -> str:
-    """Share of non-skipped sync runs that succeeded over `window` (absent when there were none)."""
+    """Share of all sync runs that succeeded over `window` (absent when there were none).
+
+    Every result is in the denominator: partial, failed and skipped (bridge down, the cycle could not
+    run) runs all count against the objective, so a long bridge outage shows up in the ratio too.
+    """
     return (
         f'(sum(increase(mt5_sync_runs_total{{result="success"}}[{window}])) or vector(0))\n'
-        f'/\nsum(increase(mt5_sync_runs_total{{result!="skipped"}}[{window}]))'
+        f"/\nsum(increase(mt5_sync_runs_total[{window}]))"
     )
 
 
@@ -138,7 +142,7 @@ def rules(
             "record": SUCCESS_RATIO_RECORD,
             "expr": (
                 f'(sum({RUNS_INCREASE_RECORD}{{result="success"}}) or vector(0))\n'
-                f'/\nsum({RUNS_INCREASE_RECORD}{{result!="skipped"}})'
+                f"/\nsum({RUNS_INCREASE_RECORD})"
             ),
         },
     ]
@@ -240,8 +244,8 @@ def rules(
             timings.success_rate,
             "warning",
             f"MT5 sync success rate below {objective} over {SUCCESS_WINDOW}",
-            "Only {{ $value | humanizePercentage }} of the non-skipped sync runs succeeded over the last "
-            f"{SUCCESS_WINDOW} (objective {objective}; partial and failed runs count against it).",
+            "Only {{ $value | humanizePercentage }} of the sync runs succeeded over the last "
+            f"{SUCCESS_WINDOW} (objective {objective}; partial, failed and skipped runs count against it).",
             base,
         ),
     ]

@@ -135,6 +135,20 @@ def test_timings_drive_for(tmp_path: Path) -> None:
         render.AlertTimings(bridge_down="ten minutes")
 
 
+def test_success_ratio_counts_every_run_result() -> None:
+    """Product decision: skipped runs (bridge down) count as unsuccessful, like partial and failed."""
+    recording = {
+        r["record"]: r["expr"]
+        for g in render.rules(Thresholds())["groups"]
+        for r in g["rules"]
+        if "record" in r
+    }
+    for expr in (recording[render.SUCCESS_RATIO_RECORD], render.success_ratio_expr()):
+        numerator, _, denominator = expr.partition("\n/\n")
+        assert 'result="success"' in numerator
+        assert "result" not in denominator.replace("result:mt5_sync_runs", ""), denominator
+
+
 @pytest.mark.parametrize(
     ("seconds", "text"), [(900, "15m"), (90, "1m30s"), (600.0, "10m"), (3600, "1h"), (0.5, "500ms")]
 )

@@ -374,7 +374,8 @@ def sync_health(thresholds: Thresholds) -> model.Dashboard:
         stat.Panel()
         .title(f"Sync success ({SUCCESS_WINDOW})")
         .description(
-            f"Successful share of non-skipped sync runs over {SUCCESS_WINDOW}; "
+            f"Share of sync runs that fully succeeded over {SUCCESS_WINDOW} "
+            "(skipped, failed and partial runs count against it); "
             f"objective {SUCCESS_OBJECTIVE:.0%} (MT5SyncSuccessRateLow)."
         )
         .with_target(_q(success_ratio_expr(), legend="success", instant=True))

@@ -1,0 +1,84 @@
+"""Every Grafana panel query runs in a real Prometheus that has scraped a real agent (DESIGN.md 7)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from alerts import render
+from dashboards.render import panel_queries
+from tests.e2e.stack import SCRAPE_S, THRESHOLDS, Stack, wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+
+# Queries that are legitimately empty while every sync succeeds: failures filtered with `> 0`.
+EMPTY_WHEN_HEALTHY = ("mt5_account_sync_failures_total",)
+# The `[1m]` rate panels need two samples of each series in the window.
+MIN_SCRAPES = 3
+
+
+async def test_every_panel_query_runs_and_key_panels_have_data(e2e_stack: Stack) -> None:
+    stack = e2e_stack
+    stack.require_tools(alertmanager=False)
+    await stack.start_bridge()
+    accounts = await stack.bridge_accounts()
+    assert len(accounts) == 7, accounts
+    await stack.start_agent()
+    await stack.start_prometheus(render.AlertTimings(), with_alertmanager=False)
+    await stack.wait_rules_healthy()
+
+    async def scraped_enough() -> bool:
+        fresh = await stack.query('count(mt5_account_freshness_state{state="fresh"} == 1)')
+        scrapes = await stack.query(f'count_over_time(up{{job="{render.AGENT_JOB}"}}[1m])')
+        return (
+            bool(fresh and scrapes)
+            and int(fresh[0]["value"][1]) == len(accounts)
+            and int(scrapes[0]["value"][1]) >= MIN_SCRAPES
+        )
+
+    _, took = await wait_for(scraped_enough, 30, f"{MIN_SCRAPES} scrapes with every account fresh")
+    print(f"\nE2E dashboards: every account fresh after {MIN_SCRAPES}+ scrapes in {took:.1f}s")
+    stack.check_alive()
+
+    queries = panel_queries(THRESHOLDS)
+    assert len(queries) >= 20, queries
+    results = {q: await stack.query(q) for q in queries}  # each asserts status success
+    empty = [q for q, r in results.items() if not r and not any(m in q for m in EMPTY_WHEN_HEALTHY)]
+    assert not empty, f"panel queries with no data on a healthy stack: {empty}"
+
+    def by_account(q: str) -> dict[str, float]:
+        return {r["metric"]["account"]: float(r["value"][1]) for r in results[q]}
+
+    def scalar(q: str) -> float:
+        [sample] = results[q]
+        return float(sample["value"][1])
+
+    # The freshness stat panels (one count per state) agree with the agent: every account fresh.
+    counts = {
+        state: scalar(q)
+        for q in queries
+        for state in ("fresh", "acceptable", "degraded", "critical")
+        if q.startswith(f'sum(max by (account) (mt5_account_freshness_state{{state="{state}"')
+    }
+    assert counts == {"fresh": 7, "acceptable": 0, "degraded": 0, "critical": 0}
+
+    balance = by_account('max by (account) (mt5_account_balance{account=~".*"})')
+    assert set(balance) == accounts
+    assert all(math.isfinite(v) for v in balance.values()) and any(v > 0 for v in balance.values())
+    info = results['max by (account, name, server, currency) (mt5_account_info{account=~".*"})']
+    assert {r["metric"]["account"] for r in info} == accounts
+    assert all(r["metric"]["name"] and r["metric"]["currency"] for r in info), info
+    age = by_account('max by (account) (time() - mt5_account_last_sync_timestamp_seconds{account=~".*"})')
+    assert set(age) == accounts
+    assert all(v < THRESHOLDS.acceptable_after + SCRAPE_S for v in age.values()), age
+    assert scalar(f'min(up{{job="{render.AGENT_JOB}"}})') == 1
+    assert scalar("min(mt5_bridge_up)") == 1
+    assert scalar("min(mt5_store_up)") == 1
+    assert scalar(render.success_ratio_expr()) == 1.0
+    states = results['max by (account, state) (mt5_account_freshness_state{account=~".*"}) == 1']
+    assert {(r["metric"]["account"], r["metric"]["state"]) for r in states} == {
+        (a, "fresh") for a in accounts
+    }
+    with_data = sum(1 for r in results.values() if r)
+    print(f"E2E dashboards: {len(queries)} panel queries ran without error, {with_data} returned data")
