@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from agent.freshness import Thresholds
 
 ENV_PREFIX = "MT5_AGENT_"
+MIN_JWT_SECRET_BYTES = 32
 SECRET_FIELDS = ("bridge_token", "admin_token", "api_token", "jwt_secret")
 _INTERVAL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -160,6 +161,10 @@ class Settings(BaseSettings):
             if not value:
                 raise ValueError(f"{name}_file: {path} is empty")
             setattr(self, name, SecretStr(value))
+        jwt_secret = self.secret("jwt_secret")
+        if jwt_secret is not None and len(jwt_secret.encode()) < MIN_JWT_SECRET_BYTES:
+            # RFC 7518 3.2: an HS256 key shorter than the hash output is guessable offline.
+            raise ValueError(f"jwt_secret: must be at least {MIN_JWT_SECRET_BYTES} bytes for HS256")
         return self
 
     # Derived, typed views -------------------------------------------------------------------

@@ -21,8 +21,9 @@ def routes(agent: Agent) -> list[web.RouteDef]:
         problems: list[str] = []
         try:
             await agent.store.ping()
-        except StoreError as exc:
-            problems.append(f"store unreachable: {exc}")
+        except StoreError:
+            # No error text here: /readyz is unauthenticated and store errors can name hosts or paths.
+            problems.append("store unreachable")
         if agent.service.state.last_run is None:
             problems.append("no sync cycle has run yet")
         status = 200 if not problems else 503

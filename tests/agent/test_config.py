@@ -58,6 +58,7 @@ def test_secret_from_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
         ("MT5_AGENT_STORE_URL", "postgres://x", "MT5_AGENT_STORE_URL"),
         ("MT5_AGENT_REQUEST_TIMEOUT", "-1", "MT5_AGENT_REQUEST_TIMEOUT"),
         ("MT5_AGENT_ADMIN_TOKEN_FILE", "/nonexistent/file", "ADMIN_TOKEN"),
+        ("MT5_AGENT_JWT_SECRET", "short", "MT5_AGENT_JWT_SECRET"),
     ],
 )
 def test_bad_setting_is_one_line_naming_it(
