@@ -21,6 +21,7 @@ from agent.models import Reason
 from agent.payloads import AccountData, PayloadError, parse_account_id, parse_info
 
 RequestObserver = Callable[[str, float, bool], None]  # endpoint, seconds, ok
+BATCH_YIELD_EVERY = 500  # batch entries validated between two yields to the event loop
 
 
 class BridgeError(Exception):
@@ -194,7 +195,9 @@ class BridgeClient:
         if not isinstance(items, list):
             raise BridgeError(Reason.INVALID_PAYLOAD, "summary: no accounts list in response")
         seen: dict[int, AccountSummary] = {}
-        for item in items:
+        for i, item in enumerate(items):
+            if i and not i % BATCH_YIELD_EVERY:
+                await asyncio.sleep(0)  # thousands of accounts: let requests in between
             if not isinstance(item, dict):
                 raise BridgeError(Reason.INVALID_PAYLOAD, "summary: an account entry is not an object")
             try:
@@ -227,7 +230,9 @@ class BridgeClient:
         if not isinstance(items, list):
             raise BridgeError(Reason.INVALID_PAYLOAD, "live: no accounts list in response")
         out = BatchResult()
-        for item in items:
+        for i, item in enumerate(items):
+            if i and not i % BATCH_YIELD_EVERY:
+                await asyncio.sleep(0)  # thousands of accounts: let requests in between (~5 ms a step)
             if not isinstance(item, dict):
                 continue
             try:

@@ -5,26 +5,36 @@ Account values, freshness, failure counts and bridge/store status come from one 
 keeps growing, so a cached value is never presented as fresh. Events (cycle and request durations)
 are ordinary prometheus_client histograms fed by the sync listener, the bridge observer and the
 store wrapper. Every label value comes from a bounded set, except the info metric's descriptive labels.
+
+/metrics is served by `metrics_handler`: the same bytes prometheus_client would write, but the
+per-account families (~230k samples at 10,000 accounts) come from `AgentCollector.render`, which keeps
+what only a cycle changes rendered per state version and computes ages and freshness at each scrape.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import logging
 import time
-from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
+import zlib
+from collections.abc import Callable, Iterable, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from prometheus_client import CollectorRegistry, Gauge, Histogram
-from prometheus_client.aiohttp import make_aiohttp_handler
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.openmetrics import exposition as _om_exposition
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from agent import __version__
-from agent.freshness import STATES, Thresholds, age_seconds
+from agent.freshness import STATES, State, Thresholds, age_seconds
 from agent.models import REASONS, RUN_RESULTS, DataSource, SyncRun
 
 if TYPE_CHECKING:
@@ -80,6 +90,120 @@ def _cached(what: str) -> str:
     )
 
 
+Encoder = Callable[[Any], bytes]
+# Set by our /metrics handler while it collects: the AgentCollector then hands over pre-rendered text.
+_FAST_RENDER: ContextVar[tuple[Encoder, str] | None] = ContextVar("mt5_fast_render", default=None)
+_FAST_ESCAPINGS = (_om_exposition.UNDERSCORES, _om_exposition.ALLOWUTF8)  # leave our names unchanged
+_EOF = b"# EOF\n"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+# Families of AgentCollector, in the order `_families` defines them.
+ACCOUNT_FAMILIES: tuple[str, ...] = (
+    "mt5_account_info",
+    *(m for m, _, _ in VALUE_GAUGES),
+    "mt5_account_margin_level_ratio",
+    "mt5_account_last_sync_timestamp_seconds",
+    "mt5_account_data_age_seconds",
+    "mt5_account_freshness_state",
+    "mt5_account_data_source",
+    "mt5_account_sync_failures",
+    "mt5_account_consecutive_failures",
+)
+GLOBAL_FAMILIES: tuple[str, ...] = (
+    "mt5_sync_runs",
+    "mt5_sync_last_success_timestamp_seconds",
+    "mt5_sync_last_run_accounts",
+    "mt5_sync_running",
+    "mt5_bridge_up",
+    "mt5_store_up",
+)
+# One account's four freshness lines for each current state; %s is the line's prefix up to the state.
+_FRESHNESS_TEMPLATES = {
+    current: "".join(f'%s{st.value}"}} {"1.0" if st is current else "0.0"}\n' for st in STATES)
+    for current in STATES
+}
+
+
+def _label(value: str) -> str:
+    """A label value escaped as both text formats escape it."""
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+
+def _float(value: float) -> str:
+    """A float sample value as both text formats write it (floatToGoString), without its checks for the
+    common case: a finite repr with a dot is what it returns unless Go would switch to an exponent."""
+    text = repr(value)
+    dot = text.find(".")
+    if dot < 0 or (dot > 6 and value > 0):  # inf, nan, 1e+300: or 12345678.9 -> 1.23456789e+07
+        return floatToGoString(value)
+    return text
+
+
+_SMALL_COUNTS = {n: floatToGoString(n) for n in range(1024)}
+
+
+def _count(value: int) -> str:
+    """An integer sample value (a count) as both text formats write it."""
+    text = _SMALL_COUNTS.get(value)
+    return text if text is not None and type(value) is int else floatToGoString(value)
+
+
+# One account's lines of the families with a fixed label set, for %-formatting with its label value.
+_SOURCE_TEMPLATES = {
+    source: "".join(
+        f'mt5_account_data_source{{account="%s",source="{src}"}} {"1.0" if src == source else "0.0"}\n'
+        for src in DATA_SOURCES
+    )
+    for source in DATA_SOURCES
+}
+_NO_SOURCE_TEMPLATE = "".join(
+    f'mt5_account_data_source{{account="%s",source="{src}"}} 0.0\n' for src in DATA_SOURCES
+)
+_FAILURES_TEMPLATE = "".join(
+    f'mt5_account_sync_failures_total{{account="%s",reason="{reason.value}"}} %s\n' for reason in REASONS
+)
+_NO_FAILURES_TEMPLATE = "".join(
+    f'mt5_account_sync_failures_total{{account="%s",reason="{reason.value}"}} 0.0\n' for reason in REASONS
+)
+
+
+class _Only:
+    """A collector over given families, to run prometheus_client's own encoders on part of a scrape."""
+
+    def __init__(self, metrics: Sequence[Metric]) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Sequence[Metric]:
+        return self._metrics
+
+
+def _encode(encoder: Encoder, metrics: Sequence[Metric]) -> bytes:
+    return encoder(_Only(metrics)).removesuffix(_EOF)
+
+
+class _PreRendered(Metric):
+    """AgentCollector's families, already rendered by `AgentCollector.render`."""
+
+    def __init__(self, parts: list[bytes]) -> None:
+        super().__init__("mt5_account_prerendered", "", "unknown")
+        self.parts = parts
+
+
+# (rows of (account, name, server, values, data_source, live_data_at, consecutive), failures by account)
+_Snapshot = tuple[list[tuple[Any, ...]], dict[int, list[int]]]
+
+
+@dataclass
+class _StaticText:
+    state: Any  # the SyncState rendered (identity is part of the cache key)
+    key: tuple[int, ...]
+    bodies: dict[str, bytes]  # per-account family -> its sample lines (not the ages and freshness)
+    rows: list[tuple[str, str, int | None]]  # per account: label value, freshness prefix, live µs
+    fresh_states: list[State] | None = None  # the states `fresh_text` shows
+    fresh_text: bytes = b""
+
+
 class AgentCollector(Collector):
     """Builds the state-derived metrics from `SyncService.state` on every scrape (memory only: it
     answers while the bridge and the store are down)."""
@@ -87,6 +211,9 @@ class AgentCollector(Collector):
     def __init__(self, service: SyncService, thresholds: Thresholds) -> None:
         self._service = service
         self._thresholds = thresholds
+        self._heads: dict[str, dict[str, bytes]] = {}  # content type -> family -> HELP/TYPE lines
+        self._static: _StaticText | None = None
+        self._prepare_lock = asyncio.Lock()
 
     def _families(self) -> dict[str, Any]:
         def g(name: str, doc: str, labels: Iterable[str] = ()) -> GaugeMetricFamily:
@@ -171,6 +298,15 @@ class AgentCollector(Collector):
         return list(self._families().values())
 
     def collect(self) -> Iterable[Metric]:
+        fast = _FAST_RENDER.get()
+        if fast is not None:
+            # Inside our /metrics handler: the same families, already in exposition text.
+            return [_PreRendered(self.render(*fast))]
+        return self.collect_families()
+
+    def collect_families(self) -> list[Metric]:
+        """The families as prometheus_client objects: the reference for `render` (any registry user,
+        and the `name[]` and unusual-escaping requests, go through here)."""
         state = self._service.state
         now = _utc(self._service.clock())
         f = self._families()
@@ -207,7 +343,10 @@ class AgentCollector(Collector):
             f["mt5_account_consecutive_failures"].add_metric(
                 [acc], sync_state.consecutive_failures if sync_state else 0
             )
+        self._global_families(f, state)
+        return list(f.values())
 
+    def _global_families(self, f: dict[str, Any], state: Any) -> None:
         for result in RUN_RESULTS:
             f["mt5_sync_runs"].add_metric([result.value], state.runs[result])
         if state.last_success_at is not None:
@@ -222,7 +361,175 @@ class AgentCollector(Collector):
         f["mt5_sync_running"].add_metric([], 1 if state.running is not None else 0)
         f["mt5_bridge_up"].add_metric([], 1 if state.bridge_up else 0)
         f["mt5_store_up"].add_metric([], 1 if state.store_up else 0)
-        return list(f.values())
+
+    # The fast path -----------------------------------------------------------------------------
+    # Same bytes as prometheus_client would write for `collect_families()` (tests/observability/
+    # test_fast_exposition.py checks that for every format we serve), at a fraction of the cost: at
+    # 10,000 accounts the per-account families are ~230k samples. What only a cycle changes is rendered
+    # once per state version; ages and freshness states are computed at every scrape.
+
+    def render(self, encoder: Encoder, content_type: str) -> list[bytes]:
+        """This collector's families in the exposition format of `encoder` (one of prometheus_client's
+        own, as `choose_encoder` picks it), without the OpenMetrics `# EOF` line."""
+        state = self._service.state
+        now = _utc(self._service.clock())
+        heads = self._heads.get(content_type)
+        if heads is None:
+            heads = self._heads[content_type] = {
+                fam.name: _encode(encoder, [fam]) for fam in self._families().values()
+            }
+        static = self._static_for(state)
+        ages, fresh = self._dynamic(static, now)
+        f = self._families()
+        self._global_families(f, state)
+        parts = []
+        for name in ACCOUNT_FAMILIES:
+            parts.append(heads[name])
+            if name == "mt5_account_data_age_seconds":
+                parts.append(ages)
+            elif name == "mt5_account_freshness_state":
+                parts.append(fresh)
+            else:
+                parts.append(static.bodies[name])
+        parts.append(_encode(encoder, [f[name] for name in GLOBAL_FAMILIES]))
+        return parts
+
+    @staticmethod
+    def _key(state: Any) -> tuple[int, ...]:
+        return (state.version, len(state.accounts), len(state.sync_states), len(state.failures))
+
+    def _cached(self, state: Any, key: tuple[int, ...]) -> _StaticText | None:
+        cached = self._static
+        if cached is not None and cached.state is state and cached.key == key:
+            return cached
+        return None
+
+    def _static_for(self, state: Any) -> _StaticText:
+        key = self._key(state)
+        cached = self._cached(state, key)
+        if cached is None:
+            self._static = cached = self._render_static(state, key, self._snapshot(state))
+        return cached
+
+    async def prepare(self) -> None:
+        """Before a scrape: when a cycle changed the state since the last one, render the static text
+        in a worker thread (10,000 accounts: ~150 ms that would otherwise hold the event loop) from a
+        snapshot taken here on the loop. `render` then finds it cached; if another cycle lands in
+        between, the key no longer matches and `render` renders it again itself."""
+        async with self._prepare_lock:
+            state = self._service.state
+            key = self._key(state)
+            if self._cached(state, key) is not None:
+                return
+            snapshot = self._snapshot(state)
+            self._static = await asyncio.to_thread(self._render_static, state, key, snapshot)
+
+    @staticmethod
+    def _snapshot(state: Any) -> _Snapshot:
+        """What the static text depends on, read at one instant (everything it holds is immutable):
+        (account, name, server, values, data_source, live_data_at, consecutive failures) per account,
+        and the failure counts by account in REASONS order."""
+        failed: dict[int, list[int]] = {}
+        reason_index = {reason: i for i, reason in enumerate(REASONS)}
+        for (account, reason), n in state.failures.items():
+            if reason in reason_index:
+                failed.setdefault(account, [0] * len(REASONS))[reason_index[reason]] = n
+        accounts, sync_states = state.accounts, state.sync_states
+        rows = []
+        for account in sorted(set(accounts) | set(sync_states)):
+            view = accounts.get(account)
+            sync_state = sync_states.get(account)
+            consecutive = sync_state.consecutive_failures if sync_state else 0
+            if view is None:
+                rows.append((account, None, None, None, None, None, consecutive))
+            else:
+                rows.append(
+                    (
+                        account,
+                        view.name,
+                        view.server,
+                        view.values,
+                        view.data_source,
+                        view.live_data_at,
+                        consecutive,
+                    )
+                )
+        return rows, failed
+
+    @staticmethod
+    def _render_static(state: Any, key: tuple[int, ...], snapshot: _Snapshot) -> _StaticText:
+        """Every per-account sample line that does not depend on the time of the scrape (a pure
+        function of the snapshot: safe on a worker thread)."""
+        rows_in, failed = snapshot
+        lines: dict[str, list[str]] = {name: [] for name in ACCOUNT_FAMILIES}
+        info = lines["mt5_account_info"]
+        value_lines = [(lines[m], f"{m}{{account=", field) for m, field, _ in VALUE_GAUGES]
+        ratio = lines["mt5_account_margin_level_ratio"]
+        stamp = lines["mt5_account_last_sync_timestamp_seconds"]
+        source_lines = lines["mt5_account_data_source"]
+        failure_lines = lines["mt5_account_sync_failures"]
+        consecutive = lines["mt5_account_consecutive_failures"]
+        rows: list[tuple[str, str, int | None]] = []
+        for account, name, server, values, source, live_data_at, n_consecutive in rows_in:
+            acc = str(account)
+            currency = values.currency if values is not None else None
+            info.append(
+                f'mt5_account_info{{account="{acc}",currency="{_label(currency or "")}",'
+                f'name="{_label(name or "")}",server="{_label(server or "")}"}} 1.0\n'
+            )
+            if values is not None:
+                for out, prefix, field in value_lines:
+                    v = getattr(values, field)
+                    if v is not None:
+                        out.append(f'{prefix}"{acc}"}} {_float(float(v))}\n')
+                if values.margin_level is not None:
+                    ratio.append(
+                        f'mt5_account_margin_level_ratio{{account="{acc}"}} '
+                        f"{_float(float(values.margin_level) / 100.0)}\n"
+                    )
+            live_at = _utc(live_data_at) if live_data_at else None
+            live_us = None
+            if live_at is not None:
+                live_us = (live_at - _EPOCH) // _MICROSECOND
+                stamp.append(
+                    f'mt5_account_last_sync_timestamp_seconds{{account="{acc}"}} '
+                    f"{_float(live_at.timestamp())}\n"
+                )
+            rows.append((acc, f'mt5_account_freshness_state{{account="{acc}",state="', live_us))
+            source_lines.append(_SOURCE_TEMPLATES.get(source, _NO_SOURCE_TEMPLATE) % (acc, acc))
+            counts = failed.get(account)
+            if counts is None:
+                failure_lines.append(_NO_FAILURES_TEMPLATE % ((acc,) * len(REASONS)))
+            else:
+                failure_lines.append(_FAILURES_TEMPLATE % tuple(x for n in counts for x in (acc, _count(n))))
+            consecutive.append(
+                f'mt5_account_consecutive_failures{{account="{acc}"}} {_count(n_consecutive)}\n'
+            )
+        bodies = {name: "".join(out).encode() for name, out in lines.items()}
+        return _StaticText(state=state, key=key, bodies=bodies, rows=rows)
+
+    def _dynamic(self, static: _StaticText, now: datetime) -> tuple[bytes, bytes]:
+        """Ages and freshness states at `now`: exactly `age_seconds` (integer microseconds divided as
+        timedelta.total_seconds() does) and `Thresholds.classify`."""
+        now_us = (now - _EPOCH) // _MICROSECOND
+        classify = self._thresholds.classify
+        ages: list[str] = []
+        states: list[State] = []
+        for acc, _, live_us in static.rows:
+            if live_us is None:
+                states.append(classify(None))
+            else:
+                age = max(0.0, (now_us - live_us) / 1_000_000)
+                ages.append(f'mt5_account_data_age_seconds{{account="{acc}"}} {_float(age)}\n')
+                states.append(classify(age))
+        # States change only when an account crosses a threshold: most scrapes reuse the last text.
+        if static.fresh_states != states:
+            templates, n = _FRESHNESS_TEMPLATES, len(STATES)
+            static.fresh_text = "".join(
+                [templates[st] % ((row[1],) * n) for st, row in zip(states, static.rows, strict=True)]
+            ).encode()
+            static.fresh_states = states
+        return "".join(ages).encode(), static.fresh_text
 
 
 class AgentMetrics:
@@ -272,6 +579,10 @@ class AgentMetrics:
         self.registry.register(self._collector)
         service.listeners.append(self.on_run)
 
+    @property
+    def collector(self) -> AgentCollector | None:
+        return self._collector
+
     def on_run(self, run: SyncRun) -> None:
         if run.duration_seconds is not None:
             self.sync_duration.observe(run.duration_seconds)
@@ -297,13 +608,22 @@ class TimedStore:
     def __init__(self, inner: Store, observe: Callable[[str, float], None]) -> None:
         self.inner = inner
         self._observe = observe
+        # name -> (function, instance it is bound to, its timed wrapper): an API read per request
+        # must not pay functools.wraps and inspect on every call.
+        self._timed: dict[str, tuple[Any, Any, Any]] = {}
 
     def __repr__(self) -> str:
         return repr(self.inner)
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self.inner, name)
-        if name not in STORE_OPERATIONS or not inspect.iscoroutinefunction(attr):
+        if name not in STORE_OPERATIONS:
+            return attr
+        func, bound_to = getattr(attr, "__func__", attr), getattr(attr, "__self__", None)
+        cached = self._timed.get(name)
+        if cached is not None and cached[0] is func and cached[1] is bound_to:
+            return cached[2]
+        if not inspect.iscoroutinefunction(attr):
             return attr
 
         @functools.wraps(attr)
@@ -314,7 +634,85 @@ class TimedStore:
             finally:
                 self._observe(name, time.perf_counter() - started)
 
+        self._timed[name] = (func, bound_to, timed)
         return timed
+
+
+def render_registry(registry: CollectorRegistry, accept: str = "") -> tuple[bytes, str]:
+    """(body, content type) of a scrape, as prometheus_client's own handler would answer it, with
+    AgentCollector's families from its fast path when the format allows (names the escaping keeps)."""
+    encoder, content_type = choose_encoder(accept)
+    escaping = getattr(encoder, "keywords", {}).get("escaping", _om_exposition.UNDERSCORES)
+    if escaping not in _FAST_ESCAPINGS:
+        return encoder(registry), content_type
+    token = _FAST_RENDER.set((encoder, content_type))
+    try:
+        metrics = list(registry.collect())
+    finally:
+        _FAST_RENDER.reset(token)
+    parts: list[bytes] = []
+    batch: list[Metric] = []
+    for metric in metrics:
+        if isinstance(metric, _PreRendered):
+            if batch:
+                parts.append(_encode(encoder, batch))
+                batch = []
+            parts.extend(metric.parts)
+        else:
+            batch.append(metric)
+    if batch:
+        parts.append(_encode(encoder, batch))
+    if getattr(encoder, "func", encoder) is _om_exposition.generate_latest:
+        parts.append(_EOF)
+    return b"".join(parts), content_type
+
+
+# A scrape of 10,000 accounts is ~15 MB of text: zlib level 1 compresses it in a third of the CPU time
+# of the default level 6 (36 vs 124 ms here) for an answer ~13% larger (1.0 vs 0.88 MB).
+COMPRESS_LEVEL = 1
+_COMPRESS_IN_THREAD = 256 * 1024  # larger bodies are compressed off the event loop
+_WBITS = {"deflate": zlib.MAX_WBITS, "gzip": 16 + zlib.MAX_WBITS}  # as aiohttp's own compression
+
+
+def _content_coding(request: web.Request) -> str | None:
+    """The coding aiohttp's `enable_compression` would pick (deflate before gzip), or None."""
+    accept = request.headers.get(hdrs.ACCEPT_ENCODING, "").lower()
+    return next((coding for coding in _WBITS if coding in accept), None)
+
+
+def _compress(body: bytes, coding: str) -> bytes:
+    compressor = zlib.compressobj(COMPRESS_LEVEL, zlib.DEFLATED, _WBITS[coding])
+    return compressor.compress(body) + compressor.flush()
+
+
+def metrics_handler(
+    registry: CollectorRegistry, collector: AgentCollector | None = None
+) -> Callable[[web.Request], Any]:
+    """/metrics: what prometheus_client.aiohttp's handler answers (format negotiation, `name[]`,
+    gzip/deflate as aiohttp negotiates them), rendered by `render_registry`; `collector` (the one in
+    `registry`) gets to prepare its text off the event loop first."""
+
+    async def handler(request: web.Request) -> web.Response:
+        accept = ",".join(request.headers.getall(hdrs.ACCEPT, []))
+        names = request.query.getall("name[]", [])
+        if collector is not None and not names:
+            await collector.prepare()
+        if names:
+            encoder, content_type = choose_encoder(accept)
+            output = encoder(registry.restricted_registry(names))
+        else:
+            output, content_type = render_registry(registry, accept)
+        headers = {"Content-Type": content_type}
+        coding = _content_coding(request)
+        if coding is not None:
+            if len(output) > _COMPRESS_IN_THREAD:
+                output = await asyncio.get_running_loop().run_in_executor(None, _compress, output, coding)
+            else:
+                output = _compress(output, coding)
+            headers["Content-Encoding"] = coding
+        return web.Response(status=200, headers=headers, body=output)
+
+    return handler
 
 
 def setup_metrics(app: web.Application, agent: Agent) -> None:
@@ -322,4 +720,4 @@ def setup_metrics(app: web.Application, agent: Agent) -> None:
     if agent.metrics is None:
         agent.metrics = AgentMetrics()
     agent.metrics.attach(agent.service, agent.settings.thresholds)
-    app.router.add_get("/metrics", make_aiohttp_handler(agent.metrics.registry))
+    app.router.add_get("/metrics", metrics_handler(agent.metrics.registry, agent.metrics.collector))

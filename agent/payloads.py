@@ -17,6 +17,7 @@ from agent.models import AccountValues, Reason
 LIVE_REQUIRED = ("balance", "equity", "profit", "margin", "margin_free", "currency")
 STORED_REQUIRED = ("balance",)
 _NUMBERS = ("balance", "equity", "profit", "margin", "margin_free", "margin_level")
+_EXACT_INT = 2**53  # every int below converts to float and back unchanged
 
 
 class PayloadError(Exception):
@@ -32,6 +33,8 @@ def _invalid(message: str) -> PayloadError:
 
 def parse_account_id(value: Any) -> int:
     """An MT5 login: a positive integer (numeric strings accepted, as the seed's JSON varies)."""
+    if type(value) is int and value > 0:  # what JSON gives (bool is not int here): 4 calls per account
+        return value
     if isinstance(value, bool):
         raise _invalid(f"account id {value!r} is not a number")
     if isinstance(value, int):
@@ -76,18 +79,26 @@ def parse_timestamp(value: Any) -> datetime:
 def parse_values(data: Any, *, required: tuple[str, ...]) -> AccountValues:
     if not isinstance(data, dict):
         raise _invalid("account data is not an object")
-    missing = [f for f in required if data.get(f) is None]
+    get = data.get
+    missing = [f for f in required if get(f) is None]
     if missing:
         raise _invalid(f"missing {', '.join(missing)}")
     out: dict[str, Any] = {}
+    isfinite = math.isfinite
     for name in _NUMBERS:
-        if data.get(name) is not None:
-            out[name] = _number(name, data[name])
-    if data.get("leverage") is not None:
-        lev = _number("leverage", data["leverage"])
-        if not lev.is_integer() or lev <= 0:
-            raise _invalid(f"leverage {data['leverage']!r} is not a positive integer")
-        out["leverage"] = int(lev)
+        value = get(name)
+        if value is not None:
+            # A finite float is what JSON usually gives, and what _number would return unchanged.
+            out[name] = value if type(value) is float and isfinite(value) else _number(name, value)
+    leverage = get("leverage")
+    if leverage is not None:
+        if type(leverage) is int and 0 < leverage < _EXACT_INT:  # int(float(x)) == x: same as below
+            out["leverage"] = leverage
+        else:
+            lev = _number("leverage", leverage)
+            if not lev.is_integer() or lev <= 0:
+                raise _invalid(f"leverage {data['leverage']!r} is not a positive integer")
+            out["leverage"] = int(lev)
     if data.get("currency") is not None:
         cur = data["currency"]
         if not isinstance(cur, str) or not cur.strip() or len(cur) > 16:

@@ -36,6 +36,7 @@ from agent.store.base import Store, StoreError
 log = logging.getLogger("mt5_agent.sync")
 
 MAX_UNRECORDED_RUNS = 1000  # runs kept in memory while the store is down
+YIELD_EVERY = 1000  # accounts handled between two yields to the event loop (before anything is applied)
 RunListener = Callable[[SyncRun], None]
 
 
@@ -101,15 +102,23 @@ class SyncState:
     last_success_at: datetime | None = None
     running: SyncRun | None = None
     loaded: bool = False
+    # Bumped whenever accounts, sync_states or failures change: the metrics collector renders what
+    # depends only on them once per version. Whoever changes them outside SyncService bumps it too.
+    version: int = 0
+
+
+_VALUE_FIELD_NAMES = tuple(AccountValues.__dataclass_fields__)
 
 
 def _merge(old: AccountValues | None, new: AccountValues) -> AccountValues:
     """Fields the bridge did not send keep their stored value (a $set writes only what came)."""
     if old is None:
         return new
+    fresh = [getattr(new, f) for f in _VALUE_FIELD_NAMES]
+    if not any(v is None for v in fresh):
+        return new  # the bridge sent every field (ours does): nothing to keep from `old`
     merged = {
-        f: getattr(new, f) if getattr(new, f) is not None else getattr(old, f)
-        for f in new.__dataclass_fields__
+        f: v if v is not None else getattr(old, f) for f, v in zip(_VALUE_FIELD_NAMES, fresh, strict=True)
     }
     return AccountValues(**merged)
 
@@ -176,6 +185,7 @@ class SyncService:
             self.state.accounts.setdefault(account, AccountView(account=account))
         self.state.store_up = True
         self.state.loaded = True
+        self.state.version += 1
         return True
 
     # Cycle ----------------------------------------------------------------------------------
@@ -279,7 +289,9 @@ class SyncService:
         now = to_ms(self.clock())
         updates: list[AccountUpdate] = []
         failures: dict[int, Reason] = {}
-        for s in summaries:
+        for i, s in enumerate(summaries):
+            if i and not i % YIELD_EVERY:
+                await asyncio.sleep(0)  # thousands of accounts: let API requests in between
             res = results.get(s.account)
             if isinstance(res, AccountData):
                 updates.append(
@@ -450,6 +462,7 @@ class SyncService:
         for account, reason in failures.items():
             self.state.failures[(account, reason)] += 1
         self.state.sync_states.update(states)
+        self.state.version += 1
 
 
 async def guarded(fn: Callable[[], Awaitable[SyncRun]]) -> SyncRun | None:

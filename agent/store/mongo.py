@@ -30,6 +30,7 @@ from agent.store._common import (
 from agent.store.base import StoreError
 
 _RECORD_PROJECTION: dict[str, Any] = {"_id": 0, **dict.fromkeys(RECORD_FIELDS, 1)}
+BULK_CHUNK = 1000  # operations per bulk_write round trip
 _MAX_DETAIL = 200
 
 
@@ -45,6 +46,32 @@ def split_credentials(url: str) -> tuple[str, list[str]]:
         return f"{scheme}://{hosts}/", []
     secrets = [s for part in userinfo.split(":", 1) for s in {part, unquote(part)} if len(s) >= 3]
     return f"{scheme}://{hostlist}/", secrets
+
+
+def _account_op(u: AccountUpdate) -> UpdateOne:
+    """`$set` the synced fields, `$setOnInsert` the insert-only ones: nothing else is ever touched."""
+    change: dict[str, Any] = {"$set": u.set_fields()}
+    if insert := u.insert_fields():
+        change["$setOnInsert"] = insert
+    return UpdateOne({"account": u.account}, change, upsert=True)
+
+
+def _state_op(st: AccountSyncState) -> ReplaceOne:
+    return ReplaceOne({"account": st.account}, state_to_doc(st), upsert=True)
+
+
+async def _bulk_in_chunks(coll: Any, items: Sequence[Any], make_op: Any) -> None:
+    """One unordered bulk write in BULK_CHUNK-sized round trips, as one: write errors of a chunk do not
+    stop the others (unordered), the first is raised once all were sent; anything else stops at once."""
+    first_error: BulkWriteError | None = None
+    for start in range(0, len(items), BULK_CHUNK):
+        ops = [make_op(item) for item in items[start : start + BULK_CHUNK]]
+        try:
+            await coll.bulk_write(ops, ordered=False)
+        except BulkWriteError as exc:
+            first_error = first_error or exc
+    if first_error is not None:
+        raise first_error
 
 
 class MongoStore:
@@ -154,24 +181,18 @@ class MongoStore:
             await client.admin.command("ping")
 
     async def write_cycle(self, updates: Sequence[AccountUpdate], states: Sequence[AccountSyncState]) -> None:
-        account_ops = []
-        for u in last_per_account(updates):
-            change: dict[str, Any] = {"$set": u.set_fields()}
-            if insert := u.insert_fields():
-                change["$setOnInsert"] = insert
-            account_ops.append(UpdateOne({"account": u.account}, change, upsert=True))
-        state_ops = [
-            ReplaceOne({"account": s.account}, state_to_doc(s), upsert=True) for s in last_per_account(states)
-        ]
-        if not account_ops and not state_ops:
+        updates, states = last_per_account(updates), last_per_account(states)
+        if not updates and not states:
             await self.ping()  # nothing to write, but a down store must still say so
             return
         await self._ensure_indexes("write_cycle")
         async with self._guard("write_cycle") as client:
-            if account_ops:
-                await self._coll(client, 0).bulk_write(account_ops, ordered=False)
-            if state_ops:
-                await self._coll(client, 2).bulk_write(state_ops, ordered=False)
+            # Unordered (any op may apply whatever another does), in chunks: each chunk is one round
+            # trip that must finish within socketTimeoutMS, and 10,000 upserts in one may not; each
+            # chunk's operations are built just before it is sent, so the event loop is never held
+            # for the whole cycle's worth.
+            await _bulk_in_chunks(self._coll(client, 0), updates, _account_op)
+            await _bulk_in_chunks(self._coll(client, 2), states, _state_op)
 
     async def record_run(self, run: SyncRun) -> None:
         await self._ensure_indexes("record_run")

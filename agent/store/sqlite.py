@@ -2,7 +2,9 @@
 
 Each account is a JSON document (so provisioning fields such as client_id, fund_type or credentials
 survive untouched) and a sync merges only the synced fields into it with JSON1's json_patch. All sqlite3
-work runs on one dedicated thread, so the event loop never blocks and the connection is never shared
+work runs on dedicated threads, so the event loop never blocks: writes on one, with its connection;
+reads of a file store on another, with a second connection, since in WAL mode a reader never waits for
+a writer (an API read must not queue behind a 10,000-account write). A connection is never shared
 between threads.
 """
 
@@ -22,6 +24,7 @@ from typing import Any, TypeVar
 from agent.models import (
     INSERT_ONLY_FIELDS,
     RECORD_FIELDS,
+    VALUE_FIELDS,
     AccountRecord,
     AccountSyncState,
     AccountUpdate,
@@ -115,15 +118,38 @@ class _IsoMemo(dict[datetime, str]):
         return text
 
 
+def _storable(update: AccountUpdate, key: str, value: Any, iso: _IsoMemo) -> Any:
+    if isinstance(value, datetime):
+        return iso[value]
+    if type(value) is int and not _INT64_MIN <= value <= _INT64_MAX:
+        # SQLite's JSON would read it back as a rounded float; refuse it, as BSON does.
+        raise StoreError(f"account {update.account}: {key} does not fit in 64 bits")
+    return value
+
+
 def _account_doc(update: AccountUpdate, iso: _IsoMemo) -> dict[str, Any]:
-    """The document a new account gets (Mongo's upsert of filter + $setOnInsert + $set)."""
-    doc = {"account": update.account, **update.insert_fields(), **update.set_fields()}
-    for k, v in doc.items():
-        if isinstance(v, datetime):
-            doc[k] = iso[v]
-        elif type(v) is int and not _INT64_MIN <= v <= _INT64_MAX:
-            # SQLite's JSON would read it back as a rounded float; refuse it, as BSON does.
-            raise StoreError(f"account {update.account}: {k} does not fit in 64 bits")
+    """The document a new account gets (Mongo's upsert of filter + $setOnInsert + $set): the same dict,
+    key order included, as `{"account", **update.insert_fields(), **update.set_fields()}` with times as
+    ISO text (tests/store/test_sqlite_encoding.py), built without the intermediate dicts: it runs for
+    every account of every cycle."""
+    doc: dict[str, Any] = {"account": _storable(update, "account", update.account, iso)}
+    for key in INSERT_ONLY_FIELDS:
+        value = getattr(update, key)
+        if value is not None:
+            doc[key] = _storable(update, key, value, iso)
+    values = update.values
+    for key in VALUE_FIELDS:
+        value = getattr(values, key)
+        if value is not None:
+            kind = type(value)
+            plain = kind is float or kind is str or kind is bool
+            doc[key] = value if plain else _storable(update, key, value, iso)
+    doc["updated_at"] = synced = iso[update.synced_at]
+    doc["synced_from_vps"] = True
+    doc["vps_sync_timestamp"] = synced
+    doc["data_source"] = update.data_source.value
+    if update.live_data_at is not None:
+        doc["live_data_at"] = iso[update.live_data_at]
     return doc
 
 
@@ -159,6 +185,8 @@ class SQLiteStore:
         self._conn: sqlite3.Connection | None = None
         self._file_id: tuple[int, int] | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._reader: ThreadPoolExecutor | None = None  # reads of a file store (None: on the writer)
+        self._rconn: sqlite3.Connection | None = None
         self._closed = True
 
     def __repr__(self) -> str:
@@ -166,13 +194,15 @@ class SQLiteStore:
 
     # -- plumbing ------------------------------------------------------------------------------
 
-    async def _run(self, op: str, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `fn(conn)` on the store's thread; sqlite3 errors become StoreError naming the file."""
+    async def _run(self, op: str, fn: Callable[[sqlite3.Connection], T], *, read: bool = False) -> T:
+        """Run `fn(conn)` on the store's thread (the reader's for `read`); sqlite3 errors become
+        StoreError naming the file."""
         if self._closed or self._executor is None:
             raise StoreError(f"SQLite store {self.path} is closed ({op})")
+        reader = read and self._reader is not None
 
         def call() -> T:
-            conn = self._conn
+            conn = self._rconn if reader else self._conn
             if conn is None:
                 raise StoreError(f"SQLite store {self.path} is closed ({op})")
             try:
@@ -181,7 +211,8 @@ class SQLiteStore:
             except sqlite3.Error as exc:
                 raise StoreError(f"SQLite {op} failed on {self.path}: {exc}") from exc
 
-        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+        executor = self._reader if reader else self._executor
+        return await asyncio.get_running_loop().run_in_executor(executor, call)
 
     def _stat_id(self) -> tuple[int, int]:
         st = os.stat(self.path)
@@ -236,22 +267,49 @@ class SQLiteStore:
             self._conn = conn
             self._file_id = None if self.path == MEMORY else self._stat_id()
 
-        await asyncio.get_running_loop().run_in_executor(self._executor, open_sync)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, open_sync)
+        if self.path != MEMORY:  # a second connection to ":memory:" would be another database
+            self._reader = self._reader or ThreadPoolExecutor(1, thread_name_prefix="sqlite-store-read")
+            try:
+                await loop.run_in_executor(self._reader, self._open_reader)
+            except BaseException:
+                await loop.run_in_executor(self._executor, self._close_writer)
+                raise
         self._closed = False
+
+    def _open_reader(self) -> None:
+        try:
+            conn = sqlite3.connect(self.path, timeout=self._timeout_s, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from exc
+        conn.execute("PRAGMA query_only=ON")  # this connection only ever reads
+        self._rconn = conn
+
+    def _close_writer(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _close_reader(self) -> None:
+        if self._rconn is not None:
+            self._rconn.close()
+            self._rconn = None
 
     async def close(self) -> None:
         if self._executor is None:
             return
         self._closed = True
-
-        def close_sync() -> None:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
+        loop = asyncio.get_running_loop()
         executor, self._executor = self._executor, None
+        reader, self._reader = self._reader, None
         try:
-            await asyncio.get_running_loop().run_in_executor(executor, close_sync)
+            if reader is not None:
+                try:
+                    await loop.run_in_executor(reader, self._close_reader)
+                finally:
+                    reader.shutdown(wait=False)
+            await loop.run_in_executor(executor, self._close_writer)
         finally:
             executor.shutdown(wait=False)
 
@@ -297,11 +355,13 @@ class SQLiteStore:
             ).fetchall()
             return [run_from_doc(json.loads(doc)) for (doc,) in rows]
 
-        return await self._run("list_runs", list_sync)
+        return await self._run("list_runs", list_sync, read=True)
 
     async def count_runs(self) -> int:
         return await self._run(
-            "count_runs", lambda conn: conn.execute("SELECT count(*) FROM mt5_sync_runs").fetchone()[0]
+            "count_runs",
+            lambda conn: conn.execute("SELECT count(*) FROM mt5_sync_runs").fetchone()[0],
+            read=True,
         )
 
     async def _records(self, op: str, where: str, params: tuple[Any, ...]) -> list[AccountRecord]:
@@ -313,7 +373,7 @@ class SQLiteStore:
                 for account, values in conn.execute(sql, params)
             ]
 
-        return await self._run(op, read_sync)
+        return await self._run(op, read_sync, read=True)
 
     async def get_accounts(self, *, client_id: str | None = None) -> list[AccountRecord]:
         if client_id is None:
@@ -329,7 +389,7 @@ class SQLiteStore:
             cur = conn.execute(f"SELECT {', '.join(STATE_FIELDS)} FROM mt5_sync_state ORDER BY account")
             return {row[0]: state_from_doc(dict(zip(STATE_FIELDS, row, strict=True))) for row in cur}
 
-        return await self._run("get_sync_states", read_sync)
+        return await self._run("get_sync_states", read_sync, read=True)
 
     async def put_account_documents(self, docs: Sequence[Mapping[str, Any]]) -> None:
         rows = []

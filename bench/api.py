@@ -1,0 +1,273 @@
+"""The agent's JSON API under concurrent clients on loopback, while sync cycles run.
+
+`mt5-agent run` runs as a subprocess (SQLite store, MT5_AGENT_API_TOKEN set and sent, schedule
+`--interval`) against the simulated bridge (another subprocess). Two endpoints are loaded one after
+the other for `--duration` seconds each, with `--concurrency` kept-alive connections:
+
+- `single`: GET /api/v1/accounts/{account}, a random account per request;
+- `list`:   GET /api/v1/accounts (every account, freshness computed per request).
+
+Meanwhile /metrics is scraped every `--scrape-every` seconds, as Prometheus would. The load generator
+is `wrk` when installed (`--client auto`; apt install wrk), else (or with `--client python`) aiohttp in
+this process; its own CPU share is reported, since on a 2-core machine it competes with the agent.
+Reported: requests/s, p50/p99/max latency, statuses, how much of the time a cycle was running, and
+the agent's CPU and peak RSS (VmHWM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import shlex
+import shutil
+import tempfile
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import _common
+import aiohttp
+from _common import note, percentile, r
+
+TOKEN = "bench-api-token"
+ENDPOINTS = ("single", "list")
+
+WRK_SCRIPT = """
+local first, n, single = %d, %d, %s
+math.randomseed(42)
+request = function()
+  if single then
+    return wrk.format("GET", "/api/v1/accounts/" .. (first + math.random(0, n - 1)))
+  end
+  return wrk.format("GET", "/api/v1/accounts")
+end
+local statuses = {}
+response = function(status, headers, body)
+  statuses[status] = (statuses[status] or 0) + 1
+end
+done = function(summary, latency, requests)
+  local parts = {}
+  for k, v in pairs(statuses) do parts[#parts + 1] = string.format('"%%d": %%d', k, v) end
+  io.write(string.format(
+    'JSON {"requests": %%d, "duration_us": %%d, "p50_us": %%d, "p99_us": %%d, "max_us": %%d, '
+    .. '"errors": {"connect": %%d, "read": %%d, "write": %%d, "timeout": %%d, "status": %%d}}\\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99), latency.max,
+    summary.errors.connect, summary.errors.read, summary.errors.write, summary.errors.timeout,
+    summary.errors.status))
+end
+"""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="bench/api.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--accounts", type=int, default=1000, help="accounts on the bridge (default %(default)s)")
+    p.add_argument("--interval", type=float, default=2.0, help="sync schedule, seconds (default %(default)s)")
+    p.add_argument("--latency-ms", type=float, default=5.0, help="terminal latency per MT5 call")
+    p.add_argument("--terminals", type=int, default=10, help="terminals on the bridge (default %(default)s)")
+    p.add_argument("--concurrency", type=int, default=32, help="client connections (default %(default)s)")
+    p.add_argument("--duration", type=float, default=15.0, help="seconds of load per endpoint")
+    p.add_argument("--max-requests", type=int, default=2_000_000, help="cap per endpoint (python client)")
+    p.add_argument("--scrape-every", type=float, default=5.0, help="/metrics scrape period, 0 = none")
+    p.add_argument("--endpoints", default=",".join(ENDPOINTS), help="comma-separated: single,list")
+    p.add_argument("--client", choices=("auto", "python", "wrk"), default="auto")
+    p.add_argument(
+        "--agent-command",
+        default=None,
+        help="run this (shell-split) instead of `mt5-agent run`, for experiments",
+    )
+    p.add_argument("--timeout", type=float, default=900.0, help="give up after this many seconds")
+    args = p.parse_args(argv)
+    args.endpoint_list = [e for e in args.endpoints.split(",") if e]
+    if not set(args.endpoint_list) <= set(ENDPOINTS) or not args.endpoint_list:
+        p.error(f"--endpoints: one or more of {', '.join(ENDPOINTS)}")
+    if args.client == "auto":
+        args.client = "wrk" if shutil.which("wrk") else "python"
+    if args.client == "wrk" and not shutil.which("wrk"):
+        p.error("--client wrk: wrk is not installed (apt-get install wrk)")
+    return args
+
+
+async def python_load(url: str, endpoint: str, args: argparse.Namespace) -> dict[str, Any]:
+    """`--concurrency` tasks on one aiohttp session, each sending the next request when the last ended."""
+    loop = asyncio.get_running_loop()
+    latencies: list[float] = []
+    statuses: Counter[int] = Counter()
+    errors = 0
+    sent = 0
+    stop_at = loop.time() + args.duration
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    connector = aiohttp.TCPConnector(limit=args.concurrency)
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with aiohttp.ClientSession(connector=connector, headers=headers, timeout=timeout) as http:
+
+        async def worker(i: int) -> None:
+            nonlocal sent, errors
+            rng = random.Random(i)
+            while loop.time() < stop_at and sent < args.max_requests:
+                sent += 1
+                path = "/api/v1/accounts"
+                if endpoint == "single":
+                    path += f"/{_common.FIRST_LOGIN + rng.randrange(args.accounts)}"
+                t0 = time.perf_counter()
+                try:
+                    async with http.get(url + path) as resp:
+                        await resp.read()
+                        statuses[resp.status] += 1
+                except (aiohttp.ClientError, TimeoutError):
+                    errors += 1
+                    continue
+                latencies.append(time.perf_counter() - t0)
+
+        cpu0, t0 = _common.cpu_self(), time.perf_counter()
+        await asyncio.gather(*(worker(i) for i in range(args.concurrency)))
+        elapsed, cpu = time.perf_counter() - t0, _common.cpu_self() - cpu0
+    ok = statuses.get(200, 0)
+    return {
+        "requests": len(latencies),
+        "requests_per_second": r(ok / elapsed, 1),
+        "p50_ms": r((percentile(latencies, 50) or 0) * 1000, 2),
+        "p99_ms": r((percentile(latencies, 99) or 0) * 1000, 2),
+        "max_ms": r(max(latencies, default=0) * 1000, 2),
+        "statuses": {str(k): v for k, v in sorted(statuses.items())},
+        "errors": errors,
+        "client_cpu_fraction": r(cpu / elapsed, 3),
+    }
+
+
+async def wrk_load(url: str, endpoint: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    script = workdir / f"{endpoint}.lua"
+    script.write_text(
+        WRK_SCRIPT % (_common.FIRST_LOGIN, args.accounts, "true" if endpoint == "single" else "false")
+    )
+    cmd = ["wrk", "-t1", f"-c{args.concurrency}", f"-d{args.duration:g}s", "--timeout", "10s"]
+    cmd += ["-s", str(script), "-H", f"Authorization: Bearer {TOKEN}", url]
+    proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE)
+    t0 = time.perf_counter()
+    out, _ = await asyncio.wait_for(proc.communicate(), args.duration + 60)
+    wall = time.perf_counter() - t0
+    line = next((x for x in out.decode().splitlines() if x.startswith("JSON ")), None)
+    if proc.returncode != 0 or line is None:
+        raise RuntimeError(f"wrk failed ({proc.returncode}): {out.decode()[-500:]}")
+    res = json.loads(line[5:])
+    seconds = res["duration_us"] / 1e6
+    bad = res["errors"]["status"]
+    errors = sum(v for k, v in res["errors"].items() if k != "status")
+    return {
+        "requests": res["requests"],
+        "requests_per_second": r((res["requests"] - bad) / seconds, 1),
+        "p50_ms": r(res["p50_us"] / 1000, 2),
+        "p99_ms": r(res["p99_us"] / 1000, 2),
+        "max_ms": r(res["max_us"] / 1000, 2),
+        "statuses": {"non_2xx": bad, "2xx": res["requests"] - bad},
+        "errors": errors,
+        "client_wall_seconds": r(wall, 2),
+    }
+
+
+async def scraper(url: str, every: float, stop: asyncio.Event, results: list[float]) -> None:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            async with http.get(url + "/metrics", headers={"Accept-Encoding": "gzip"}) as resp:
+                await resp.read()
+            results.append(time.perf_counter() - t0)
+            try:
+                await asyncio.wait_for(stop.wait(), every)
+            except TimeoutError:
+                pass
+
+
+async def sync_counters(http: aiohttp.ClientSession, url: str) -> tuple[float, float]:
+    async with http.get(url + "/metrics", headers={"Accept": "text/plain"}) as resp:
+        text = await resp.text()
+    return (
+        _common.metric_value(text, "mt5_sync_duration_seconds_count") or 0.0,
+        _common.metric_value(text, "mt5_sync_duration_seconds_sum") or 0.0,
+    )
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "bench": "api",
+        "date": datetime.now(UTC).date().isoformat(),
+        "machine": _common.machine(),
+        "params": {
+            "accounts": args.accounts,
+            "interval_seconds": args.interval,
+            "latency_ms": args.latency_ms,
+            "terminals": args.terminals,
+            "concurrency": args.concurrency,
+            "duration_seconds": args.duration,
+            "scrape_every_seconds": args.scrape_every,
+            "client": args.client,
+            "agent_command": args.agent_command or "mt5-agent run",
+        },
+        "endpoints": {},
+    }
+    with (
+        tempfile.TemporaryDirectory(prefix="mt5-bench-") as tmp,
+        _common.bridge_process(args.accounts, terminals=args.terminals, latency_ms=args.latency_ms) as bridge,
+        _common.agent_process(
+            {
+                "bridge_url": bridge.url,
+                "store_url": f"sqlite:///{Path(tmp) / 'agent.db'}",
+                "schedule": f"{args.interval:g}s",
+                "api_token": TOKEN,
+                "log_level": "WARNING",
+            },
+            Path(tmp),
+            command=shlex.split(args.agent_command) if args.agent_command else None,
+        ) as agent,
+    ):
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+            note("waiting for the first cycle")
+            deadline = time.monotonic() + 120
+            while (await sync_counters(http, agent.url))[0] < 1:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("no cycle finished")
+                await asyncio.sleep(0.2)
+            for endpoint in args.endpoint_list:
+                stop = asyncio.Event()
+                scrapes: list[float] = []
+                task = (
+                    asyncio.create_task(scraper(agent.url, args.scrape_every, stop, scrapes))
+                    if args.scrape_every > 0
+                    else None
+                )
+                count0, sum0 = await sync_counters(http, agent.url)
+                cpu0, t0 = _common.cpu_of(agent.pid), time.perf_counter()
+                note(f"{endpoint}: {args.duration:g}s with {args.concurrency} connections ({args.client})")
+                if args.client == "wrk":
+                    res = await wrk_load(agent.url, endpoint, args, Path(tmp))
+                else:
+                    res = await python_load(agent.url, endpoint, args)
+                elapsed, cpu1 = time.perf_counter() - t0, _common.cpu_of(agent.pid)
+                stop.set()
+                if task is not None:
+                    await task
+                count1, sum1 = await sync_counters(http, agent.url)
+                res["cycles_during_load"] = int(count1 - count0)
+                res["sync_busy_fraction"] = r((sum1 - sum0) / elapsed, 3)
+                res["agent_cpu_fraction"] = (
+                    r((cpu1 - cpu0) / elapsed, 3) if cpu0 is not None and cpu1 is not None else None
+                )
+                res["metrics_scrapes"] = len(scrapes)
+                res["metrics_scrape_max_ms"] = r(max(scrapes, default=0) * 1000, 1)
+                out["endpoints"][endpoint] = res
+        out.update({f"agent_{k}": v for k, v in _common.rss_of_mb(agent.pid).items()})
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    _common.emit(asyncio.run(asyncio.wait_for(run(args), args.timeout)))
+
+
+if __name__ == "__main__":
+    main()
