@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -89,6 +90,9 @@ async def _run(settings: Settings) -> int:
     except OSError as exc:
         print(f"mt5-agent: cannot listen on {settings.listen}: {exc.strerror}", file=sys.stderr)
         return EXIT_COULD_NOT_RUN
+    # Start-up objects (modules, settings, app) live for the whole run: keep them out of every GC pass.
+    gc.collect()
+    gc.freeze()
     log.info("agent listening on http://%s:%d (bridge %s)", settings.listen_host, port, settings.bridge_url)
     try:
         await _wait_for_stop()

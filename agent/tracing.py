@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+import weakref
 from collections.abc import Awaitable, Callable, Iterable
 
 import aiohttp
@@ -29,6 +30,7 @@ OTLP_ENV = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 # Scrapes and probes every few seconds would drown the traces that matter.
 UNTRACED_PATHS = frozenset({"/metrics", "/healthz"})
 _server_module_ready = False
+_EXPORTING: weakref.WeakSet[TracerProvider] = weakref.WeakSet()  # providers set up with an exporter
 
 
 def otlp_configured() -> bool:
@@ -51,7 +53,9 @@ def setup_tracing(
     )
     if exporter is not None:
         provider.add_span_processor(SimpleSpanProcessor(exporter))
+        _EXPORTING.add(provider)
     if otlp_configured():
+        _EXPORTING.add(provider)
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
@@ -86,13 +90,28 @@ def _scrub_query(span: trace.Span) -> None:
                 span.set_attribute(key, clean)
 
 
+def exports_spans(provider: trace.TracerProvider | None) -> bool:
+    """Whether spans from this provider (None: the global one) go anywhere."""
+    if provider is None:
+        provider = trace.get_tracer_provider()
+    if isinstance(provider, TracerProvider):
+        return provider in _EXPORTING
+    return not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+
+
 def setup_tracing_middleware(
     app: web.Application,
     tracer_provider: trace.TracerProvider | None = None,
     *,
     untraced: Iterable[str] = UNTRACED_PATHS,
 ) -> None:
-    """SERVER spans for API requests (opentelemetry-instrumentation-aiohttp-server), outermost."""
+    """SERVER spans for API requests (opentelemetry-instrumentation-aiohttp-server), outermost.
+
+    Only when spans are exported: the middleware costs about a third of a single-account read's CPU
+    (bench/api.py), which buys nothing when every span is dropped.
+    """
+    if not exports_spans(tracer_provider):
+        return
     from opentelemetry.instrumentation.aiohttp_server import (
         AioHttpServerInstrumentor,
         create_aiohttp_middleware,
