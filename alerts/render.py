@@ -2,12 +2,11 @@
 
 The rules are plain Python data; thresholds and `for:` durations are interpolated, so the agent's
 classification, these alerts and the dashboards cannot drift (DESIGN.md sections 6 and 9).
-Run `python -m alerts.render` (or `mt5-agent render alerts`) to regenerate the committed file.
+Run `mt5-agent render alerts` to regenerate the committed file.
 """
 
 from __future__ import annotations
 
-import argparse
 import re
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -296,17 +295,3 @@ def render_files(
     path = out_dir / RULES_FILE
     path.write_text(dump(rules(thresholds, timings=timings, runbook_base=runbook_base)), encoding="utf-8")
     return [path]
-
-
-def main(argv: list[str] | None = None) -> None:
-    """`python -m alerts.render [--thresholds 300,600,900] [--out alerts]`."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--thresholds", default=str(Thresholds()), help="freshness thresholds, seconds")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent, help="output directory")
-    args = parser.parse_args(argv)
-    for path in render_files(args.out, Thresholds.parse(args.thresholds)):
-        print(path)
-
-
-if __name__ == "__main__":
-    main()

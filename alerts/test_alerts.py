@@ -65,7 +65,7 @@ def test_committed_rules_equal_render(tmp_path: Path) -> None:
     [path] = render.render_files(tmp_path, Thresholds())
     assert path.name == "rules.yml"
     assert RULES.read_text(encoding="utf-8") == path.read_text(encoding="utf-8"), (
-        "alerts/rules.yml is stale: regenerate it with `python -m alerts.render` (mt5-agent render alerts)"
+        "alerts/rules.yml is stale: regenerate it with `mt5-agent render alerts`"
     )
 
 

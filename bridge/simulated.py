@@ -517,7 +517,9 @@ class SimulatedTerminal(Terminal):
         self._last_error = (RES_S_OK, "Success")
         return True
 
-    def account_info(self) -> AccountInfo | None:
+    def _data_call_login(self) -> int | None:
+        """The login a data call reads once the account's fault is applied; None (with last_error
+        set, as MT5 does) when the call fails."""
         if not self._begin(self._current):
             return None
         login = self._ready()
@@ -528,22 +530,20 @@ class SimulatedTerminal(Terminal):
             self._last_error = (RES_E_FAIL, "Terminal: Call failed")
             return None
         if fault == "wrong_account":
-            login = self._other_login(login)
+            return self._other_login(login)
+        return login
+
+    def account_info(self) -> AccountInfo | None:
+        login = self._data_call_login()
+        if login is None:
+            return None
         self._last_error = (RES_S_OK, "Success")
         return self._snapshot(login, self.now_ms())
 
     def positions_get(self) -> tuple[TradePosition, ...] | None:
-        if not self._begin(self._current):
-            return None
-        login = self._ready()
+        login = self._data_call_login()
         if login is None:
             return None
-        fault = self.fault(login)
-        if fault == "no_live_data":
-            self._last_error = (RES_E_FAIL, "Terminal: Call failed")
-            return None
-        if fault == "wrong_account":
-            login = self._other_login(login)
         if login not in self._entries:
             return ()
         now = self.now_ms()
@@ -551,17 +551,9 @@ class SimulatedTerminal(Terminal):
         return tuple(self._sim(login, now).positions(now, self._offset_ms()))
 
     def history_deals_get(self, date_from: datetime, date_to: datetime) -> tuple[TradeDeal, ...] | None:
-        if not self._begin(self._current):
-            return None
-        login = self._ready()
+        login = self._data_call_login()
         if login is None:
             return None
-        fault = self.fault(login)
-        if fault == "no_live_data":
-            self._last_error = (RES_E_FAIL, "Terminal: Call failed")
-            return None
-        if fault == "wrong_account":
-            login = self._other_login(login)
         if login not in self._entries:
             return ()
         lo, hi = _epoch_seconds(date_from), _epoch_seconds(date_to)

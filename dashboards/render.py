@@ -1,13 +1,12 @@
 """Generate the Grafana dashboards (JSON) from code with grafana-foundation-sdk.
 
 Colour thresholds for data age come from `agent.freshness.Thresholds`, like the alert rules, so the
-dashboards and the alerts cannot drift. Run `python -m dashboards.render` (or `mt5-agent render dashboards`)
+dashboards and the alerts cannot drift. Run `mt5-agent render dashboards`
 to regenerate the committed files.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import warnings
@@ -554,17 +553,3 @@ def panel_queries(thresholds: Thresholds | None = None) -> list[str]:
                 if (plain := substitute(expr)) not in queries:
                     queries.append(plain)
     return queries
-
-
-def main(argv: list[str] | None = None) -> None:
-    """`python -m dashboards.render [--thresholds 300,600,900] [--out dashboards]`."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--thresholds", default=str(Thresholds()), help="freshness thresholds, seconds")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent, help="output directory")
-    args = parser.parse_args(argv)
-    for path in render_files(args.out, Thresholds.parse(args.thresholds)):
-        print(path)
-
-
-if __name__ == "__main__":
-    main()

@@ -65,7 +65,7 @@ def test_committed_dashboards_equal_render(tmp_path: Path) -> None:
     for path in paths:
         committed = DASHBOARDS_DIR / path.name
         assert committed.read_text(encoding="utf-8") == path.read_text(encoding="utf-8"), (
-            f"dashboards/{path.name} is stale: regenerate with `python -m dashboards.render`"
+            f"dashboards/{path.name} is stale: regenerate with `mt5-agent render dashboards`"
         )
 
 
