@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -50,12 +50,18 @@ def iso(dt: datetime | None) -> str | None:
     """ISO-8601 UTC with `Z`, millisecond precision (what both stores keep)."""
     if dt is None:
         return None
-    dt = dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+    if dt.tzinfo is not UTC:
+        dt = dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
     return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _number(value: Any) -> float | int | None:
     # bool is an int in Python; NaN/inf are not JSON. Either in a store is a bad value: shown as missing.
+    kind = type(value)
+    if kind is float:
+        return value if math.isfinite(value) else None
+    if kind is int:
+        return value
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     if isinstance(value, float) and not math.isfinite(value):
@@ -82,21 +88,29 @@ def freshness(live_data_at: datetime | None, now: datetime, thresholds: Threshol
     }
 
 
+def _converter(field: str) -> Callable[[Any], Any]:
+    if field in NUMBER_FIELDS:
+        return _number
+    if field == "leverage":
+        return _integer
+    if field in STRING_FIELDS:
+        return lambda v: v if isinstance(v, str) else None
+    if field in BOOL_FIELDS:
+        return lambda v: v if isinstance(v, bool) else None
+    return lambda v: iso(v if isinstance(v, datetime) else None)
+
+
+# Field -> converter, decided once: this runs for every account of every response.
+_CONVERTERS: tuple[tuple[str, Callable[[Any], Any]], ...] = tuple(
+    (f, _converter(f)) for f in ACCOUNT_FIELDS[1:-1]
+)
+
+
 def account_json(record: AccountRecord, now: datetime, thresholds: Thresholds) -> dict[str, Any]:
     """An account as every endpoint shows it; values that are absent or malformed are null, never 0."""
     out: dict[str, Any] = {"account": record.account}
-    for f in ACCOUNT_FIELDS[1:-1]:
-        value = getattr(record, f)
-        if f in NUMBER_FIELDS:
-            out[f] = _number(value)
-        elif f == "leverage":
-            out[f] = _integer(value)
-        elif f in STRING_FIELDS:
-            out[f] = _typed(value, str)
-        elif f in BOOL_FIELDS:
-            out[f] = _typed(value, bool)
-        else:
-            out[f] = iso(_typed(value, datetime))
+    for f, convert in _CONVERTERS:
+        out[f] = convert(getattr(record, f))
     out["freshness"] = freshness(_typed(record.live_data_at, datetime), now, thresholds)
     return out
 
