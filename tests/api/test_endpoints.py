@@ -234,3 +234,22 @@ async def test_unexpected_exception_is_json_500_without_traceback(make_api: Make
     store.exc = RuntimeError("boom-internal-detail")
     _, body = await api.json("GET", "/api/v1/accounts", READ, status=500)
     assert body == {"error": {"code": "internal_error", "message": "internal server error"}}
+
+
+async def test_large_list_is_serialised_off_the_loop_with_the_same_answer(make_api: MakeApi):
+    """Above OFFLOAD_ABOVE accounts the body is built in a thread: same shape, every account."""
+    from agent.api.v1 import OFFLOAD_ABOVE
+
+    api = await make_api(api_token=READ)
+    n = OFFLOAD_ABOVE + 50
+    big = [
+        {"account": 500_000 + i, "name": f"bulk {i}", "balance": float(i), "password": "x"} for i in range(n)
+    ]
+    await api.store.put_account_documents(big)
+    _, body = await api.json("GET", "/api/v1/accounts", READ)
+    bulk = [a for a in body["accounts"] if a["account"] >= 500_000]
+    assert len(bulk) == n and body["count"] == n + len(ACCOUNTS)
+    assert bulk[7]["balance"] == 7.0 and bulk[7]["freshness"]["state"] == "critical"
+    assert all("password" not in a for a in bulk)
+    _, crit = await api.json("GET", "/api/v1/accounts?state=critical", READ)
+    assert {a["account"] for a in crit["accounts"]} >= {a["account"] for a in bulk}
