@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 import subprocess
 import time
 import urllib.request
@@ -18,6 +17,7 @@ import yaml
 from agent.freshness import Thresholds
 from alerts import render
 from alerts._tools import require, require_tool
+from tests.ports import free_port
 
 ALERTS_DIR = Path(__file__).resolve().parent
 RULES = ALERTS_DIR / "rules.yml"
@@ -241,12 +241,6 @@ def test_amtool_routes_alert_by_severity(alert: str) -> None:
     assert wrong.returncode != 0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _http(url: str, payload: object | None = None) -> Any:
     data = None if payload is None else json.dumps(payload).encode()
     request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
@@ -260,7 +254,7 @@ def test_alertmanager_inhibits_account_alerts_while_bridge_down(tmp_path: Path) 
     binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
     require(binary is not None, "`prometheus-alertmanager` (or `alertmanager`) not found on PATH")
     assert binary is not None
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen(
         [

@@ -7,11 +7,14 @@ against ours. `behaviour` maps an account to a fault, settable between cycles.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 SEED_ACCOUNTS: dict[int, dict[str, Any]] = {
     886557: {"name": "Main Balance Account", "balance": 80000.00},
@@ -158,3 +161,16 @@ class SeedBridge:
 
         app.on_shutdown.append(release_on_shutdown)
         return app
+
+
+@contextlib.asynccontextmanager
+async def serve_seed_bridge(bridge: SeedBridge | None = None) -> AsyncIterator[tuple[SeedBridge, str]]:
+    """Run the fake on a free loopback port; yields it and its base URL, and frees hung handlers at exit."""
+    bridge = bridge or SeedBridge()
+    server = TestServer(bridge.app(), host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield bridge, str(server.make_url("")).rstrip("/")
+    finally:
+        bridge.release.set()
+        await server.close()

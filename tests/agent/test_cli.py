@@ -6,24 +6,17 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
 
-from tests.agent.fake_seed_bridge import SeedBridge
+from tests.agent.fake_seed_bridge import SeedBridge, serve_seed_bridge
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _env(**kw: str) -> dict[str, str]:
@@ -47,12 +40,8 @@ async def _agent(*args: str, env: dict[str, str]) -> asyncio.subprocess.Process:
 
 @pytest.fixture
 async def seed() -> AsyncIterator[tuple[SeedBridge, str]]:
-    bridge = SeedBridge()
-    server = TestServer(bridge.app(), host="127.0.0.1")
-    await server.start_server()
-    yield bridge, str(server.make_url("")).rstrip("/")
-    bridge.release.set()
-    await server.close()
+    async with serve_seed_bridge() as running:
+        yield running
 
 
 async def _sync_once(tmp_path: Path, url: str) -> tuple[int, str, str]:
@@ -78,7 +67,7 @@ async def test_sync_once_exit_codes(seed, tmp_path: Path) -> None:
     assert code == 1
     assert "6/7 accounts synced" in out and "1 failed" in out
 
-    code, out, _ = await _sync_once(tmp_path, f"http://127.0.0.1:{_free_port()}")
+    code, out, _ = await _sync_once(tmp_path, f"http://127.0.0.1:{free_port()}")
     assert code == 2
     assert out.startswith("sync skipped: bridge unavailable")
 
@@ -115,7 +104,7 @@ async def _stop(proc: asyncio.subprocess.Process, sig: int = signal.SIGINT) -> i
 
 async def test_run_serves_syncs_and_stops_cleanly(seed, tmp_path: Path) -> None:
     _, url = seed
-    port = _free_port()
+    port = free_port()
     env = _env(
         MT5_AGENT_BRIDGE_URL=url,
         MT5_AGENT_STORE_URL=f"sqlite:///{tmp_path / 'a.db'}",
@@ -135,7 +124,7 @@ async def test_run_serves_syncs_and_stops_cleanly(seed, tmp_path: Path) -> None:
 
 
 async def test_demo_shows_accounts_syncing_and_stops_on_ctrl_c(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     proc = await _agent("demo", "--listen", f"127.0.0.1:{port}", "--schedule", "1s", env=_env())
     try:
         first = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()

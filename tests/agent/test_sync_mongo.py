@@ -8,13 +8,12 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from aiohttp.test_utils import TestServer
 
 from agent.bridge_client import BridgeClient
 from agent.models import DataSource, Reason, RunResult
 from agent.store.mongo import MongoStore
 from agent.sync import SyncService
-from tests.agent.fake_seed_bridge import SEED_ACCOUNTS, SeedBridge
+from tests.agent.fake_seed_bridge import SEED_ACCOUNTS, serve_seed_bridge
 from tests.store.mongo_server import MongoServer, require_secantusd
 
 SENTINEL = "mongo-password-sentinel"
@@ -33,11 +32,8 @@ def mongo(tmp_path: Path) -> Iterator[MongoServer]:
 
 @pytest.fixture
 async def seed() -> AsyncIterator[str]:
-    bridge = SeedBridge()
-    server = TestServer(bridge.app(), host="127.0.0.1")
-    await server.start_server()
-    yield str(server.make_url("")).rstrip("/")
-    await server.close()
+    async with serve_seed_bridge() as (_, url):
+        yield url
 
 
 async def test_mongo_sync_outage_and_recovery(mongo: MongoServer, seed: str) -> None:

@@ -5,29 +5,22 @@ what was written and what was not."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from aiohttp.test_utils import TestServer
 
 from agent.bridge_client import BridgeClient
 from agent.models import DataSource, Reason, RunResult
 from agent.store import open_store
 from agent.store.base import Store
 from agent.sync import AlreadyRunning, SyncService
-from tests.agent.fake_seed_bridge import SEED_ACCOUNTS, SeedBridge
+from tests.agent.fake_seed_bridge import SEED_ACCOUNTS, SeedBridge, serve_seed_bridge
+from tests.ports import free_port
 
 SENTINEL = "s3cr3t-PASSWORD-sentinel"
 PRE_BALANCE = -1.0  # a value no bridge sends: shows when an account was NOT written
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -53,13 +46,9 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 
 
 @pytest.fixture
-async def seed() -> AsyncIterator[tuple[SeedBridge, TestServer]]:
-    bridge = SeedBridge()
-    server = TestServer(bridge.app(), host="127.0.0.1")
-    await server.start_server()
-    yield bridge, server
-    bridge.release.set()
-    await server.close()
+async def seed() -> AsyncIterator[tuple[SeedBridge, str]]:
+    async with serve_seed_bridge() as running:
+        yield running
 
 
 MakeService = Callable[..., Awaitable[SyncService]]
@@ -82,13 +71,9 @@ async def make_service(store: Store) -> AsyncIterator[MakeService]:
         await c.close()
 
 
-def _url(server: TestServer) -> str:
-    return str(server.make_url("")).rstrip("/")
-
-
 async def test_all_accounts_synced_and_private_fields_untouched(seed, store, make_service):
-    bridge, server = seed
-    svc = await make_service(_url(server))
+    bridge, url = seed
+    svc = await make_service(url)
     run = await svc.run_cycle()
     assert run.result is RunResult.SUCCESS
     assert (run.accounts_total, run.synced_live, run.failed) == (7, 7, 0)
@@ -126,10 +111,10 @@ async def test_all_accounts_synced_and_private_fields_untouched(seed, store, mak
     ],
 )
 async def test_one_account_failing_is_not_written_and_others_are(seed, store, make_service, fault, reason):
-    bridge, server = seed
+    bridge, url = seed
     bad = 891215
     bridge.behaviour[bad] = fault
-    svc = await make_service(_url(server), timeout=0.5)
+    svc = await make_service(url, timeout=0.5)
     run = await svc.run_cycle()
     assert run.result is RunResult.PARTIAL
     assert run.synced_live == 6 and run.failed == 1
@@ -146,9 +131,9 @@ async def test_one_account_failing_is_not_written_and_others_are(seed, store, ma
 
 
 async def test_live_data_missing_falls_back_to_stored_without_resetting_freshness(seed, store, make_service):
-    bridge, server = seed
+    bridge, url = seed
     acc = 886066
-    svc = await make_service(_url(server))
+    svc = await make_service(url)
     first = await svc.run_cycle()
     assert first.result is RunResult.SUCCESS
     live_at = (await store.get_account(acc)).live_data_at
@@ -169,7 +154,7 @@ async def test_live_data_missing_falls_back_to_stored_without_resetting_freshnes
 
 
 async def test_bridge_unreachable_skips_cycle_and_changes_nothing(store, make_service):
-    port = _free_port()  # nothing listens here
+    port = free_port()  # nothing listens here
     svc = await make_service(f"http://127.0.0.1:{port}", health_retries=3)
     before = await store.get_accounts()
     run = await svc.run_cycle()
@@ -181,18 +166,18 @@ async def test_bridge_unreachable_skips_cycle_and_changes_nothing(store, make_se
 
 
 async def test_unhealthy_bridge_is_retried_three_times_then_skipped(seed, store, make_service):
-    bridge, server = seed
+    bridge, url = seed
     bridge.healthy = False
-    svc = await make_service(_url(server), health_retries=3)
+    svc = await make_service(url, health_retries=3)
     run = await svc.run_cycle()
     assert run.result is RunResult.SKIPPED
     assert bridge.requests == ["health", "health", "health"]
 
 
 async def test_health_500_then_recovery(seed, store, make_service):
-    bridge, server = seed
+    bridge, url = seed
     bridge.health_fault = "http_500"
-    svc = await make_service(_url(server), health_retries=2)
+    svc = await make_service(url, health_retries=2)
     assert (await svc.run_cycle()).result is RunResult.SKIPPED
     bridge.health_fault = "ok"
     assert (await svc.run_cycle()).result is RunResult.SUCCESS
@@ -200,9 +185,9 @@ async def test_health_500_then_recovery(seed, store, make_service):
 
 
 async def test_broken_account_list_fails_cycle_without_writes(seed, store, make_service):
-    bridge, server = seed
+    bridge, url = seed
     bridge.summary_fault = "broken_json"
-    svc = await make_service(_url(server))
+    svc = await make_service(url)
     run = await svc.run_cycle()
     assert run.result is RunResult.FAILED
     assert (run.error or "").startswith("account list:")
@@ -210,11 +195,11 @@ async def test_broken_account_list_fails_cycle_without_writes(seed, store, make_
 
 
 async def test_cycle_deadline_bounds_a_hanging_bridge(seed, store, make_service):
-    bridge, server = seed
+    bridge, url = seed
     for account in bridge.accounts:
         bridge.behaviour[account] = "hang"
     bridge.behaviour[886557] = "ok"
-    svc = await make_service(_url(server), timeout=30.0, cycle_deadline=1.0)
+    svc = await make_service(url, timeout=30.0, cycle_deadline=1.0)
     t0 = time.monotonic()
     run = await svc.run_cycle()
     assert time.monotonic() - t0 < 5.0
@@ -224,9 +209,9 @@ async def test_cycle_deadline_bounds_a_hanging_bridge(seed, store, make_service)
 
 
 async def test_cycles_never_overlap(seed, store, make_service):
-    bridge, server = seed
+    bridge, url = seed
     bridge.behaviour[886557] = "hang"
-    svc = await make_service(_url(server), timeout=10.0)
+    svc = await make_service(url, timeout=10.0)
     first = asyncio.create_task(svc.run_cycle(trigger="schedule"))
     async with asyncio.timeout(5):
         while svc.state.running is None or "info:886557" not in bridge.requests:
@@ -241,10 +226,10 @@ async def test_cycles_never_overlap(seed, store, make_service):
 
 
 async def test_restart_keeps_consecutive_failures_and_last_sync(seed, tmp_path, store, make_service):
-    bridge, server = seed
+    bridge, url = seed
     bad = 885822
     bridge.behaviour[bad] = "http_500"
-    svc = await make_service(_url(server))
+    svc = await make_service(url)
     await svc.run_cycle()
     await svc.run_cycle()
     good_live_at = svc.state.accounts[886557].live_data_at
@@ -252,7 +237,7 @@ async def test_restart_keeps_consecutive_failures_and_last_sync(seed, tmp_path, 
 
     # A new process: a new store object on the same file and a new service.
     store2 = open_store(f"sqlite:///{tmp_path / 'agent.db'}")
-    client = BridgeClient(_url(server), timeout=2.0)
+    client = BridgeClient(url, timeout=2.0)
     try:
         svc2 = SyncService(store2, client, health_backoff=0.01)
         assert await svc2.ensure_ready()

@@ -21,7 +21,7 @@ from agent.app import Agent, build_agent, create_app
 from agent.config import ENV_PREFIX, load_settings
 from agent.store import open_store
 from agent.store.base import Store
-from tests.agent.fake_seed_bridge import SeedBridge
+from tests.agent.fake_seed_bridge import SeedBridge, serve_seed_bridge
 
 ADMIN = "admin-token-5b0f7c1e9d2a4e6f8a1b3c5d"
 READ = "read-token-0c2e4a6b8d1f3a5c7e9b2d4f"
@@ -139,12 +139,8 @@ def _no_agent_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 async def fake_bridge() -> AsyncIterator[tuple[SeedBridge, str]]:
-    bridge = SeedBridge()
-    server = TestServer(bridge.app(), host="127.0.0.1")
-    await server.start_server()
-    yield bridge, str(server.make_url("")).rstrip("/")
-    bridge.release.set()
-    await server.close()
+    async with serve_seed_bridge() as running:
+        yield running
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -31,6 +30,7 @@ import yaml
 from agent.freshness import Thresholds
 from alerts import render
 from alerts._tools import require, require_tool
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 ALERTMANAGER_YML = ROOT / "alerts" / "alertmanager.yml"
@@ -49,12 +49,6 @@ LOG_TAIL_LINES = 150
 T = TypeVar("T")
 _DURATION_PART = re.compile(r"(\d+)(ms|y|w|d|h|m|s)")
 _UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def seconds(duration: str) -> float:

@@ -4,7 +4,6 @@ own span exporter, and /metrics fetched over HTTP and parsed like Prometheus wou
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,12 +21,6 @@ from agent.config import load_settings
 from agent.store.base import Store
 from agent.tracing import setup_tracing
 from tests.agent.fake_seed_bridge import SeedBridge
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def remove_db(directory: Path, name: str) -> None:

@@ -16,7 +16,8 @@ from agent.freshness import STATES
 from agent.models import REASONS, RUN_RESULTS, DataSource, RunResult
 from agent.store import open_store
 from tests.agent.fake_seed_bridge import SEED_ACCOUNTS
-from tests.observability.conftest import Harness, MakeAgent, Scrape, Seed, free_port, remove_db
+from tests.observability.conftest import Harness, MakeAgent, Scrape, Seed, remove_db
+from tests.ports import free_port
 
 BAD = 891215  # answers HTTP 500
 STORED = 886066  # answers with stored_data only

@@ -18,7 +18,8 @@ from opentelemetry.trace import SpanKind, StatusCode
 from agent.models import RunResult
 from agent.tracing import otlp_configured, setup_tracing
 from tests.agent.fake_seed_bridge import SEED_ACCOUNTS
-from tests.observability.conftest import MakeAgent, Seed, Spans, free_port, remove_db
+from tests.observability.conftest import MakeAgent, Seed, Spans, remove_db
+from tests.ports import free_port
 
 BAD = 891215
 STAGES = ["bridge.health", "bridge.accounts", "bridge.fetch", "store.write"]

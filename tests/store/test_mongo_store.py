@@ -16,9 +16,10 @@ from pymongo.asynchronous.collection import AsyncCollection
 from agent.models import AccountSyncState
 from agent.store.base import StoreError
 from agent.store.mongo import MongoStore, split_credentials
+from tests.ports import free_port
 
 from .factories import update
-from .mongo_server import MongoServer, free_port, require_secantusd
+from .mongo_server import MongoServer, require_secantusd
 
 SECRET = "s3cr3t-Pa55word"
 FAST_MS = 500  # timeout for tests that expect the store to be down
