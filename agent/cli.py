@@ -123,6 +123,7 @@ async def _sync_once(settings: Settings) -> int:
 
 async def _demo(args: argparse.Namespace) -> int:
     from agent.app import build_agent, create_app
+    from agent.store import open_store
     from bridge.api import create_app as create_bridge_app
     from bridge.simulated import demo_accounts, simulated_pool
 
@@ -154,10 +155,10 @@ async def _demo(args: argparse.Namespace) -> int:
         print(f"mt5-agent demo: {exc}", file=sys.stderr)
         await bridge_runner.cleanup()
         return EXIT_COULD_NOT_RUN
-    agent = build_agent(settings)
-    await agent.store.open()
+    store = open_store(settings.store_url)
+    await store.open()
     # Provisioning, as an operator would: owners (and the names the terminal reports) for new accounts.
-    existing = {r.account for r in await agent.store.get_accounts()}
+    existing = {r.account for r in await store.get_accounts()}
     docs = [
         {
             "account": a.login,
@@ -170,8 +171,8 @@ async def _demo(args: argparse.Namespace) -> int:
         if a.login in DEMO_CLIENTS and a.login not in existing
     ]
     if docs:
-        await agent.store.put_account_documents(docs)
-    await agent.store.close()
+        await store.put_account_documents(docs)
+    await store.close()
     agent = build_agent(settings)
     app = create_app(agent)
     try:
