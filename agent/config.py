@@ -21,7 +21,7 @@ from agent.freshness import Thresholds
 
 ENV_PREFIX = "MT5_AGENT_"
 MIN_JWT_SECRET_BYTES = 32
-SECRET_FIELDS = ("bridge_token", "admin_token", "api_token", "jwt_secret")
+SECRET_FIELDS = ("bridge_token", "admin_token", "api_token", "jwt_secret", "metrics_token")
 _INTERVAL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     api_token_file: Path | None = None
     jwt_secret: SecretStr | None = None
     jwt_secret_file: Path | None = None
+    # Bearer token Prometheus sends to scrape /metrics. /metrics is open only while no credential at all
+    # is configured; with any credential it needs this token or the read/admin token.
+    metrics_token: SecretStr | None = None
+    metrics_token_file: Path | None = None
     freshness: str = "300,600,900"
     cors_origins: str = ""
     request_timeout: float = Field(30.0, gt=0, le=600)
@@ -85,6 +89,13 @@ class Settings(BaseSettings):
     health_retries: int = Field(3, ge=1, le=10)
     health_backoff: float = Field(0.5, ge=0, le=60)
     use_batch: bool = True
+    # Bridge reachability is probed on its own short period, independent of the sync schedule, so
+    # MT5BridgeDown can fire before any per-account freshness alert.
+    probe_interval: float = Field(15.0, ge=0.1, le=600)
+    # A source timestamp ahead of the receive time by more than this is counted and not trusted.
+    clock_skew_tolerance: float = Field(5.0, ge=0, le=3600)
+    # Cap on one source response, compressed and decompressed (bytes).
+    max_response_bytes: int = Field(16 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
     log_format: str = "auto"
     log_level: str = "INFO"
     service_name: str = "mt5-agent"

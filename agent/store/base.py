@@ -41,6 +41,10 @@ class Store(Protocol):
 
     async def get_sync_states(self) -> dict[int, AccountSyncState]: ...
 
+    async def set_client(self, account: int, client_id: str | None) -> None:
+        """Assign an account to a client (None: unassign). Creates the account document when it has
+        none yet (never-synced account), touching no synced field. Operator tooling, not a sync."""
+
     async def put_account_documents(self, docs: Sequence[Mapping[str, Any]]) -> None:
         """Provisioning (not used by a sync): insert or replace whole account documents, e.g. with
         client_id and credentials. Used by tests, the demo and admin tooling."""
