@@ -25,28 +25,46 @@ TESTS = ALERTS_DIR / "tests.yml"
 RUNBOOK = ALERTS_DIR / "RUNBOOK.md"
 ALERTMANAGER = ALERTS_DIR / "alertmanager.yml"
 
-# DESIGN.md section 9 (contract names) and the issue's minimum set.
+# DESIGN.md section 9 (contract names) and the issue's minimum set: name -> severities of its rules.
 REQUIRED = {
-    "MT5AccountDataDegraded": "warning",
-    "MT5AccountDataCritical": "critical",
-    "MT5BridgeDown": "critical",
-    "MT5AccountSyncFailing": "warning",
-    "MT5StoreDown": "critical",
-    "MT5AgentDown": "critical",
-    "MT5AgentMetricsAbsent": "critical",
-    "MT5SyncSuccessRateLow": "warning",
+    "MT5AccountDataDegraded": {"warning"},
+    "MT5AccountDataCritical": {"critical"},
+    "MT5BridgeDown": {"critical"},
+    "MT5AccountSyncFailing": {"warning"},
+    "MT5StoreDown": {"critical"},
+    "MT5AgentDown": {"critical"},
+    "MT5AgentMetricsAbsent": {"critical"},
+    # burn-rate alerts: fast windows page, slow windows open a ticket
+    "MT5SyncSuccessRateLow": {"critical", "warning"},
 }
 RECEIVER = {"critical": "paging", "warning": "tickets"}
+# The SRE workbook's multi-window multi-burn-rate pairs: (long, short, factor, severity).
+WORKBOOK = [("1h", "5m", 14.4, "critical"), ("6h", "30m", 6, "critical"), ("1d", "2h", 3, "warning")]
+WORKBOOK.append(("3d", "6h", 1, "warning"))
+# Seed schedule and stack defaults the alert timings are designed around (finding 9).
+SEED_SYNC_S = 300.0  # cron 1-59/5
+PROBE_S = 15.0  # MT5_AGENT_PROBE_INTERVAL default
+SCRAPE_S = 15.0  # deploy/prometheus.yml
+EVAL_S = 15.0
+GROUP_WAIT_S = 30.0  # alertmanager.yml route.group_wait
 
 
 def _run(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(a) for a in args], cwd=cwd, capture_output=True, text=True, timeout=60, check=False
+        [str(a) for a in args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False
     )
 
 
+def _alert_rules(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    return [r for g in doc["groups"] for r in g["rules"] if "alert" in r]
+
+
 def _alerts(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {r["alert"]: r for g in doc["groups"] for r in g["rules"] if "alert" in r}
+    """Alert rules by name (the first rule of a name; MT5SyncSuccessRateLow has one per window pair)."""
+    out: dict[str, dict[str, Any]] = {}
+    for rule in _alert_rules(doc):
+        out.setdefault(rule["alert"], rule)
+    return out
 
 
 def _committed() -> dict[str, Any]:
@@ -56,6 +74,11 @@ def _committed() -> dict[str, Any]:
 def _github_anchor(heading: str) -> str:
     slug = re.sub(r"[^\w\- ]", "", heading.strip().lower())
     return slug.replace(" ", "-")
+
+
+def _selectors(expr: str) -> list[tuple[str, str]]:
+    """(metric, matchers) of every metric selector with braces in a PromQL expression."""
+    return re.findall(r"\b([a-zA-Z_:][a-zA-Z0-9_:]*)\{([^}]*)\}", expr)
 
 
 # --- rendering ---------------------------------------------------------------------------------
@@ -76,10 +99,13 @@ def test_render_is_stable_and_parses_back(tmp_path: Path) -> None:
 
 
 def test_required_alerts_with_severity() -> None:
-    alerts = _alerts(_committed())
-    assert {name: a["labels"]["severity"] for name, a in alerts.items() if name in REQUIRED} == REQUIRED
-    assert all(name.startswith("MT5") and name.isidentifier() for name in alerts)
-    assert len(alerts) == len(render.alert_names(_committed())), "duplicate alert names"
+    severities: dict[str, set[str]] = {}
+    for rule in _alert_rules(_committed()):
+        severities.setdefault(rule["alert"], set()).add(rule["labels"]["severity"])
+    assert {name: sev for name, sev in severities.items() if name in REQUIRED} == REQUIRED
+    assert all(name.startswith("MT5") and name.isidentifier() for name in severities)
+    identities = [(r["alert"], tuple(sorted(r["labels"].items()))) for r in _alert_rules(_committed())]
+    assert len(identities) == len(set(identities)), "two rules of one name with the same labels"
 
 
 def test_every_alert_has_annotations_and_runbook_entry() -> None:
@@ -87,34 +113,43 @@ def test_every_alert_has_annotations_and_runbook_entry() -> None:
         _github_anchor(m.group(1))
         for m in re.finditer(r"^## (.+)$", RUNBOOK.read_text(encoding="utf-8"), re.M)
     }
-    for name, alert in _alerts(_committed()).items():
-        labels, ann = alert["labels"], alert["annotations"]
+    for alert in _alert_rules(_committed()):
+        name, labels, ann = alert["alert"], alert["labels"], alert["annotations"]
         assert labels["severity"] in RECEIVER, name
         assert ann["summary"].strip() and ann["description"].strip(), name
         base, _, anchor = ann["runbook_url"].partition("#")
         assert base == render.RUNBOOK_BASE, name
-        assert anchor in headings, f"{name}: RUNBOOK.md has no heading for #{anchor}"
+        assert anchor == name.lower() and anchor in headings, f"{name}: RUNBOOK.md has no heading #{anchor}"
         if "account" in alert["expr"] and "on(account)" in alert["expr"]:
             assert "{{ $labels.account }}" in ann["description"], name
             assert "group_left(name)" in alert["expr"], f"{name} must carry the account name"
 
 
-def test_age_alerts_describe_age_humanized() -> None:
+def test_age_alerts_compare_with_the_agents_thresholds() -> None:
+    """Finding 11: the age alerts read the agent's own thresholds (per target), with a fallback."""
     alerts = _alerts(_committed())
-    for name in ("MT5AccountDataDegraded", "MT5AccountDataCritical"):
-        assert "time() - mt5_account_last_sync_timestamp_seconds" in alerts[name]["expr"]
-        assert "{{ $value | humanizeDuration }}" in alerts[name]["annotations"]["description"]
+    for name, state, fallback in (
+        ("MT5AccountDataDegraded", "degraded", 600),
+        ("MT5AccountDataCritical", "critical", 900),
+    ):
+        expr = alerts[name]["expr"]
+        assert 'mt5_account_data_age_seconds{job="mt5-agent"}\n  >= on(job, instance) group_left()' in expr
+        assert f'mt5_freshness_threshold_seconds{{job="mt5-agent", state="{state}"}}' in expr
+        assert f"or on(job, instance)\n    {fallback} * group by (job, instance)" in expr
+        description = alerts[name]["annotations"]["description"]
+        assert "{{ $value | humanizeDuration }}" in description
+        assert f'state="{state}"}}` $labels.job $labels.instance | query' in description
 
 
-def test_thresholds_drive_the_rules(tmp_path: Path) -> None:
+def test_rendered_thresholds_are_only_the_fallback(tmp_path: Path) -> None:
     short = Thresholds(30, 60, 90)
-    [path] = render.render_files(tmp_path, short, runbook_base="https://example.invalid/RUNBOOK.md")
+    [path] = render.render_files(tmp_path, short, runbook_url="https://example.invalid/RUNBOOK.md#{anchor}")
     alerts = _alerts(yaml.safe_load(path.read_text(encoding="utf-8")))
     degraded, critical = alerts["MT5AccountDataDegraded"], alerts["MT5AccountDataCritical"]
-    assert "mt5_account_last_sync_timestamp_seconds >= 60\n" in degraded["expr"]
-    assert "mt5_account_last_sync_timestamp_seconds >= 90\n" in critical["expr"]
-    assert 'mt5_account_freshness_state{state="critical"} offset 1m30s' in critical["expr"]
-    assert "degraded from 1m, critical from 1m30s" in degraded["annotations"]["description"]
+    assert "or on(job, instance)\n    60 * group by" in degraded["expr"]
+    assert "or on(job, instance)\n    90 * group by" in critical["expr"]
+    assert 'mt5_account_freshness_state{job="mt5-agent", state="critical"} offset 1m30s' in critical["expr"]
+    assert "{{ else }}1m 0s{{ end }}, critical from" in degraded["annotations"]["description"]
     assert not re.search(r"\b(600|900|10m|15m)\b", degraded["expr"] + critical["expr"])
     assert (
         critical["annotations"]["runbook_url"] == "https://example.invalid/RUNBOOK.md#mt5accountdatacritical"
@@ -124,29 +159,109 @@ def test_thresholds_drive_the_rules(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_render_options_job_selector_and_runbook_url(tmp_path: Path) -> None:
+    """Finding 11: the job selector and the runbook URL pattern are render options (defaults unchanged)."""
+    job = 'job=~"mt5-agent-.+", env="prod"'
+    [path] = render.render_files(
+        tmp_path, Thresholds(), job_selector=job, runbook_url="https://wiki.example/mt5/{alertname}"
+    )
+    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    promql = [r["expr"] for g in doc["groups"] for r in g["rules"]]
+    selectors = [sel for expr in promql for sel in _selectors(expr)]
+    assert len(selectors) > 20
+    for metric, matchers in selectors:
+        assert metric.startswith(("mt5_", "up")), metric
+        assert matchers.startswith(job), (metric, matchers)
+    bare = [m for expr in promql for m in re.findall(r"\b(?:mt5_\w+|up)\b(?![{\w])", expr)]
+    assert not [m for m in bare if not m.startswith("mt5_sync_runs_errors")], bare
+    for alert in _alert_rules(doc):
+        assert alert["annotations"]["runbook_url"] == f"https://wiki.example/mt5/{alert['alert']}"
+    assert (
+        'mt5_sync_runs_total{job=~"mt5-agent-.+", env="prod"} has been absent'
+        in (_alerts(doc)["MT5AgentMetricsAbsent"]["annotations"]["description"])
+    )
+    promtool = require_tool("promtool")
+    result = _run(promtool, "check", "rules", path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # defaults unchanged
+    default = render.rules(Thresholds())
+    assert (
+        render.rules(Thresholds(), job_selector='job="mt5-agent"', runbook_url=render.RUNBOOK_URL) == default
+    )
+    assert _alerts(default)["MT5AgentDown"]["expr"] == 'up{job="mt5-agent"} == 0'
+
+
+@pytest.mark.parametrize("selector", ["", "mt5-agent", 'job="a"}', "job=mt5", 'job="a",', '{job="a"}'])
+def test_bad_job_selector_is_refused(selector: str) -> None:
+    with pytest.raises(ValueError, match="job selector"):
+        render.rules(Thresholds(), job_selector=selector)
+
+
+@pytest.mark.parametrize("pattern", ["https://x/{name}", "https://x/{anchor", "", "https://x/{0}"])
+def test_bad_runbook_pattern_is_refused(pattern: str) -> None:
+    with pytest.raises(ValueError, match="runbook URL pattern"):
+        render.rules(Thresholds(), runbook_url=pattern)
+
+
 def test_timings_drive_for(tmp_path: Path) -> None:
-    timings = render.AlertTimings(bridge_down="30s", data="15s")
+    timings = render.AlertTimings(bridge_down="30s", data="15s", burn_keep_firing="1m")
     doc = render.rules(Thresholds(), timings=timings)
     alerts = _alerts(doc)
     assert alerts["MT5BridgeDown"]["for"] == "30s"
     assert alerts["MT5AccountDataCritical"]["for"] == "15s"
-    assert _alerts(render.rules(Thresholds()))["MT5BridgeDown"]["for"] == "10m"
+    assert alerts["MT5SyncSuccessRateLow"]["keep_firing_for"] == "1m"
+    assert _alerts(render.rules(Thresholds()))["MT5BridgeDown"]["for"] == "2m"
     with pytest.raises(ValueError, match="bridge_down"):
         render.AlertTimings(bridge_down="ten minutes")
 
 
-def test_success_ratio_counts_every_run_result() -> None:
-    """Product decision: skipped runs (bridge down) count as unsuccessful, like partial and failed."""
-    recording = {
-        r["record"]: r["expr"]
-        for g in render.rules(Thresholds())["groups"]
-        for r in g["rules"]
-        if "record" in r
-    }
-    for expr in (recording[render.SUCCESS_RATIO_RECORD], render.success_ratio_expr()):
-        numerator, _, denominator = expr.partition("\n/\n")
-        assert 'result="success"' in numerator
-        assert "result" not in denominator.replace("result:mt5_sync_runs", ""), denominator
+def test_bridge_down_fires_before_any_account_can_turn_degraded() -> None:
+    """Finding 9, as arithmetic over the defaults. Worst case: the bridge dies just before a sync, so the
+    last live data is one schedule old; the agent's next probe sees it, the next scrape and evaluation
+    carry it, `for:` runs, and Alertmanager waits group_wait: all of it must end before an account's age
+    reaches the degraded threshold (when MT5AccountDataDegraded would only start its own `for:`)."""
+    bridge_down = render.duration_seconds(render.DEFAULT_TIMINGS.bridge_down)
+    worst = SEED_SYNC_S + PROBE_S + SCRAPE_S + EVAL_S + bridge_down + EVAL_S + GROUP_WAIT_S
+    assert worst < Thresholds().degraded_after, (worst, Thresholds().degraded_after)
+    # The per-account alerts are inhibited only if MT5BridgeDown carries the labels the inhibition needs.
+    bridge = _alerts(_committed())["MT5BridgeDown"]
+    assert bridge["expr"] == 'mt5_bridge_up{job="mt5-agent"} == 0'
+    config = yaml.safe_load(ALERTMANAGER.read_text(encoding="utf-8"))
+    [rule] = [r for r in config["inhibit_rules"] if r["source_matchers"] == ['alertname="MT5BridgeDown"']]
+    targets = rule["target_matchers"][0]
+    for name in ("MT5AccountDataDegraded", "MT5AccountDataCritical", "MT5AccountSyncFailing"):
+        assert name in targets
+    assert rule["equal"] == ["job", "instance"]
+
+
+def test_success_rate_is_multi_window_multi_burn_rate() -> None:
+    """Finding 11: one 7-day ratio replaced by the SRE workbook's four window pairs against 99 %."""
+    doc = render.rules(Thresholds())
+    assert [(b.long, b.short, b.factor, b.severity) for b in render.BURN_WINDOWS] == WORKBOOK
+    slo = [r for r in _alert_rules(doc) if r["alert"] == "MT5SyncSuccessRateLow"]
+    assert [(r["labels"]["window"], r["labels"]["severity"]) for r in slo] == [(w[0], w[3]) for w in WORKBOOK]
+    records = {r["record"]: r["expr"] for g in doc["groups"] for r in g["rules"] if "record" in r}
+    for rule, (long, short, factor, _) in zip(slo, WORKBOOK, strict=True):
+        limit = render.prom_number(round(factor * (1 - render.SUCCESS_OBJECTIVE), 10))
+        pair = (f"mt5:sync_runs_errors:ratio_rate{w} > {limit}" for w in (long, short))
+        assert rule["expr"] == "\nand\n".join(pair)
+        assert rule["keep_firing_for"] == render.DEFAULT_TIMINGS.burn_keep_firing
+        for window in (long, short):
+            expr = records[f"mt5:sync_runs_errors:ratio_rate{window}"]
+            assert expr == render.error_ratio_expr(window)
+    assert not [name for name in records if "7d" in name], "the 7-day ratio is no longer an alert input"
+
+
+def test_error_ratio_counts_every_result_but_success() -> None:
+    """Product decision: skipped runs (bridge down) count against the objective, like partial and
+    failed, and so does any result the agent adds later."""
+    expr = render.error_ratio_expr("1h")
+    numerator, _, denominator = expr.partition("/ on(job, instance)")
+    assert 'result!="success"' in numerator
+    assert "result" not in denominator, denominator
+    assert "> 0" in denominator, "no runs in the window must give no ratio, not NaN"
+    good, _, total = render.success_ratio_expr().partition("\n/\n")
+    assert 'result="success"' in good and "result" not in total
 
 
 @pytest.mark.parametrize(
@@ -154,6 +269,14 @@ def test_success_ratio_counts_every_run_result() -> None:
 )
 def test_prom_duration(seconds: float, text: str) -> None:
     assert render.prom_duration(seconds) == text
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(600, "10m 0s"), (9, "9s"), (90061, "1d 1h 1m 1s"), (3600, "1h 0m 0s"), (1.5, "1.5s")],
+)
+def test_humanize_duration_matches_prometheus(seconds: float, text: str) -> None:
+    assert render.humanize_duration(seconds) == text
 
 
 # --- promtool ----------------------------------------------------------------------------------
@@ -174,14 +297,25 @@ def test_promtool_unit_tests_pass() -> None:
     assert "SUCCESS" in result.stdout
 
 
-def test_promtool_unit_tests_fail_on_a_broken_rule(tmp_path: Path) -> None:
-    """The unit tests are sensitive: a rule rendered with other thresholds must fail them."""
+@pytest.mark.parametrize(
+    ("options", "failing"),
+    [
+        ({"thresholds": Thresholds(300, 601, 900)}, "MT5AccountDataDegraded"),
+        ({"timings": render.AlertTimings(bridge_down="10m")}, "MT5BridgeDown"),
+        ({"timings": render.AlertTimings(burn_keep_firing="1m")}, "MT5SyncSuccessRateLow"),
+    ],
+)
+def test_promtool_unit_tests_fail_on_a_broken_rule(
+    tmp_path: Path, options: dict[str, Any], failing: str
+) -> None:
+    """The unit tests are sensitive: rules rendered with other fallback thresholds, the old 10m bridge
+    `for:` (finding 9) or no hold over the burn-rate gaps must fail them."""
     promtool = require_tool("promtool")
-    render.render_files(tmp_path, Thresholds(300, 601, 900))
+    render.render_files(tmp_path, options.pop("thresholds", Thresholds()), **options)
     shutil.copy(TESTS, tmp_path / TESTS.name)
     result = _run(promtool, "test", "rules", TESTS.name, cwd=tmp_path)
     assert result.returncode != 0
-    assert "MT5AccountDataDegraded" in result.stdout + result.stderr
+    assert f"alertname: {failing}" in result.stdout + result.stderr
 
 
 def test_every_alert_is_unit_tested_quiet_and_firing() -> None:
@@ -202,6 +336,8 @@ def test_every_alert_is_unit_tested_quiet_and_firing() -> None:
         for alert in expected:
             assert "severity" in alert["exp_labels"], name
             assert set(alert["exp_annotations"]) == {"summary", "description", "runbook_url"}, name
+    windows = {a["exp_labels"].get("window") for a in firing["MT5SyncSuccessRateLow"]}
+    assert windows == {w[0] for w in WORKBOOK}, "every burn-rate window pair must be seen firing"
 
 
 # --- alertmanager ------------------------------------------------------------------------------
@@ -222,13 +358,16 @@ def test_alertmanager_config_has_no_inline_secrets() -> None:
             auth = hook["http_config"]["authorization"]
             assert "credentials" not in auth
             assert auth["credentials_file"].startswith("/etc/alertmanager/secrets/")
-            assert hook["url"].startswith("http://127.0.0.1:"), "placeholder URLs only; real ones are secret"
+            # the compose stack's own receiver (tests/test_compose.py checks it is a service of the stack)
+            assert hook["url"] == f"http://webhook-receiver:9095/{receiver['name']}"
+    assert "Alertmanager 0.25 (the version this is checked with" not in ALERTMANAGER.read_text(
+        encoding="utf-8"
+    )
 
 
-@pytest.mark.parametrize("alert", sorted(REQUIRED))
-def test_amtool_routes_alert_by_severity(alert: str) -> None:
+@pytest.mark.parametrize(("alert", "severity"), [(a, s) for a in sorted(REQUIRED) for s in REQUIRED[a]])
+def test_amtool_routes_alert_by_severity(alert: str, severity: str) -> None:
     amtool = require_tool("amtool")
-    severity = _alerts(_committed())[alert]["labels"]["severity"]
     expected = RECEIVER[severity]
     args = ("config", "routes", "test", f"--config.file={ALERTMANAGER}")
     result = _run(
@@ -250,7 +389,8 @@ def _http(url: str, payload: object | None = None) -> Any:
 
 
 def test_alertmanager_inhibits_account_alerts_while_bridge_down(tmp_path: Path) -> None:
-    """Real Alertmanager on loopback: BridgeDown mutes per-account alerts of the same agent only."""
+    """Real Alertmanager on loopback: BridgeDown mutes per-account and burn-rate alerts of the same agent
+    only; a burn-rate page mutes the same agent's burn-rate ticket."""
     binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
     require(binary is not None, "`prometheus-alertmanager` (or `alertmanager`) not found on PATH")
     assert binary is not None
@@ -283,25 +423,35 @@ def test_alertmanager_inhibits_account_alerts_while_bridge_down(tmp_path: Path) 
             {"alertname": "MT5BridgeDown", "severity": "critical", **agent},
             {"alertname": "MT5AccountDataCritical", "severity": "critical", "account": "1002", **agent},
             {"alertname": "MT5AccountSyncFailing", "severity": "warning", "account": "1002", **agent},
+            {"alertname": "MT5SyncSuccessRateLow", "severity": "critical", "window": "1h", **agent},
             {"alertname": "MT5AccountDataCritical", "severity": "critical", "account": "2001", **other},
             {"alertname": "MT5AccountDataDegraded", "severity": "warning", "account": "2001", **other},
+            {"alertname": "MT5SyncSuccessRateLow", "severity": "critical", "window": "6h", **other},
+            {"alertname": "MT5SyncSuccessRateLow", "severity": "warning", "window": "1d", **other},
         ]
         _http(f"{base}/api/v2/alerts", [{"labels": labels} for labels in alerts])
+
+        def key(labels: dict[str, str]) -> tuple[str, str | None, str]:
+            return labels["alertname"], labels.get("account") or labels.get("window"), labels["instance"]
+
         deadline = time.monotonic() + 10
         while True:
             got = _http(f"{base}/api/v2/alerts")
-            state = {(a["labels"]["alertname"], a["labels"].get("account")): a["status"] for a in got}
+            state = {key(a["labels"]): a["status"] for a in got}
             if len(state) == len(alerts) or time.monotonic() > deadline:
                 break
             time.sleep(0.1)
-        inhibited = {key for key, status in state.items() if status["inhibitedBy"]}
+        inhibited = {k for k, status in state.items() if status["inhibitedBy"]}
         assert inhibited == {
-            ("MT5AccountDataCritical", "1002"),
-            ("MT5AccountSyncFailing", "1002"),
-            ("MT5AccountDataDegraded", "2001"),  # by MT5AccountDataCritical of the same account
+            ("MT5AccountDataCritical", "1002", "agent:8080"),
+            ("MT5AccountSyncFailing", "1002", "agent:8080"),
+            ("MT5SyncSuccessRateLow", "1h", "agent:8080"),  # the bridge is the cause: page it once
+            ("MT5AccountDataDegraded", "2001", "agent-b:8080"),  # by MT5AccountDataCritical, same account
+            ("MT5SyncSuccessRateLow", "1d", "agent-b:8080"),  # the ticket, by that agent's burn-rate page
         }
-        assert state[("MT5BridgeDown", None)]["state"] == "active"
-        assert state[("MT5AccountDataCritical", "2001")]["state"] == "active"
+        assert state[("MT5BridgeDown", None, "agent:8080")]["state"] == "active"
+        assert state[("MT5AccountDataCritical", "2001", "agent-b:8080")]["state"] == "active"
+        assert state[("MT5SyncSuccessRateLow", "6h", "agent-b:8080")]["state"] == "active"
     finally:
         proc.terminate()
         proc.wait(timeout=10)
