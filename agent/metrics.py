@@ -36,6 +36,7 @@ from prometheus_client.utils import floatToGoString
 from agent import __version__
 from agent.freshness import STATES, State, Thresholds, age_seconds
 from agent.models import REASONS, RUN_RESULTS, DataSource, SyncRun
+from agent.sync import INVALID_ENTRY_ENDPOINTS
 
 if TYPE_CHECKING:
     from agent.app import Agent
@@ -117,12 +118,32 @@ GLOBAL_FAMILIES: tuple[str, ...] = (
     "mt5_sync_running",
     "mt5_bridge_up",
     "mt5_store_up",
+    "mt5_bridge_terminal_up",
+    "mt5_bridge_invalid_entries",
+    "mt5_bridge_clock_skew",
+    "mt5_bridge_clock_skew_seconds",
+    "mt5_sync_accounts_pruned",
+    "mt5_freshness_threshold_seconds",
+)
+# mt5_freshness_threshold_seconds{state}: the age at which each state begins.
+THRESHOLD_STATES: tuple[tuple[State, str], ...] = (
+    (State.ACCEPTABLE, "acceptable_after"),
+    (State.DEGRADED, "degraded_after"),
+    (State.CRITICAL, "critical_after"),
 )
 # One account's four freshness lines for each current state; %s is the line's prefix up to the state.
 _FRESHNESS_TEMPLATES = {
     current: "".join(f'%s{st.value}"}} {"1.0" if st is current else "0.0"}\n' for st in STATES)
     for current in STATES
 }
+
+
+def margin_level_ratio(margin_level: float | None, margin: float | None) -> float | None:
+    """MT5's margin_level (percent) as a ratio; None when there is none to show. MT5 reports 0 when no
+    margin is used: exporting that 0 would read as a stop-out, so an idle account has no ratio."""
+    if margin_level is None or (margin_level == 0 and not margin):
+        return None
+    return float(margin_level) / 100.0
 
 
 def _label(value: str) -> str:
@@ -228,7 +249,10 @@ class AgentCollector(Collector):
             *(g(m, _cached(what), ("account",)) for m, _, what in VALUE_GAUGES),
             g(
                 "mt5_account_margin_level_ratio",
-                _cached("Margin level as a ratio (MT5 margin_level percent / 100)"),
+                _cached(
+                    "Margin level as a ratio (MT5 margin_level percent / 100); also absent while no "
+                    "margin is used (MT5 then reports 0, which is not a stop-out)"
+                ),
                 ("account",),
             ),
             g(
@@ -291,6 +315,39 @@ class AgentCollector(Collector):
                 "1 if the last store operation of the sync worked; 0 if it failed, and 0 until the store "
                 "was first reached.",
             ),
+            g(
+                "mt5_bridge_terminal_up",
+                "1 if the last cycle that fetched accounts got live data for at least one; 0 if the bridge "
+                "answered but none came back live (terminal down: stored data or errors only). Absent "
+                "until a cycle has fetched accounts.",
+            ),
+            CounterMetricFamily(
+                "mt5_bridge_invalid_entries",
+                "Malformed entries skipped in bridge lists (summary, live batch) since the agent started: "
+                "not an object, or no valid account id.",
+                labels=["endpoint"],
+            ),
+            CounterMetricFamily(
+                "mt5_bridge_clock_skew",
+                "Accounts' live data refused (reason invalid_payload) because its timestamp was ahead of "
+                "the receive time by more than the clock-skew tolerance, since the agent started.",
+            ),
+            g(
+                "mt5_bridge_clock_skew_seconds",
+                "Largest lead of a live_data timestamp over the agent's receive time in the last cycle that "
+                "fetched accounts (0 when none was ahead). Absent until one has.",
+            ),
+            CounterMetricFamily(
+                "mt5_sync_accounts_pruned",
+                "Accounts removed from the fleet (and from these metrics) after the bridge stopped listing "
+                "them, since the agent started.",
+            ),
+            g(
+                "mt5_freshness_threshold_seconds",
+                "Configured data age in seconds at which each freshness state begins (fresh below "
+                "acceptable); the alert rules compare ages with these.",
+                ("state",),
+            ),
         ]
         return {f.name: f for f in fams}
 
@@ -322,8 +379,9 @@ class AgentCollector(Collector):
                     v = getattr(values, field)
                     if v is not None:
                         f[metric].add_metric([acc], float(v))
-                if values.margin_level is not None:
-                    f["mt5_account_margin_level_ratio"].add_metric([acc], float(values.margin_level) / 100.0)
+                ratio = margin_level_ratio(values.margin_level, values.margin)
+                if ratio is not None:
+                    f["mt5_account_margin_level_ratio"].add_metric([acc], ratio)
             live_at = _utc(view.live_data_at) if view and view.live_data_at else None
             age = age_seconds(live_at, now)
             if live_at is not None and age is not None:
@@ -361,6 +419,16 @@ class AgentCollector(Collector):
         f["mt5_sync_running"].add_metric([], 1 if state.running is not None else 0)
         f["mt5_bridge_up"].add_metric([], 1 if state.bridge_up else 0)
         f["mt5_store_up"].add_metric([], 1 if state.store_up else 0)
+        if state.terminal_up is not None:
+            f["mt5_bridge_terminal_up"].add_metric([], 1 if state.terminal_up else 0)
+        for endpoint in INVALID_ENTRY_ENDPOINTS:
+            f["mt5_bridge_invalid_entries"].add_metric([endpoint], state.invalid_entries[endpoint])
+        f["mt5_bridge_clock_skew"].add_metric([], state.clock_skew_total)
+        if state.clock_skew_seconds is not None:
+            f["mt5_bridge_clock_skew_seconds"].add_metric([], state.clock_skew_seconds)
+        f["mt5_sync_accounts_pruned"].add_metric([], state.pruned_total)
+        for st, attr in THRESHOLD_STATES:
+            f["mt5_freshness_threshold_seconds"].add_metric([st.value], getattr(self._thresholds, attr))
 
     # The fast path -----------------------------------------------------------------------------
     # Same bytes as prometheus_client would write for `collect_families()` (tests/observability/
@@ -482,10 +550,10 @@ class AgentCollector(Collector):
                     v = getattr(values, field)
                     if v is not None:
                         out.append(f'{prefix}"{acc}"}} {_float(float(v))}\n')
-                if values.margin_level is not None:
+                level = values.margin_level
+                if level is not None and (level or values.margin):  # margin_level_ratio, inlined
                     ratio.append(
-                        f'mt5_account_margin_level_ratio{{account="{acc}"}} '
-                        f"{_float(float(values.margin_level) / 100.0)}\n"
+                        f'mt5_account_margin_level_ratio{{account="{acc}"}} {_float(float(level) / 100.0)}\n'
                     )
             live_at = _utc(live_data_at) if live_data_at else None
             live_us = None

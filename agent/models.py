@@ -19,7 +19,12 @@ class DataSource(StrEnum):
 
 
 class Reason(StrEnum):
-    """Closed set of per-account failure reasons (DESIGN.md section 7); never free text in a label."""
+    """Closed set of per-account failure reasons (DESIGN.md section 7); never free text in a label.
+
+    `login_failed` and `no_live_data` are told apart from `http_status` because they call for different
+    actions: credentials (the terminal could not log in to the account) versus the terminal itself
+    (disconnected from the trade server, or it gave no account data).
+    """
 
     TIMEOUT = "timeout"
     CONNECTION = "connection"
@@ -28,6 +33,8 @@ class Reason(StrEnum):
     ACCOUNT_MISMATCH = "account_mismatch"
     NOT_FOUND = "not_found"
     STORE = "store"
+    LOGIN_FAILED = "login_failed"
+    NO_LIVE_DATA = "no_live_data"
 
 
 REASONS: tuple[Reason, ...] = tuple(Reason)
@@ -35,8 +42,10 @@ REASONS: tuple[Reason, ...] = tuple(Reason)
 
 class RunResult(StrEnum):
     SUCCESS = "success"  # every account synced live
-    PARTIAL = "partial"  # some accounts failed or only stored data came back
-    FAILED = "failed"  # nothing written (store down, every account failed)
+    PARTIAL = "partial"  # some accounts live, others failed or came back as stored data only
+    # Nothing written (store down, every account failed), or no account gave live data: a terminal
+    # that is down while its bridge serves stored data for every account is not a success.
+    FAILED = "failed"
     SKIPPED = "skipped"  # bridge unhealthy or unreachable: cycle skipped, nothing changed
 
 

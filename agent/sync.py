@@ -3,6 +3,22 @@
 One account failing never stops the others; nothing invalid is ever written; cycles never overlap.
 `SyncService.state` is the in-memory view the metrics collector and the status API read at request
 time; it is loaded from the store at start so counts survive a restart.
+
+Whatever a bridge sends, a cycle finishes with a result: one account's failure, whatever raised it, is
+that account's failure with a reason from the closed set, and an unexpected error anywhere else ends
+the cycle as `failed` (logged with its traceback) instead of escaping to the scheduler or the API.
+
+Decisions (issue 10):
+- A run in which the bridge listed accounts but none came back live (a terminal down while its bridge
+  serves stored_data for every account) is `failed`, not `partial`: the stored values are still written
+  (they are what the bridge has, marked VPS_STORED, and freshness is not reset), but the last-success
+  time does not move and `state.terminal_up` goes False, so ops see the outage at once instead of only
+  through data age. `mt5_bridge_up` keeps meaning "the bridge answers".
+- Accounts the bridge stops listing are pruned from the in-memory fleet (`state.accounts`,
+  `sync_states`, `failures`) once absent from `prune_after` (3) consecutive successful listings: one
+  glitchy listing neither drops their series nor resets their alerts, and churn cannot grow the
+  metrics without bound. The store keeps their documents (they may carry a client); a restart loads
+  them again and they are pruned again after the same grace.
 """
 
 from __future__ import annotations
@@ -18,7 +34,7 @@ from datetime import UTC, datetime
 
 from opentelemetry import trace
 
-from agent.bridge_client import AccountSummary, BridgeClient, BridgeError, BridgeHealth
+from agent.bridge_client import AccountSummary, BridgeClient, BridgeError, BridgeHealth, Listing
 from agent.models import (
     AccountRecord,
     AccountSyncState,
@@ -36,6 +52,8 @@ from agent.store.base import Store, StoreError
 log = logging.getLogger("mt5_agent.sync")
 
 MAX_UNRECORDED_RUNS = 1000  # runs kept in memory while the store is down
+PRUNE_AFTER = 3  # successful listings an account may be absent from before it leaves the fleet
+INVALID_ENTRY_ENDPOINTS: tuple[str, ...] = ("summary", "live")  # where malformed entries are counted
 YIELD_EVERY = 1000  # accounts handled between two yields to the event loop (before anything is applied)
 RunListener = Callable[[SyncRun], None]
 
@@ -95,8 +113,17 @@ class SyncState:
     sync_states: dict[int, AccountSyncState] = field(default_factory=dict)
     failures: Counter[tuple[int, Reason]] = field(default_factory=Counter)  # since process start
     runs: Counter[RunResult] = field(default_factory=Counter)
+    # Written by the sync and, between cycles, by the bridge probe: "the bridge answers".
     bridge_up: bool | None = None
     store_up: bool | None = None
+    # True when the last cycle that fetched accounts got live data for at least one of them; False when
+    # the bridge answered but none came back live (terminal down, stored data or errors only).
+    terminal_up: bool | None = None
+    # Malformed entries skipped, by endpoint (INVALID_ENTRY_ENDPOINTS), since process start.
+    invalid_entries: Counter[str] = field(default_factory=Counter)
+    clock_skew_total: int = 0  # accounts' live data refused for a timestamp too far ahead
+    clock_skew_seconds: float | None = None  # largest lead of a source timestamp in the last fetch
+    pruned_total: int = 0  # accounts dropped from the fleet after leaving the bridge's listing
     last_health: BridgeHealth | None = None
     last_run: SyncRun | None = None
     last_success_at: datetime | None = None
@@ -136,6 +163,7 @@ class SyncService:
         use_batch: bool = True,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         tracer_provider: trace.TracerProvider | None = None,
+        prune_after: int = PRUNE_AFTER,
     ) -> None:
         self.store = store
         self._tracer = trace.get_tracer("mt5_agent.sync", tracer_provider=tracer_provider)
@@ -146,6 +174,8 @@ class SyncService:
         self.health_backoff = health_backoff
         self.use_batch = use_batch
         self.clock = clock
+        self.prune_after = prune_after  # 0: never prune
+        self._absent: dict[int, int] = {}  # account -> successful listings in a row it was missing from
         self.state = SyncState()
         self.listeners: list[RunListener] = []
         self._lock = asyncio.Lock()
@@ -204,7 +234,13 @@ class SyncService:
                     cycle_span = span
                     span.set_attribute("sync.run_id", run.run_id)
                     span.set_attribute("sync.trigger", trigger)
-                    await self._cycle(run)
+                    try:
+                        await self._cycle(run)
+                    except Exception as exc:  # a bug must not escape to the scheduler or the API
+                        log.exception("sync cycle failed unexpectedly")
+                        span.record_exception(exc)
+                        run.result = RunResult.FAILED
+                        run.error = f"cycle error: {type(exc).__name__}"
                     span.set_attribute("sync.result", str(run.result))
                     span.set_attribute("sync.accounts.total", run.accounts_total)
                     span.set_attribute("sync.accounts.live", run.synced_live)
@@ -255,12 +291,17 @@ class SyncService:
         with self._tracer.start_as_current_span("bridge.health") as span:
             try:
                 health = await self.bridge.health_with_retries(self.health_retries, self.health_backoff)
-            except BridgeError as exc:
+            except Exception as exc:
+                if isinstance(exc, BridgeError):
+                    err = exc
+                else:
+                    log.exception("health check failed unexpectedly")
+                    err = BridgeError(Reason.INVALID_PAYLOAD, f"health: unexpected {type(exc).__name__}")
                 self.state.bridge_up = False
                 run.result = RunResult.SKIPPED
-                run.error = f"bridge unavailable: {exc.message}"
-                span.record_exception(exc)
-                span.set_status(trace.StatusCode.ERROR, exc.message)
+                run.error = f"bridge unavailable: {err.message}"
+                span.record_exception(err)
+                span.set_status(trace.StatusCode.ERROR, err.message)
                 return
             span.set_attribute("bridge.status", health.status)
         self.state.last_health = health
@@ -269,7 +310,7 @@ class SyncService:
         # 2. Account list.
         with self._tracer.start_as_current_span("bridge.accounts") as span:
             try:
-                summaries = await self.bridge.accounts()
+                listing: Listing = await self.bridge.listing()
             except BridgeError as exc:
                 self.state.bridge_up = exc.reason is Reason.INVALID_PAYLOAD
                 run.result = RunResult.FAILED
@@ -277,8 +318,13 @@ class SyncService:
                 span.record_exception(exc)
                 span.set_status(trace.StatusCode.ERROR, exc.message)
                 return
+            summaries = listing.accounts
             span.set_attribute("sync.accounts.total", len(summaries))
+            if listing.invalid:
+                self.state.invalid_entries["summary"] += listing.invalid
+                span.set_attribute("sync.accounts.invalid_entries", listing.invalid)
         run.accounts_total = len(summaries)
+        self._prune({s.account for s in summaries})
 
         # 3. Every account's data (batch when advertised), under the cycle deadline.
         with self._tracer.start_as_current_span("bridge.fetch") as span:
@@ -289,11 +335,15 @@ class SyncService:
         now = to_ms(self.clock())
         updates: list[AccountUpdate] = []
         failures: dict[int, Reason] = {}
+        skewed = 0
+        lead = 0.0
         for i, s in enumerate(summaries):
             if i and not i % YIELD_EVERY:
                 await asyncio.sleep(0)  # thousands of accounts: let API requests in between
             res = results.get(s.account)
             if isinstance(res, AccountData):
+                if res.ahead_seconds > lead:
+                    lead = res.ahead_seconds
                 updates.append(
                     AccountUpdate(
                         account=s.account,
@@ -311,6 +361,9 @@ class SyncService:
                     if isinstance(res, BridgeError)
                     else BridgeError(Reason.TIMEOUT, "no answer before the cycle deadline")
                 )
+                if err.ahead_seconds is not None:
+                    skewed += 1
+                    lead = max(lead, err.ahead_seconds)
                 failures[s.account] = err.reason
                 trace.get_current_span().add_event(
                     "account.failed", {"account": s.account, "reason": err.reason.value}
@@ -322,15 +375,44 @@ class SyncService:
                     extra={"account": s.account, "reason": err.reason.value},
                 )
 
+        if summaries:
+            self.state.terminal_up = any(u.data_source is DataSource.LIVE for u in updates)
+            self.state.clock_skew_seconds = lead
+        if skewed:
+            self.state.clock_skew_total += skewed
+            log.warning(
+                "%d account(s) sent live data timestamped up to %.0fs ahead of the receive time: not "
+                "trusted for freshness (check the bridge's clock and time zone)",
+                skewed,
+                lead,
+                extra={"clock_skew_accounts": skewed, "clock_skew_seconds": round(lead, 3)},
+            )
+
         states = self._next_states(summaries, updates, failures, now)
         with self._tracer.start_as_current_span("store.write") as span:
             span.set_attribute("store.updates", len(updates))
             try:
-                await self.store.write_cycle(updates, list(states.values()))
-            except StoreError as exc:
+                try:
+                    await self.store.write_cycle(updates, list(states.values()))
+                except StoreError as exc:
+                    rejected = getattr(exc, "accounts", None)  # StoreRejected: the store is up
+                    if not rejected:
+                        raise
+                    # The store refused some accounts' values (nothing was written): those accounts
+                    # fail with invalid_payload, the others are written in a second attempt.
+                    log.error("store refused data: %s", exc, extra={"reason": Reason.INVALID_PAYLOAD.value})
+                    for account in rejected:
+                        failures[account] = Reason.INVALID_PAYLOAD
+                    updates = [u for u in updates if u.account not in rejected]
+                    states = self._next_states(summaries, updates, failures, now)
+                    await self.store.write_cycle(updates, list(states.values()))
+            except Exception as exc:
                 span.record_exception(exc)
                 span.set_status(trace.StatusCode.ERROR, str(exc))
-                self.state.store_up = False
+                if isinstance(exc, StoreError) and not getattr(exc, "accounts", None):
+                    self.state.store_up = False
+                else:  # not a store outage: a bug, or values the store refused twice
+                    log.error("store write failed unexpectedly", exc_info=exc)
                 # Nothing was written: accounts whose data came back failed with reason `store`.
                 failures = {s.account: failures.get(s.account, Reason.STORE) for s in summaries}
                 states = self._next_states(summaries, [], failures, now)
@@ -338,7 +420,7 @@ class SyncService:
                 run.failed = len(summaries)
                 run.failures = {str(a): r.value for a, r in failures.items()}
                 run.result = RunResult.FAILED
-                run.error = f"store: {exc}"
+                run.error = f"store: {exc}"[:500]
                 log.error("store write failed: %s", exc, extra={"reason": Reason.STORE.value})
                 return
         self.state.store_up = True
@@ -349,8 +431,12 @@ class SyncService:
         run.failures = {str(a): r.value for a, r in sorted(failures.items())}
         if run.accounts_total == 0 or (run.synced_live == run.accounts_total):
             run.result = RunResult.SUCCESS
-        elif updates:
+        elif run.synced_live:
             run.result = RunResult.PARTIAL
+        elif updates:
+            # Stored data only: the bridge answers but no terminal gave live data (see module docstring).
+            run.result = RunResult.FAILED
+            run.error = run.error or "no account gave live data (terminal down? stored data only)"
         else:
             run.result = RunResult.FAILED
             run.error = run.error or "no account could be synced"
@@ -368,8 +454,16 @@ class SyncService:
                 run.bridge_batch = True
                 results.update(batch.data)
                 results.update(batch.errors)
-            except (BridgeError, TimeoutError) as exc:
-                msg = exc.message if isinstance(exc, BridgeError) else "cycle deadline"
+                if batch.invalid:
+                    self.state.invalid_entries["live"] += batch.invalid
+            except Exception as exc:
+                msg = (
+                    exc.message
+                    if isinstance(exc, BridgeError)
+                    else "cycle deadline"
+                    if isinstance(exc, TimeoutError)
+                    else f"unexpected {type(exc).__name__}"
+                )
                 log.warning("batch endpoint failed (%s); falling back to one call per account", msg)
         todo = [a for a in wanted if a not in results]
         if todo:
@@ -387,6 +481,11 @@ class SyncService:
                     results[account] = await self.bridge.account_info(account)
                 except BridgeError as exc:
                     results[account] = exc
+                except Exception as exc:  # whatever raised it, it is this account's failure
+                    log.error("account %s: unexpected %s", account, type(exc).__name__, exc_info=exc)
+                    results[account] = BridgeError(
+                        Reason.INVALID_PAYLOAD, f"account {account}: unexpected {type(exc).__name__}"
+                    )
 
         tasks = [asyncio.create_task(one(a)) for a in accounts]
         try:
@@ -403,6 +502,33 @@ class SyncService:
                         Reason.TIMEOUT, f"no answer within the {self.cycle_deadline:g}s cycle deadline"
                     ),
                 )
+
+    def _prune(self, listed: set[int]) -> None:
+        """Drop accounts absent from `prune_after` consecutive successful listings from the fleet."""
+        if self.prune_after <= 0:
+            return
+        state = self.state
+        missing = (state.accounts.keys() | state.sync_states.keys()) - listed
+        absent = {account: self._absent.get(account, 0) + 1 for account in missing}
+        gone = {account for account, n in absent.items() if n >= self.prune_after}
+        for account in gone:
+            del absent[account]
+            state.accounts.pop(account, None)
+            state.sync_states.pop(account, None)
+        self._absent = absent
+        if gone:
+            for key in [k for k in state.failures if k[0] in gone]:
+                del state.failures[key]
+            state.pruned_total += len(gone)
+            state.version += 1
+            log.info(
+                "%d account(s) no longer listed by the bridge for %d listings: removed from the fleet "
+                "(e.g. %s)",
+                len(gone),
+                self.prune_after,
+                ", ".join(str(a) for a in sorted(gone)[:5]),
+                extra={"pruned_accounts": len(gone)},
+            )
 
     def _next_states(
         self,

@@ -72,8 +72,9 @@ async def test_stored_values_equal_what_the_bridge_served(bridge, store, use_bat
     [
         ("wrong_account", Reason.ACCOUNT_MISMATCH, False),
         ("hang", Reason.TIMEOUT, False),
-        ("login_failed", Reason.HTTP_STATUS, False),
-        ("disconnected", Reason.HTTP_STATUS, False),
+        # Issue 10 finding 14: each bridge error code has its own reason, not a generic http_status.
+        ("login_failed", Reason.LOGIN_FAILED, False),
+        ("disconnected", Reason.NO_LIVE_DATA, False),
         ("no_live_data", None, True),
     ],
 )

@@ -24,9 +24,11 @@ from tests.agent.fake_seed_bridge import SeedBridge
 
 
 def remove_db(directory: Path, name: str) -> None:
-    """Delete a SQLite store's files under its open connection (the store must notice)."""
+    """Break a SQLite store under its open connection: its files are deleted and a directory takes
+    their place, so the store can neither keep writing to the deleted file nor reopen one there."""
     for p in directory.glob(f"{name}*"):
         p.unlink()
+    (directory / name).mkdir()
 
 
 @pytest.fixture(autouse=True)
