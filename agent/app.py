@@ -1,7 +1,10 @@
 """Wiring: settings -> store, bridge client, sync service, scheduler, HTTP app (API + metrics).
 
 The agent starts even when the store or the bridge is down: it keeps serving its own metrics and
-health, and each cycle retries by itself.
+health, and each cycle retries by itself. When scheduling, the store is opened by the first cycle (under
+the cycle lock, so nothing else opens it concurrently), never before the HTTP server listens: /healthz and
+/metrics answer at once even while MongoDB is unreachable. Bridge reachability is probed on its own period
+(`agent.probe`), started and stopped with the scheduler.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from agent.bridge_client import BridgeClient
 from agent.config import SECRET_FIELDS, Settings
 from agent.logs import register_secrets
 from agent.metrics import AgentMetrics
+from agent.probe import BridgeProber
 from agent.store import open_store
 from agent.store.base import Store
 from agent.sync import SyncService
@@ -35,6 +39,7 @@ class Agent:
     bridge: BridgeClient
     service: SyncService
     scheduler: object | None = None  # agent.scheduler.SyncScheduler when scheduling
+    prober: BridgeProber | None = None  # started with the scheduler
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     metrics: AgentMetrics | None = None  # this agent's own Prometheus registry (never the global one)
     tracer_provider: TracerProvider | None = None  # None: the global provider
@@ -90,6 +95,8 @@ async def open_agent(agent: Agent) -> None:
 
 
 async def close_agent(agent: Agent) -> None:
+    if agent.prober is not None:
+        await agent.prober.stop()
     if agent.scheduler is not None:
         await agent.scheduler.stop()  # type: ignore[attr-defined]
     await agent.bridge.close()
@@ -97,6 +104,23 @@ async def close_agent(agent: Agent) -> None:
         await agent.store.close()
     except Exception:  # closing must never mask the shutdown itself
         log.exception("error closing the store")
+
+
+def start_background(agent: Agent) -> None:
+    """Scheduler (its first tick runs a cycle at once, which opens the store and loads state) and the
+    bridge prober. Returns at once: nothing here waits on the store or the bridge."""
+    from agent.scheduler import SyncScheduler
+
+    settings = agent.settings
+    agent.scheduler = scheduler = SyncScheduler(agent.service, settings.parsed_schedule)
+    scheduler.start()
+    agent.prober = BridgeProber(
+        agent.bridge,
+        agent.service.state,
+        interval=settings.probe_interval,
+        timeout=settings.request_timeout,
+    )
+    agent.prober.start()
 
 
 def create_app(agent: Agent, *, schedule: bool = True) -> web.Application:
@@ -111,12 +135,10 @@ def create_app(agent: Agent, *, schedule: bool = True) -> web.Application:
     setup_api(app, agent)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        await open_agent(agent)
         if schedule:
-            from agent.scheduler import SyncScheduler
-
-            agent.scheduler = SyncScheduler(agent.service, agent.settings.parsed_schedule)
-            agent.scheduler.start()
+            start_background(agent)
+        else:
+            await open_agent(agent)
         yield
         await close_agent(agent)
 

@@ -6,9 +6,11 @@ setting (`ConfigError`).
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,16 +117,14 @@ class Settings(BaseSettings):
     @field_validator("bridge_url")
     @classmethod
     def _url(cls, v: str) -> str:
-        parts = urlsplit(v)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"must be an http(s) URL like http://127.0.0.1:8000, got {v!r}")
-        return v.rstrip("/")
+        return check_bridge_url(v)
 
     @field_validator("store_url")
     @classmethod
     def _store(cls, v: str) -> str:
-        if not (v.startswith("sqlite:///") or v.startswith(("mongodb://", "mongodb+srv://"))):
-            raise ValueError("must be sqlite:///path or mongodb://host:port")
+        from agent.store import validate_store_url
+
+        validate_store_url(v)
         return v
 
     @field_validator("schedule")
@@ -211,6 +211,31 @@ def split_listen(v: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _redact_userinfo(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    authority, slash, tail = rest.partition("/")
+    if sep and "@" in authority:
+        authority = "***@" + authority.rpartition("@")[2]
+    return f"{scheme}{sep}{authority}{slash}{tail}"
+
+
+def check_bridge_url(v: str) -> str:
+    """An http(s) URL with a host and, if any, a numeric port 1-65535; user info is never echoed."""
+    shown = _redact_userinfo(v)
+    parts = urlsplit(v)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"must be an http(s) URL like http://127.0.0.1:8000, got {shown!r}")
+    if any(c.isspace() for c in parts.netloc):
+        raise ValueError(f"the host part contains whitespace: {shown!r}")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"the port must be a number 1-65535, got {shown!r}") from None
+    if port == 0:
+        raise ValueError(f"the port must be a number 1-65535, got {shown!r}")
+    return v.rstrip("/")
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -255,3 +280,35 @@ def _one_line(exc: ValidationError) -> str:
         msg = msg.strip()
     env = f"{ENV_PREFIX}{name.upper()}" if name else "settings"
     return f"invalid setting {env}: {msg}"
+
+
+def known_env_names() -> frozenset[str]:
+    """Every `MT5_AGENT_*` variable the settings read."""
+    return frozenset(f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields)
+
+
+def unknown_env_warnings(environ: Mapping[str, str]) -> list[str]:
+    """One warning line per `MT5_AGENT_*` variable no setting reads (a typo is otherwise silently ignored:
+    the environment source only looks up names it knows). Names only: values may be secrets."""
+    known = known_env_names()
+    out = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in known:
+            continue
+        line = f"unknown environment variable {name} is ignored"
+        close = difflib.get_close_matches(upper, known, n=1, cutoff=0.75)
+        if close:
+            line += f"; did you mean {close[0]}?"
+        out.append(line)
+    return out
+
+
+def check_store_location(settings: Settings) -> None:
+    """Start-up check of what parsing cannot see: the SQLite file's directory must exist (raises
+    ConfigError naming MT5_AGENT_STORE_URL). Only for commands that open the store."""
+    from agent.store import store_location_problem
+
+    problem = store_location_problem(settings.store_url)
+    if problem is not None:
+        raise ConfigError(f"invalid setting {ENV_PREFIX}STORE_URL: {problem}")

@@ -55,7 +55,15 @@ class SyncScheduler:
             replace_existing=True,
         )
         if self.run_at_start:
-            sched.add_job(self._tick, "date", run_date=datetime.now(UTC), id="mt5_sync_startup")
+            # This first cycle also opens the store and loads state: it must run however late the loop
+            # gets to it (a date job's default grace of 1 s would drop it on a busy start).
+            sched.add_job(
+                self._tick,
+                "date",
+                run_date=datetime.now(UTC),
+                id="mt5_sync_startup",
+                misfire_grace_time=None,
+            )
         sched.start()
         self._scheduler = sched
         log.info("sync scheduled %s", self.schedule)
