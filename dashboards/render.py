@@ -1,8 +1,10 @@
 """Generate the Grafana dashboards (JSON) from code with grafana-foundation-sdk.
 
-Colour thresholds for data age come from `agent.freshness.Thresholds`, like the alert rules, so the
-dashboards and the alerts cannot drift. Run `mt5-agent render dashboards`
-to regenerate the committed files.
+Colour thresholds for data age come from `agent.freshness.Thresholds`, like the alert rules' fallback;
+the data-age panel also draws the thresholds the agent classifies with (`mt5_freshness_threshold_seconds`).
+Render options shared with alerts/render.py: the job selector (label matchers of the agent's targets, in
+every query) and the runbook URL pattern (panel links to the runbook entry of the matching alert).
+Run `mt5-agent render dashboards` to regenerate the committed files.
 """
 
 from __future__ import annotations
@@ -15,7 +17,17 @@ from pathlib import Path
 from typing import Any
 
 from agent.freshness import STATES, Thresholds
-from alerts.render import SUCCESS_OBJECTIVE, SUCCESS_WINDOW, SYNC_FAILURES_IN_A_ROW, success_ratio_expr
+from alerts.render import (
+    JOB_SELECTOR,
+    RUNBOOK_URL,
+    SUCCESS_OBJECTIVE,
+    SUCCESS_WINDOW,
+    SYNC_FAILURES_IN_A_ROW,
+    check_job_selector,
+    runbook_link,
+    selector,
+    success_ratio_expr,
+)
 
 with warnings.catch_warnings():  # the v1 Dashboard builder warns at import; v1 JSON is what we provision
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -36,7 +48,6 @@ TAGS = ["mt5", "mt5-monitor"]
 DATASOURCE = common.DataSourceRef(type_val="prometheus", uid="${datasource}")
 ACCOUNT = 'account=~"$account"'
 STATE_COLOURS = {"fresh": "green", "acceptable": "yellow", "degraded": "orange", "critical": "red"}
-AGE = f"time() - mt5_account_last_sync_timestamp_seconds{{{ACCOUNT}}}"
 AGE_COLUMN = "Data age (min)"
 # Grafana macros and variables -> values that make every expression plain, valid PromQL.
 SUBSTITUTIONS = {"$__rate_interval": "1m", "$__interval": "1m", "$__range": "1h", "$account": ".*"}
@@ -138,14 +149,15 @@ def _place(panel: Any, pid: int, x: int, y: int, w: int, h: int) -> Any:
     return panel.id(pid).grid_pos(model.GridPos(x=x, y=y, w=w, h=h)).datasource(DATASOURCE)
 
 
-def _variables() -> list[cogbuilder.Builder[model.VariableModel]]:
+def _variables(job: str) -> list[cogbuilder.Builder[model.VariableModel]]:
+    accounts = f"label_values({selector('mt5_account_info', job)}, account)"
     return [
         dash.DatasourceVariable("datasource").label("Data source").type("prometheus"),
         dash.QueryVariable("account")
         .label("Account")
         .datasource(DATASOURCE)
-        .query("label_values(mt5_account_info, account)")
-        .definition("label_values(mt5_account_info, account)")
+        .query(accounts)
+        .definition(accounts)
         .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
         .sort(model.VariableSort.NATURAL_ASC)
         .multi(True)
@@ -155,7 +167,19 @@ def _variables() -> list[cogbuilder.Builder[model.VariableModel]]:
     ]
 
 
-def _dashboard(uid: str, title: str, description: str) -> dash.Dashboard:
+def _runbook(panel: Any, alertname: str, runbook_url: str) -> Any:
+    """A panel link to the runbook entry of the alert the panel is about."""
+    link = (
+        dash.DashboardLink(f"Runbook: {alertname}")
+        .type(model.DashboardLinkType.LINK)
+        .url(runbook_link(runbook_url, alertname))
+        .tooltip(f"What {alertname} means and what to do")
+        .target_blank(True)
+    )
+    return panel.links([link])
+
+
+def _dashboard(uid: str, title: str, description: str, job: str) -> dash.Dashboard:
     return (
         dash.Dashboard(title)
         .uid(uid)
@@ -166,7 +190,7 @@ def _dashboard(uid: str, title: str, description: str) -> dash.Dashboard:
         .time("now-6h", "now")
         .refresh("1m")
         .timezone("browser")
-        .variables(_variables())
+        .variables(_variables(job))
         .link(
             dash.DashboardLink("MT5 dashboards")
             .type(model.DashboardLinkType.DASHBOARDS)
@@ -178,17 +202,24 @@ def _dashboard(uid: str, title: str, description: str) -> dash.Dashboard:
     )
 
 
-def accounts_overview(thresholds: Thresholds) -> model.Dashboard:
+def accounts_overview(
+    thresholds: Thresholds, *, job_selector: str = JOB_SELECTOR, runbook_url: str = RUNBOOK_URL
+) -> model.Dashboard:
     """Fleet freshness at a glance, every account's figures, balance/equity and data age over time."""
+    job = check_job_selector(job_selector)
+    acc = f"{job}, {ACCOUNT}"
+    age = selector("mt5_account_data_age_seconds", acc)
     d = _dashboard(
         OVERVIEW_UID,
         "MT5 accounts overview",
         "Freshness, balances and data source of every MT5 account. Data age is the age of the last LIVE "
-        f"terminal data; colours follow the freshness thresholds ({thresholds}).",
+        f"terminal data; colours follow the freshness thresholds ({thresholds}), the data-age graph also "
+        "draws the thresholds the agent classifies (and alerts) with.",
+        job,
     )
     per_state = [
         _q(
-            f'sum(max by (account) (mt5_account_freshness_state{{state="{state}", {ACCOUNT}}})) or vector(0)',
+            f'sum(max by (account) (mt5_account_freshness_state{{state="{state}", {acc}}})) or vector(0)',
             legend=str(state),
             ref=chr(ord("A") + i),
             instant=True,
@@ -218,12 +249,13 @@ def accounts_overview(thresholds: Thresholds) -> model.Dashboard:
         .unit("none")
     )
     freshness, share = _coloured(freshness, STATE_COLOURS), _coloured(share, STATE_COLOURS)
+    freshness = _runbook(freshness, "MT5AccountDataCritical", runbook_url)
 
     oldest = (
         stat.Panel()
         .title("Oldest live data")
         .description("Age of the stalest account's last live data.")
-        .with_target(_q(f"max({AGE})", legend="oldest", instant=True))
+        .with_target(_q(f"max({age})", legend="oldest", instant=True))
         .unit("s")
         .thresholds(_age_thresholds(thresholds))
         .color_mode(common.BigValueColorMode.BACKGROUND)
@@ -235,7 +267,7 @@ def accounts_overview(thresholds: Thresholds) -> model.Dashboard:
         .description("Accounts whose last sync fell back to VPS_STORED (no live_data from the bridge).")
         .with_target(
             _q(
-                f'count(max by (account) (mt5_account_data_source{{source="VPS_STORED", {ACCOUNT}}}) == 1)'
+                f'count(max by (account) (mt5_account_data_source{{source="VPS_STORED", {acc}}}) == 1)'
                 " or vector(0)",
                 legend="stored",
                 instant=True,
@@ -250,14 +282,14 @@ def accounts_overview(thresholds: Thresholds) -> model.Dashboard:
     # The schema allows only object-valued override properties (no per-column unit/decimals), so the
     # table shares decimals=2 and unit none; margin level is shown in % and data age in minutes.
     columns = [
-        ("A", f"max by (account, name, server, currency) (mt5_account_info{{{ACCOUNT}}})"),
-        ("B", f"max by (account) (mt5_account_balance{{{ACCOUNT}}})"),
-        ("C", f"max by (account) (mt5_account_equity{{{ACCOUNT}}})"),
-        ("D", f"max by (account) (mt5_account_profit{{{ACCOUNT}}})"),
-        ("E", f"100 * max by (account) (mt5_account_margin_level_ratio{{{ACCOUNT}}})"),
-        ("F", f"max by (account) ({AGE}) / 60"),
-        ("G", f"max by (account, state) (mt5_account_freshness_state{{{ACCOUNT}}}) == 1"),
-        ("H", f"max by (account, source) (mt5_account_data_source{{{ACCOUNT}}}) == 1"),
+        ("A", f"max by (account, name, server, currency) (mt5_account_info{{{acc}}})"),
+        ("B", f"max by (account) (mt5_account_balance{{{acc}}})"),
+        ("C", f"max by (account) (mt5_account_equity{{{acc}}})"),
+        ("D", f"max by (account) (mt5_account_profit{{{acc}}})"),
+        ("E", f"100 * max by (account) (mt5_account_margin_level_ratio{{{acc}}})"),
+        ("F", f"max by (account) ({age}) / 60"),
+        ("G", f"max by (account, state) (mt5_account_freshness_state{{{acc}}}) == 1"),
+        ("H", f"max by (account, source) (mt5_account_data_source{{{acc}}}) == 1"),
     ]
     names = {
         "account": "Account",
@@ -311,7 +343,7 @@ def accounts_overview(thresholds: Thresholds) -> model.Dashboard:
             timeseries.Panel()
             .title(title)
             .description(f"{metric} as read from the MT5 terminal, per account (account currency).")
-            .with_target(_q(f"max by (account) ({metric}{{{ACCOUNT}}})", legend="{{account}}"))
+            .with_target(_q(f"max by (account) ({metric}{{{acc}}})", legend="{{account}}"))
             .unit("none")
             .decimals(2)
             .line_width(2)
@@ -322,9 +354,19 @@ def accounts_overview(thresholds: Thresholds) -> model.Dashboard:
         timeseries.Panel()
         .title("Live data age")
         .description(
-            "Age of each account's last live data; lines at the acceptable, degraded and critical thresholds."
+            "Age of each account's last live data; dashed lines at the rendered acceptable, degraded and "
+            "critical thresholds, and the thresholds the agent exports ('<state> from')."
         )
-        .with_target(_q(f"max by (account) ({AGE})", legend="{{account}}"))
+        .targets(
+            [
+                _q(f"max by (account) ({age})", legend="{{account}}", ref="A"),
+                _q(
+                    f"max by (state) ({selector('mt5_freshness_threshold_seconds', job)})",
+                    legend="{{state}} from",
+                    ref="B",
+                ),
+            ]
+        )
         .unit("s")
         .min(0)
         .thresholds(_age_thresholds(thresholds))
@@ -349,24 +391,34 @@ def accounts_overview(thresholds: Thresholds) -> model.Dashboard:
     return d.build()
 
 
-def sync_health(thresholds: Thresholds) -> model.Dashboard:
+def sync_health(
+    thresholds: Thresholds, *, job_selector: str = JOB_SELECTOR, runbook_url: str = RUNBOOK_URL
+) -> model.Dashboard:
     """Sync cycles, failures, bridge and store health and latency."""
+    job = check_job_selector(job_selector)
+    acc = f"{job}, {ACCOUNT}"
     d = _dashboard(
         SYNC_UID,
         "MT5 sync health",
         "The agent's sync cycles: duration, results, failures by account and reason, bridge and store "
         "health.",
+        job,
     )
 
-    def _up(title: str, expr: str) -> stat.Panel:
-        return (
+    def m(metric: str) -> str:
+        return selector(metric, job)
+
+    def _up(title: str, expr: str, alertname: str) -> stat.Panel:
+        return _runbook(
             stat.Panel()
             .title(title)
             .with_target(_q(expr, legend=title, instant=True))
             .mappings(_up_mappings())
             .thresholds(_steps((None, "red"), (1, "green")))
             .color_mode(common.BigValueColorMode.BACKGROUND)
-            .graph_mode(common.BigValueGraphMode.NONE)
+            .graph_mode(common.BigValueGraphMode.NONE),
+            alertname,
+            runbook_url,
         )
 
     success = (
@@ -375,19 +427,22 @@ def sync_health(thresholds: Thresholds) -> model.Dashboard:
         .description(
             f"Share of sync runs that fully succeeded over {SUCCESS_WINDOW} "
             "(skipped, failed and partial runs count against it); "
-            f"objective {SUCCESS_OBJECTIVE:.0%} (MT5SyncSuccessRateLow)."
+            f"objective {SUCCESS_OBJECTIVE:.0%}; MT5SyncSuccessRateLow alerts on its burn rate."
         )
-        .with_target(_q(success_ratio_expr(), legend="success", instant=True))
+        .with_target(_q(success_ratio_expr(job_selector=job), legend="success", instant=True))
         .unit("percentunit")
         .decimals(2)
         .thresholds(_steps((None, "red"), (SUCCESS_OBJECTIVE, "green")))
         .color_mode(common.BigValueColorMode.BACKGROUND)
         .graph_mode(common.BigValueGraphMode.NONE)
     )
+    success = _runbook(success, "MT5SyncSuccessRateLow", runbook_url)
     last_success = (
         stat.Panel()
         .title("Since last successful sync")
-        .with_target(_q("time() - max(mt5_sync_last_success_timestamp_seconds)", legend="age", instant=True))
+        .with_target(
+            _q(f"time() - max({m('mt5_sync_last_success_timestamp_seconds')})", legend="age", instant=True)
+        )
         .unit("s")
         .thresholds(_age_thresholds(thresholds))
         .color_mode(common.BigValueColorMode.BACKGROUND)
@@ -396,7 +451,9 @@ def sync_health(thresholds: Thresholds) -> model.Dashboard:
     last_run = (
         stat.Panel()
         .title("Last run: accounts by outcome")
-        .with_target(_q("max by (outcome) (mt5_sync_last_run_accounts)", legend="{{outcome}}", instant=True))
+        .with_target(
+            _q(f"max by (outcome) ({m('mt5_sync_last_run_accounts')})", legend="{{outcome}}", instant=True)
+        )
         .text_mode(common.BigValueTextMode.VALUE_AND_NAME)
         .graph_mode(common.BigValueGraphMode.NONE)
         .unit("none")
@@ -406,9 +463,10 @@ def sync_health(thresholds: Thresholds) -> model.Dashboard:
     def _quantiles(title: str, metric: str, by: str, quantiles: Sequence[float]) -> timeseries.Panel:
         group = ", ".join(["le", *([by] if by else [])])
         legend_suffix = f" {{{{{by}}}}}" if by else ""
+        buckets = m(f"{metric}_bucket")
         targets = [
             _q(
-                f"histogram_quantile({q}, sum by ({group}) (rate({metric}_bucket[$__rate_interval])))",
+                f"histogram_quantile({q}, sum by ({group}) (rate({buckets}[$__rate_interval])))",
                 legend=f"p{round(q * 100)}{legend_suffix}",
                 ref=chr(ord("A") + i),
             )
@@ -419,7 +477,7 @@ def sync_health(thresholds: Thresholds) -> model.Dashboard:
     runs = (
         timeseries.Panel()
         .title("Sync runs by result (per hour)")
-        .with_target(_q("sum by (result) (increase(mt5_sync_runs_total[1h]))", legend="{{result}}"))
+        .with_target(_q(f"sum by (result) (increase({m('mt5_sync_runs_total')}[1h]))", legend="{{result}}"))
         .unit("none")
         .min(0)
     )
@@ -429,7 +487,7 @@ def sync_health(thresholds: Thresholds) -> model.Dashboard:
         .title("Sync failures by account and reason (per hour)")
         .with_target(
             _q(
-                f"sum by (account, reason) (increase(mt5_account_sync_failures_total{{{ACCOUNT}}}[1h])) > 0",
+                f"sum by (account, reason) (increase(mt5_account_sync_failures_total{{{acc}}}[1h])) > 0",
                 legend="{{account}} {{reason}}",
             )
         )
@@ -439,26 +497,28 @@ def sync_health(thresholds: Thresholds) -> model.Dashboard:
         .fill_opacity(60)
         .stacking(common_builders.StackingConfig().mode(common.StackingMode.NORMAL))
     )
-    consecutive = (
+    consecutive = _runbook(
         timeseries.Panel()
         .title("Consecutive failures by account")
         .description(f"MT5AccountSyncFailing fires at {SYNC_FAILURES_IN_A_ROW} failures in a row.")
         .with_target(
-            _q(f"max by (account) (mt5_account_consecutive_failures{{{ACCOUNT}}})", legend="{{account}}")
+            _q(f"max by (account) (mt5_account_consecutive_failures{{{acc}}})", legend="{{account}}")
         )
         .unit("none")
         .min(0)
         .decimals(0)
         .thresholds(_steps((None, "green"), (SYNC_FAILURES_IN_A_ROW, "red")))
-        .thresholds_style(_DASHED)
+        .thresholds_style(_DASHED),
+        "MT5AccountSyncFailing",
+        runbook_url,
     )
     components = (
         timeseries.Panel()
         .title("Bridge and store up")
         .targets(
             [
-                _q("min(mt5_bridge_up)", legend="bridge", ref="A"),
-                _q("min(mt5_store_up)", legend="store", ref="B"),
+                _q(f"min({m('mt5_bridge_up')})", legend="bridge", ref="A"),
+                _q(f"min({m('mt5_store_up')})", legend="store", ref="B"),
             ]
         )
         .unit("none")
@@ -470,7 +530,9 @@ def sync_health(thresholds: Thresholds) -> model.Dashboard:
     build = (
         stat.Panel()
         .title("Agent version")
-        .with_target(_q("max by (version) (mt5_agent_build_info)", legend="{{version}}", instant=True))
+        .with_target(
+            _q(f"max by (version) ({m('mt5_agent_build_info')})", legend="{{version}}", instant=True)
+        )
         .text_mode(common.BigValueTextMode.NAME)
         .graph_mode(common.BigValueGraphMode.NONE)
         .color_mode(common.BigValueColorMode.NONE)
@@ -484,9 +546,9 @@ def sync_health(thresholds: Thresholds) -> model.Dashboard:
         "Store operation latency", "mt5_store_operation_duration_seconds", "operation", (0.99,)
     )
     layout = [
-        (_up("Agent", 'min(up{job="mt5-agent"})'), 0, 0, 3, 4),
-        (_up("Bridge", "min(mt5_bridge_up)"), 3, 0, 3, 4),
-        (_up("Store", "min(mt5_store_up)"), 6, 0, 3, 4),
+        (_up("Agent", f"min({m('up')})", "MT5AgentDown"), 0, 0, 3, 4),
+        (_up("Bridge", f"min({m('mt5_bridge_up')})", "MT5BridgeDown"), 3, 0, 3, 4),
+        (_up("Store", f"min({m('mt5_store_up')})", "MT5StoreDown"), 6, 0, 3, 4),
         (success, 9, 0, 4, 4),
         (last_success, 13, 0, 4, 4),
         (last_run, 17, 0, 4, 4),
@@ -504,7 +566,7 @@ def sync_health(thresholds: Thresholds) -> model.Dashboard:
     return d.build()
 
 
-DASHBOARDS: dict[str, Callable[[Thresholds], model.Dashboard]] = {
+DASHBOARDS: dict[str, Callable[..., model.Dashboard]] = {
     OVERVIEW_UID: accounts_overview,
     SYNC_UID: sync_health,
 }
@@ -515,18 +577,29 @@ def to_json(dashboard: model.Dashboard) -> str:
     return json.dumps(dashboard, cls=JSONEncoder, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
-def render(thresholds: Thresholds) -> dict[str, dict[str, Any]]:
+def render(
+    thresholds: Thresholds, *, job_selector: str = JOB_SELECTOR, runbook_url: str = RUNBOOK_URL
+) -> dict[str, dict[str, Any]]:
     """Every dashboard as plain JSON data, by file name."""
-    return {FILES[uid]: json.loads(to_json(build(thresholds))) for uid, build in DASHBOARDS.items()}
+    options = {"job_selector": job_selector, "runbook_url": runbook_url}
+    return {
+        FILES[uid]: json.loads(to_json(build(thresholds, **options))) for uid, build in DASHBOARDS.items()
+    }
 
 
-def render_files(out_dir: Path, thresholds: Thresholds) -> list[Path]:
+def render_files(
+    out_dir: Path, thresholds: Thresholds, *, job_selector: str = JOB_SELECTOR, runbook_url: str = RUNBOOK_URL
+) -> list[Path]:
     """Write `mt5-accounts-overview.json` and `mt5-sync-health.json` into `out_dir`; return their paths."""
+    built = {
+        uid: to_json(build(thresholds, job_selector=job_selector, runbook_url=runbook_url))
+        for uid, build in DASHBOARDS.items()
+    }
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for uid, build in DASHBOARDS.items():
+    for uid, text in built.items():
         path = out_dir / FILES[uid]
-        path.write_text(to_json(build(thresholds)), encoding="utf-8")
+        path.write_text(text, encoding="utf-8")
         paths.append(path)
     return paths
 
@@ -544,10 +617,10 @@ def substitute(expr: str) -> str:
     return expr
 
 
-def panel_queries(thresholds: Thresholds | None = None) -> list[str]:
+def panel_queries(thresholds: Thresholds | None = None, *, job_selector: str = JOB_SELECTOR) -> list[str]:
     """Every panel's PromQL, in dashboard order, with template variables substituted (runnable as is)."""
     queries: list[str] = []
-    for doc in render(thresholds or Thresholds()).values():
+    for doc in render(thresholds or Thresholds(), job_selector=job_selector).values():
         for panel in doc["panels"]:
             for expr in _exprs(panel):
                 if (plain := substitute(expr)) not in queries:

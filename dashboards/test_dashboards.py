@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,12 +15,14 @@ import yaml
 
 from agent.freshness import STATES, Thresholds
 from alerts._tools import require, require_tool
+from alerts.render import RUNBOOK_URL
 from dashboards import render
 
 DASHBOARDS_DIR = Path(__file__).resolve().parent
 REPO = DASHBOARDS_DIR.parent
 SCHEMA = REPO.parent / "shared" / "schemas" / "grafana-dashboard.schema.json"
 PROVISIONING = DASHBOARDS_DIR / "provisioning"
+RULES = REPO / "alerts" / "rules.yml"
 FRESHNESS_COLOURS = ["green", "yellow", "orange", "red"]
 
 
@@ -122,7 +125,7 @@ def test_template_variables() -> None:
         assert variables["datasource"]["query"] == "prometheus"
         account = variables["account"]
         assert account["type"] == "query", name
-        assert account["query"] == "label_values(mt5_account_info, account)"
+        assert account["query"] == 'label_values(mt5_account_info{job="mt5-agent"}, account)'
         assert account["multi"] is True and account["includeAll"] is True and account["allValue"] == ".*"
         assert account["datasource"]["uid"] == "${datasource}"
 
@@ -136,7 +139,8 @@ def test_required_panels_present() -> None:
         "mt5_account_equity",
         "mt5_account_profit",
         "mt5_account_margin_level_ratio",
-        "mt5_account_last_sync_timestamp_seconds",
+        "mt5_account_data_age_seconds",
+        "mt5_freshness_threshold_seconds",
         "mt5_account_data_source",
         "mt5_account_info",
     ):
@@ -145,13 +149,14 @@ def test_required_panels_present() -> None:
     assert {"stat", "piechart", "table", "timeseries"} <= types
     sync = "\n".join(t["expr"] for p in _panels(docs["mt5-sync-health.json"]) for t in p["targets"])
     for needle in (
-        "histogram_quantile(0.99, sum by (le) (rate(mt5_sync_duration_seconds_bucket[$__rate_interval])))",
+        'histogram_quantile(0.99, sum by (le) (rate(mt5_sync_duration_seconds_bucket{job="mt5-agent"}'
+        "[$__rate_interval])))",
         "sum by (result) (increase(mt5_sync_runs_total",
         "sum by (account, reason) (increase(mt5_account_sync_failures_total",
         "mt5_bridge_up",
         "mt5_store_up",
-        "histogram_quantile(0.5, sum by (le, endpoint) (rate(mt5_bridge_request_duration_seconds_bucket",
-        "histogram_quantile(0.99, sum by (le, endpoint) (rate(mt5_bridge_request_duration_seconds_bucket",
+        "histogram_quantile(0.5, sum by (le, endpoint) (rate(mt5_bridge_request_duration_seconds_bucket{",
+        "histogram_quantile(0.99, sum by (le, endpoint) (rate(mt5_bridge_request_duration_seconds_bucket{",
     ):
         assert needle in sync, needle
 
@@ -181,7 +186,7 @@ def test_panel_queries_are_substituted() -> None:
     queries = render.panel_queries()
     assert len(queries) >= 20
     assert not any("$" in q for q in queries)
-    assert 'mt5_account_balance{account=~".*"}' in "\n".join(queries)
+    assert 'mt5_account_balance{job="mt5-agent", account=~".*"}' in "\n".join(queries)
     assert any("[1m]" in q for q in queries)
     with pytest.raises(ValueError, match="unsubstituted"):
         render.substitute("up{instance=~'$instance'}")
@@ -217,3 +222,62 @@ def test_provisioning_points_at_compose_prometheus_and_dashboards() -> None:
     [provider] = providers["providers"]
     assert provider["type"] == "file"
     assert provider["options"]["path"] == "/etc/grafana/dashboards/mt5"
+
+
+def _selectors(expr: str) -> list[tuple[str, str]]:
+    return re.findall(r"\b([a-zA-Z_:][a-zA-Z0-9_:]*)\{([^}]*)\}", expr)
+
+
+def test_job_selector_is_a_render_option_in_every_query() -> None:
+    """Finding 11: the job selector (default job="mt5-agent") reaches every query and the variable."""
+    job = 'job=~"mt5-agent-.+", env="prod"'
+    docs = render.render(Thresholds(), job_selector=job)
+    queries = [t["expr"] for doc in docs.values() for p in _panels(doc) for t in p["targets"]]
+    queries += [
+        v["query"] for doc in docs.values() for v in doc["templating"]["list"] if v["name"] == "account"
+    ]
+    selectors = [sel for q in queries for sel in _selectors(q)]
+    assert len(selectors) >= len(queries)
+    for metric, matchers in selectors:
+        assert job in matchers, (metric, matchers)
+    bare = [m for q in queries for m in re.findall(r"\b(?:mt5_\w+|up)\b(?![{\w])", q)]
+    assert not bare, bare
+    assert render.render(Thresholds()) == render.render(
+        Thresholds(), job_selector='job="mt5-agent"', runbook_url=RUNBOOK_URL
+    )
+    with pytest.raises(ValueError, match="job selector"):
+        render.render(Thresholds(), job_selector="mt5-agent")
+
+
+def test_runbook_links_follow_the_pattern() -> None:
+    """Finding 11: panels about an alert link to its runbook entry, built from the same URL pattern."""
+
+    def links(docs: dict[str, dict[str, Any]]) -> dict[str, str]:
+        return {
+            link["title"]: link["url"]
+            for doc in docs.values()
+            for p in _panels(doc)
+            for link in p.get("links", [])
+        }
+
+    default = links(_committed())
+    assert default == {
+        f"Runbook: {name}": f"https://github.com/mt5-monitor/mt5-monitor/blob/main/alerts/RUNBOOK.md#{name.lower()}"
+        for name in (
+            "MT5AccountDataCritical",
+            "MT5AgentDown",
+            "MT5BridgeDown",
+            "MT5StoreDown",
+            "MT5SyncSuccessRateLow",
+            "MT5AccountSyncFailing",
+        )
+    }
+    custom = links(render.render(Thresholds(), runbook_url="https://wiki.example/{alertname}"))
+    assert custom["Runbook: MT5BridgeDown"] == "https://wiki.example/MT5BridgeDown"
+    alerts = {
+        r["alert"]
+        for g in yaml.safe_load(RULES.read_text(encoding="utf-8"))["groups"]
+        for r in g["rules"]
+        if "alert" in r
+    }
+    assert {title.removeprefix("Runbook: ") for title in default} <= alerts
