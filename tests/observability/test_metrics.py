@@ -52,6 +52,13 @@ SPEC: dict[str, tuple[str, set[str]]] = {
     "mt5_sync_running": ("gauge", set()),
     "mt5_store_operation_duration_seconds": ("histogram", {"operation"}),
     "mt5_agent_build_info": ("gauge", {"version"}),
+    # issue 10
+    "mt5_bridge_terminal_up": ("gauge", set()),
+    "mt5_bridge_invalid_entries": ("counter", {"endpoint"}),
+    "mt5_bridge_clock_skew": ("counter", set()),
+    "mt5_bridge_clock_skew_seconds": ("gauge", set()),
+    "mt5_sync_accounts_pruned": ("counter", set()),
+    "mt5_freshness_threshold_seconds": ("gauge", {"state"}),
 }
 SAMPLE_SUFFIX = {"gauge": "", "counter": "_total", "histogram": "_count"}
 
@@ -116,6 +123,8 @@ async def test_every_metric_has_the_contract_type_and_labels(seed: Seed, make_ag
             "endpoint",
             {"health", "summary", "info", "live", "balance"},
         ),
+        ("mt5_bridge_invalid_entries_total", "endpoint", {"summary", "live"}),
+        ("mt5_freshness_threshold_seconds", "state", {"acceptable", "degraded", "critical"}),
     ]:
         assert {dict(lbl)[label] for lbl in s.series(name)} == allowed, name
     assert {dict(lbl)["account"] for lbl in s.series("mt5_account_info")} == {str(a) for a in SEED_ACCOUNTS}
