@@ -3,14 +3,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from agent.models import AccountRecord, AccountSyncState, AccountUpdate, SyncRun
 
 
 class StoreError(Exception):
-    """The store could not be reached or refused a write; the cycle records reason `store`."""
+    """The store could not be reached or failed the operation; the cycle records reason `store`."""
+
+
+class StoreRejected(StoreError):
+    """The store is up but refuses the data itself: a value it cannot hold (an integer beyond 64 bits, a
+    non-finite number). Nothing of the write was applied. `accounts` names the accounts whose data was
+    refused, so a caller can fail only those and write the others instead of treating the whole store
+    as down."""
+
+    def __init__(self, message: str, accounts: Iterable[int] = ()) -> None:
+        super().__init__(message)
+        self.accounts: frozenset[int] = frozenset(accounts)
 
 
 @runtime_checkable
@@ -25,7 +36,8 @@ class Store(Protocol):
 
     async def write_cycle(self, updates: Sequence[AccountUpdate], states: Sequence[AccountSyncState]) -> None:
         """Apply one cycle's account updates and sync states: one bulk write (Mongo) or one transaction
-        (SQLite). Updates `$set` only SYNCED_FIELDS (and `$setOnInsert` INSERT_ONLY_FIELDS)."""
+        (SQLite). Updates `$set` only SYNCED_FIELDS (and `$setOnInsert` INSERT_ONLY_FIELDS).
+        StoreRejected (nothing written) when a value cannot be stored; StoreError when the store fails."""
 
     async def record_run(self, run: SyncRun) -> None: ...
 
@@ -43,7 +55,9 @@ class Store(Protocol):
 
     async def set_client(self, account: int, client_id: str | None) -> None:
         """Assign an account to a client (None: unassign). Creates the account document when it has
-        none yet (never-synced account), touching no synced field. Operator tooling, not a sync."""
+        none yet (never-synced account), touching no synced field; unassigning an account without a
+        document creates nothing. Operator tooling, not a sync. ValueError for an account outside
+        1..2**63-1 or a client id that `agent.store._common.client_id_problem` refuses."""
 
     async def put_account_documents(self, docs: Sequence[Mapping[str, Any]]) -> None:
         """Provisioning (not used by a sync): insert or replace whole account documents, e.g. with

@@ -20,6 +20,9 @@ from pymongo.errors import BulkWriteError, OperationFailure, PyMongoError
 
 from agent.models import RECORD_FIELDS, AccountRecord, AccountSyncState, AccountUpdate, SyncRun
 from agent.store._common import (
+    check_account,
+    check_client_id,
+    check_storable,
     last_per_account,
     record_from,
     run_from_doc,
@@ -27,7 +30,7 @@ from agent.store._common import (
     state_from_doc,
     state_to_doc,
 )
-from agent.store.base import StoreError
+from agent.store.base import StoreError, StoreRejected
 
 _RECORD_PROJECTION: dict[str, Any] = {"_id": 0, **dict.fromkeys(RECORD_FIELDS, 1)}
 BULK_CHUNK = 1000  # operations per bulk_write round trip
@@ -127,8 +130,11 @@ class MongoStore:
             raise StoreError(f"MongoDB store is not open ({op})")
         try:
             yield self._client
-        # BSONError/OverflowError: a value BSON cannot encode (e.g. an integer over 64 bits), a refused write.
-        except (PyMongoError, BSONError, OverflowError) as exc:
+        # BSONError/OverflowError: a value BSON cannot encode (e.g. an integer over 64 bits): the data is
+        # refused, the server is fine.
+        except (BSONError, OverflowError) as exc:
+            raise StoreRejected(self._describe(op, exc)) from None
+        except PyMongoError as exc:
             raise StoreError(self._describe(op, exc)) from None
 
     def _coll(self, client: AsyncMongoClient[dict[str, Any]], index: int) -> Any:
@@ -185,6 +191,7 @@ class MongoStore:
         if not updates and not states:
             await self.ping()  # nothing to write, but a down store must still say so
             return
+        check_storable(updates, states)  # before any chunk is sent: refused means nothing written
         await self._ensure_indexes("write_cycle")
         async with self._guard("write_cycle") as client:
             # Unordered (any op may apply whatever another does), in chunks: each chunk is one round
@@ -249,3 +256,16 @@ class MongoStore:
         await self._ensure_indexes("put_account_documents")
         async with self._guard("put_account_documents") as client:
             await self._coll(client, 0).bulk_write(ops, ordered=True)
+
+    async def set_client(self, account: int, client_id: str | None) -> None:
+        check_account(account)
+        check_client_id(client_id)
+        await self._ensure_indexes("set_client")
+        async with self._guard("set_client") as client:
+            accounts = self._coll(client, 0)
+            if client_id is None:
+                await accounts.update_one({"account": account}, {"$unset": {"client_id": ""}})
+            else:
+                # Upsert: a never-synced account gets a document of account and client_id only.
+                change = {"$set": {"client_id": client_id}}
+                await accounts.update_one({"account": account}, change, upsert=True)

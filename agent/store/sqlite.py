@@ -6,12 +6,21 @@ work runs on dedicated threads, so the event loop never blocks: writes on one, w
 reads of a file store on another, with a second connection, since in WAL mode a reader never waits for
 a writer (an API read must not queue behind a 10,000-account write). A connection is never shared
 between threads.
+
+An open connection keeps working on a file that was deleted or replaced, silently writing where no one
+will ever read. So every operation first checks that the path still names the file each connection
+opened; when it does not, both connections are closed (which lets SQLite remove the old file's -wal and
+-shm before anything new exists at the path) and reopened on whatever is at the path now: a new,
+empty database with the schema when the file was deleted, the replacement when it was replaced. The
+next cycle then writes again, without a restart. (Restoring a backup is still done with the agent
+stopped: a replacement's own -wal would be removed when the old connections close.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -31,7 +40,12 @@ from agent.models import (
     SyncRun,
 )
 from agent.store._common import (
+    INT64_MAX,
+    INT64_MIN,
     STATE_FIELDS,
+    check_account,
+    check_client_id,
+    check_storable,
     iso_ms,
     last_per_account,
     record_from,
@@ -40,12 +54,12 @@ from agent.store._common import (
     state_from_doc,
     state_to_doc,
 )
-from agent.store.base import StoreError
+from agent.store.base import StoreError, StoreRejected
 
 T = TypeVar("T")
+log = logging.getLogger("mt5_agent.store")
 
 MEMORY = ":memory:"
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS mt5_accounts (
@@ -79,6 +93,14 @@ _UPSERT_ACCOUNT = (
     + ", ".join(f"'$.{f}'" for f in INSERT_ONLY_FIELDS)
     + "))"
 )
+# A missing document is created with only account and client_id; an existing one gets client_id set
+# and nothing else touched.
+_SET_CLIENT = (
+    "INSERT INTO mt5_accounts (account, doc) VALUES (?, json_object('account', ?, 'client_id', ?)) "
+    "ON CONFLICT (account) DO UPDATE SET "
+    "doc = json_set(doc, '$.client_id', json_extract(excluded.doc, '$.client_id'))"
+)
+_UNSET_CLIENT = "UPDATE mt5_accounts SET doc = json_remove(doc, '$.client_id') WHERE account = ?"
 _PUT_ACCOUNT = """INSERT INTO mt5_accounts (account, doc) VALUES (?, ?)
     ON CONFLICT (account) DO UPDATE SET doc = excluded.doc"""
 _UPSERT_STATE = (
@@ -121,9 +143,10 @@ class _IsoMemo(dict[datetime, str]):
 def _storable(update: AccountUpdate, key: str, value: Any, iso: _IsoMemo) -> Any:
     if isinstance(value, datetime):
         return iso[value]
-    if type(value) is int and not _INT64_MIN <= value <= _INT64_MAX:
-        # SQLite's JSON would read it back as a rounded float; refuse it, as BSON does.
-        raise StoreError(f"account {update.account}: {key} does not fit in 64 bits")
+    if type(value) is int and not INT64_MIN <= value <= INT64_MAX:
+        # SQLite's JSON would read it back as a rounded float; refuse it, as BSON does. (check_storable
+        # has refused it already: this is the backstop.)
+        raise StoreRejected(f"account {update.account}: {key} does not fit in 64 bits", [update.account])
     return value
 
 
@@ -172,6 +195,20 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
     conn.execute("COMMIT")
 
 
+def _close_quietly(conn: sqlite3.Connection | None, path: str) -> None:
+    """Close a connection whose file may be gone: an error here must not stop the reopen."""
+    if conn is None:
+        return
+    try:
+        conn.close()
+    except sqlite3.Error as exc:
+        log.warning("closing the old SQLite connection to %s failed: %s", path, exc)
+
+
+class _FileChanged(Exception):
+    """A connection no longer matches the file at the store's path (or was closed for a reopen)."""
+
+
 class SQLiteStore:
     """`Store` on a SQLite file (WAL mode); `path` may be ":memory:" for tests."""
 
@@ -183,10 +220,12 @@ class SQLiteStore:
         self.path = path if path == MEMORY else os.path.abspath(path)
         self._timeout_s = timeout_ms / 1000
         self._conn: sqlite3.Connection | None = None
-        self._file_id: tuple[int, int] | None = None
+        self._file_id: tuple[int, int] | None = None  # (st_dev, st_ino) the writer connection opened
         self._executor: ThreadPoolExecutor | None = None
         self._reader: ThreadPoolExecutor | None = None  # reads of a file store (None: on the writer)
         self._rconn: sqlite3.Connection | None = None
+        self._rfile_id: tuple[int, int] | None = None  # the file the reader connection opened
+        self._reopen_lock = asyncio.Lock()
         self._closed = True
 
     def __repr__(self) -> str:
@@ -196,41 +235,86 @@ class SQLiteStore:
 
     async def _run(self, op: str, fn: Callable[[sqlite3.Connection], T], *, read: bool = False) -> T:
         """Run `fn(conn)` on the store's thread (the reader's for `read`); sqlite3 errors become
-        StoreError naming the file."""
-        if self._closed or self._executor is None:
-            raise StoreError(f"SQLite store {self.path} is closed ({op})")
-        reader = read and self._reader is not None
-
-        def call() -> T:
-            conn = self._rconn if reader else self._conn
-            if conn is None:
+        StoreError naming the file. A file deleted or replaced under the store is reopened once and
+        the operation run again."""
+        for attempt in (1, 2):
+            if self._closed or self._executor is None:
                 raise StoreError(f"SQLite store {self.path} is closed ({op})")
+            reader = read and self._reader is not None
+            executor = self._reader if reader else self._executor
             try:
-                self._check_file()
-                return fn(conn)
-            except sqlite3.Error as exc:
-                raise StoreError(f"SQLite {op} failed on {self.path}: {exc}") from exc
+                return await asyncio.get_running_loop().run_in_executor(executor, self._call, op, fn, reader)
+            except _FileChanged as exc:
+                if attempt == 2:
+                    message = f"SQLite database file {self.path} changed again while reopening"
+                    raise StoreError(message) from None
+                await self._reopen(str(exc))
+        raise AssertionError("unreachable")
 
-        executor = self._reader if reader else self._executor
-        return await asyncio.get_running_loop().run_in_executor(executor, call)
+    def _call(self, op: str, fn: Callable[[sqlite3.Connection], T], reader: bool) -> T:
+        """On the connection's own thread."""
+        conn = self._rconn if reader else self._conn
+        if conn is None:
+            if self._closed:
+                raise StoreError(f"SQLite store {self.path} is closed ({op})")
+            raise _FileChanged("was closed for a reopen")
+        try:
+            self._check_file(self._rfile_id if reader else self._file_id)
+            return fn(conn)
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite {op} failed on {self.path}: {exc}") from exc
+        except OverflowError as exc:  # an integer sqlite3 cannot bind: the data, not the store
+            raise StoreRejected(f"SQLite {op} refused a value on {self.path}: {exc}") from None
 
     def _stat_id(self) -> tuple[int, int]:
         st = os.stat(self.path)
         return st.st_dev, st.st_ino
 
-    def _check_file(self) -> None:
-        """An open connection keeps working on a deleted or replaced file, silently losing every write;
-        so each operation first checks the path still names the file we opened, and is writable."""
+    def _check_file(self, opened: tuple[int, int] | None) -> None:
+        """The path must still name the file this connection opened (else _FileChanged: reopen), and
+        be writable (else StoreError: an operator's problem, not ours to fix)."""
         if self.path == MEMORY:
             return
         try:
             file_id = self._stat_id()
+        except FileNotFoundError:
+            raise _FileChanged("was deleted") from None
         except OSError as exc:
-            raise StoreError(f"SQLite database file {self.path} is gone: {exc.strerror}") from None
-        if file_id != self._file_id:
-            raise StoreError(f"SQLite database file {self.path} was replaced since the store opened")
+            raise StoreError(f"SQLite database file {self.path} cannot be checked: {exc.strerror}") from None
+        if file_id != opened:
+            raise _FileChanged("was replaced")
         if not os.access(self.path, os.W_OK):
             raise StoreError(f"SQLite database file {self.path} is not writable")
+
+    def _same_file(self) -> bool:
+        """Both connections are open on the file now at the path (another task reopened already)."""
+        if self._conn is None or (self._reader is not None and self._rconn is None):
+            return False
+        try:
+            file_id = self._stat_id()
+        except OSError:
+            return False
+        return file_id == self._file_id and (self._reader is None or file_id == self._rfile_id)
+
+    async def _reopen(self, what: str) -> None:
+        """Close both connections, then open them on what the path names now (creating the file and
+        its schema when it is gone). Closing first matters: the last connection to the old file
+        removes its -wal and -shm by name, which must not hit a new database's. StoreError when it
+        cannot be opened (e.g. the directory is gone): the next operation tries again."""
+        async with self._reopen_lock:
+            if self._closed or self._executor is None:
+                raise StoreError(f"SQLite store {self.path} is closed")
+            if self._same_file():
+                return
+            loop = asyncio.get_running_loop()
+            log.warning("SQLite database file %s %s since it was opened: reopening it", self.path, what)
+            if self._reader is not None:
+                await loop.run_in_executor(self._reader, self._close_reader)
+            await loop.run_in_executor(self._executor, self._close_writer)
+            await loop.run_in_executor(self._executor, self._open_writer)
+            if self._reader is not None:
+                await loop.run_in_executor(self._reader, self._open_reader)
+            log.warning("SQLite store reopened on %s", self.path)
 
     def _connect(self) -> sqlite3.Connection:
         if self.path != MEMORY:
@@ -255,20 +339,36 @@ class SQLiteStore:
             raise
         return conn
 
+    def _open_writer(self) -> None:
+        conn = self._connect()
+        self._conn = conn
+        self._file_id = None if self.path == MEMORY else self._stat_id()
+
+    def _open_reader(self) -> None:
+        try:
+            conn = sqlite3.connect(self.path, timeout=self._timeout_s, isolation_level=None)
+            conn.execute("PRAGMA query_only=ON")  # this connection only ever reads
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from exc
+        self._rconn = conn
+        self._rfile_id = self._stat_id()
+
+    def _close_writer(self) -> None:
+        conn, self._conn = self._conn, None
+        _close_quietly(conn, self.path)
+
+    def _close_reader(self) -> None:
+        conn, self._rconn = self._rconn, None
+        _close_quietly(conn, self.path)
+
     # -- Store ---------------------------------------------------------------------------------
 
     async def open(self) -> None:
         if not self._closed:
             return
         self._executor = self._executor or ThreadPoolExecutor(1, thread_name_prefix="sqlite-store")
-
-        def open_sync() -> None:
-            conn = self._connect()
-            self._conn = conn
-            self._file_id = None if self.path == MEMORY else self._stat_id()
-
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, open_sync)
+        await loop.run_in_executor(self._executor, self._open_writer)
         if self.path != MEMORY:  # a second connection to ":memory:" would be another database
             self._reader = self._reader or ThreadPoolExecutor(1, thread_name_prefix="sqlite-store-read")
             try:
@@ -277,24 +377,6 @@ class SQLiteStore:
                 await loop.run_in_executor(self._executor, self._close_writer)
                 raise
         self._closed = False
-
-    def _open_reader(self) -> None:
-        try:
-            conn = sqlite3.connect(self.path, timeout=self._timeout_s, isolation_level=None)
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from exc
-        conn.execute("PRAGMA query_only=ON")  # this connection only ever reads
-        self._rconn = conn
-
-    def _close_writer(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-    def _close_reader(self) -> None:
-        if self._rconn is not None:
-            self._rconn.close()
-            self._rconn = None
 
     async def close(self) -> None:
         if self._executor is None:
@@ -331,6 +413,7 @@ class SQLiteStore:
 
         def write_sync(conn: sqlite3.Connection) -> None:
             # Encoding runs here too, off the event loop: it is most of a 10,000-account cycle's cost.
+            check_storable(updates, states)
             iso = _IsoMemo()
             account_rows = [(u.account, _dumps(_account_doc(u, iso))) for u in updates]
             state_rows = [_state_row(s, iso) for s in states]
@@ -409,3 +492,15 @@ class SQLiteStore:
                 conn.executemany(_PUT_ACCOUNT, rows)
 
         await self._run("put_account_documents", put_sync)
+
+    async def set_client(self, account: int, client_id: str | None) -> None:
+        check_account(account)
+        check_client_id(client_id)
+
+        def set_sync(conn: sqlite3.Connection) -> None:
+            if client_id is None:
+                conn.execute(_UNSET_CLIENT, (account,))
+            else:
+                conn.execute(_SET_CLIENT, (account, account, client_id))
+
+        await self._run("set_client", set_sync)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 import time
@@ -91,19 +92,75 @@ async def test_a_parent_that_is_a_file_is_a_clear_error(tmp_path: Path) -> None:
     await s.close()
 
 
-async def test_a_deleted_database_file_is_a_store_error(sqlite_store: SQLiteStore) -> None:
+def _remove_database(path: str) -> None:
+    """What an operator's `rm mt5-agent.db*` does: the file and its WAL companions."""
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path + suffix)
+
+
+def _accounts_in_file(path: str) -> list[int]:
+    """Read the file behind the store's back, with a connection of our own."""
+    conn = sqlite3.connect(path)
+    try:
+        return [a for (a,) in conn.execute("SELECT account FROM mt5_accounts ORDER BY account")]
+    finally:
+        conn.close()
+
+
+async def test_a_deleted_database_file_is_recreated_and_written_again(
+    sqlite_store: SQLiteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 10 finding 14: before, every later operation failed until a restart (mt5_store_up 0)."""
+    await sqlite_store.write_cycle([update(1)], [AccountSyncState(1, 2, Reason.TIMEOUT)])
+    _remove_database(sqlite_store.path)
+
+    await sqlite_store.write_cycle([update(2, 20.0)], [AccountSyncState(2)])
+
+    assert _accounts_in_file(sqlite_store.path) == [2]  # a new file at the path, with the schema
+    assert [(r.account, r.balance) for r in await sqlite_store.get_accounts()] == [(2, 20.0)]
+    assert list(await sqlite_store.get_sync_states()) == [2]
     await sqlite_store.ping()
-    os.remove(sqlite_store.path)
-
-    with pytest.raises(StoreError, match="gone"):
-        await sqlite_store.ping()
-    with pytest.raises(StoreError, match="gone"):
-        await sqlite_store.write_cycle([update(1)], [])
-    with pytest.raises(StoreError):
-        await sqlite_store.get_accounts()
+    assert any("was deleted" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
 
 
-async def test_a_removed_directory_is_a_store_error(tmp_path: Path) -> None:
+async def test_a_read_after_the_file_was_deleted_reopens_too(sqlite_store: SQLiteStore) -> None:
+    await sqlite_store.write_cycle([update(1)], [])
+    _remove_database(sqlite_store.path)
+
+    assert await sqlite_store.get_accounts() == []  # the reader noticed first: an empty new database
+    await sqlite_store.write_cycle([update(3)], [])
+    assert [r.account for r in await sqlite_store.get_accounts()] == [3]
+    assert _accounts_in_file(sqlite_store.path) == [3]
+
+
+async def test_a_replaced_database_file_is_reopened(sqlite_store: SQLiteStore, tmp_path: Path) -> None:
+    await sqlite_store.write_cycle([update(1)], [])
+    other = SQLiteStore(str(tmp_path / "other.db"))  # e.g. a copy restored by an operator
+    await other.open()
+    await other.write_cycle([update(7, 70.0)], [])
+    await other.close()
+    _remove_database(sqlite_store.path)
+    os.rename(other.path, sqlite_store.path)
+
+    await sqlite_store.ping()
+    assert [(r.account, r.balance) for r in await sqlite_store.get_accounts()] == [(7, 70.0)]
+    await sqlite_store.write_cycle([update(8)], [])
+    assert _accounts_in_file(sqlite_store.path) == [7, 8]
+
+
+async def test_concurrent_operations_after_a_deletion_reopen_once(sqlite_store: SQLiteStore) -> None:
+    await sqlite_store.write_cycle([update(1)], [])
+    _remove_database(sqlite_store.path)
+    await asyncio.gather(
+        *(sqlite_store.write_cycle([update(10 + i)], []) for i in range(5)),
+        *(sqlite_store.get_accounts() for _ in range(5)),
+        sqlite_store.ping(),
+    )
+    assert _accounts_in_file(sqlite_store.path) == [10, 11, 12, 13, 14]
+
+
+async def test_a_removed_directory_is_a_store_error_until_it_is_back(tmp_path: Path) -> None:
     directory = tmp_path / "data"
     directory.mkdir()
     s = SQLiteStore(str(directory / "store.db"))
@@ -116,16 +173,15 @@ async def test_a_removed_directory_is_a_store_error(tmp_path: Path) -> None:
             await s.ping()
         with pytest.raises(StoreError):
             await s.write_cycle([update(1)], [])
+        with pytest.raises(StoreError):
+            await s.get_accounts()
+        assert not directory.exists()  # never created behind the operator's back
+
+        directory.mkdir()  # the operator fixes it: the store recovers by itself
+        await s.write_cycle([update(2)], [])
+        assert [r.account for r in await s.get_accounts()] == [2]
     finally:
         await s.close()
-
-
-async def test_a_replaced_database_file_is_a_store_error(sqlite_store: SQLiteStore) -> None:
-    os.remove(sqlite_store.path)
-    sqlite3.connect(sqlite_store.path).close()  # someone recreated an empty file at the path
-
-    with pytest.raises(StoreError, match="replaced"):
-        await sqlite_store.ping()
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions")

@@ -24,7 +24,7 @@ from agent.models import (
     RunResult,
     SyncRun,
 )
-from agent.store.base import Store, StoreError
+from agent.store.base import Store, StoreError, StoreRejected
 
 from .conftest import Backend
 from .factories import PASSWORD, T0, ms, provisioned, update
@@ -316,6 +316,111 @@ async def test_a_value_the_store_cannot_hold_is_refused(store: Store) -> None:
     with pytest.raises(StoreError, match=r"64 bits|8-byte ints"):
         await store.write_cycle([update(1, 2.0), update(2, leverage=2**70)], [])
     assert [r.account for r in await store.get_accounts()] == [1]
+
+
+@pytest.mark.parametrize(
+    ("bad", "why"),
+    [
+        (lambda: update(2**63, 5.0), "account does not fit in 64 bits"),
+        (lambda: update(3, leverage=2**64), "leverage does not fit in 64 bits"),
+        (lambda: update(3, float("nan")), "balance is not a finite number"),
+        (lambda: update(3, margin_level=float("inf")), "margin_level is not a finite number"),
+    ],
+    ids=["account-2**63", "leverage-2**64", "nan-balance", "inf-margin-level"],
+)
+async def test_a_refused_value_is_store_rejected_naming_the_account(store: Store, bad: Any, why: str) -> None:
+    """Issue 10 finding 2: a value the store cannot hold is the data's fault, not the store's: a typed
+    StoreRejected naming the account (so the sync can fail only it), nothing written, store still up."""
+    await store.write_cycle([update(1, 1.0)], [])
+    refused = bad()
+    with pytest.raises(StoreRejected, match=why) as err:
+        await store.write_cycle([update(1, 2.0), refused], [AccountSyncState(1)])
+    assert err.value.accounts == {refused.account}
+    assert [(r.account, r.balance) for r in await store.get_accounts()] == [(1, 1.0)]  # nothing written
+    assert await store.get_sync_states() == {}
+    await store.ping()
+    await store.write_cycle([update(1, 2.0)], [])  # the others, written without it, go through
+    assert [(r.account, r.balance) for r in await store.get_accounts()] == [(1, 2.0)]
+
+
+# -- set_client: assigning accounts to clients (issue 10 finding 8) ---------------------------------
+
+
+async def test_set_client_assigns_a_synced_account_touching_nothing_else(
+    store: Store, backend: Backend
+) -> None:
+    await store.put_account_documents([provisioned(891215, "old_client")])
+    u = update(891215, 27047.52)
+    await store.write_cycle([u], [])
+    before = backend.raw_account(891215)
+    assert before is not None
+
+    await store.set_client(891215, "client_alejandro")
+
+    assert backend.raw_account(891215) == {**before, "client_id": "client_alejandro"}
+    assert [r.account for r in await store.get_accounts(client_id="client_alejandro")] == [891215]
+    assert await store.get_accounts(client_id="old_client") == []
+    assert synced_of(await store.get_account(891215)) == expected_synced(u)
+
+
+async def test_set_client_creates_a_never_synced_account_with_only_its_client(
+    store: Store, backend: Backend
+) -> None:
+    await store.set_client(886557, "client_a")
+
+    assert backend.raw_account(886557) == {"account": 886557, "client_id": "client_a"}
+    record = await store.get_account(886557)
+    assert record == AccountRecord(account=886557, client_id="client_a")  # every value None, none invented
+    assert [r.account for r in await store.get_accounts(client_id="client_a")] == [886557]
+
+    # The first sync then adds its fields and keeps the assignment.
+    u = update(886557, 80000.0, name="Main Balance Account")
+    await store.write_cycle([u], [])
+    record = await store.get_account(886557)
+    assert record is not None and record.client_id == "client_a"
+    assert synced_of(record) == expected_synced(u)
+
+
+async def test_set_client_none_unassigns_and_never_creates(store: Store, backend: Backend) -> None:
+    await store.put_account_documents([provisioned(5, "client_a")])
+    before = backend.raw_account(5)
+    assert before is not None
+
+    await store.set_client(5, None)
+    await store.set_client(6, None)  # no document: nothing to unassign, nothing created
+
+    assert backend.raw_account(5) == {k: v for k, v in before.items() if k != "client_id"}
+    assert backend.raw_account(6) is None
+    assert await store.get_accounts(client_id="client_a") == []
+    assert [r.account for r in await store.get_accounts()] == [5]
+    await store.set_client(5, "client_b")  # and reassigns
+    assert [r.account for r in await store.get_accounts(client_id="client_b")] == [5]
+
+
+@pytest.mark.parametrize(
+    ("account", "client_id"),
+    [
+        (0, "c"),
+        (-1, "c"),
+        (2**63, "c"),
+        (True, "c"),
+        ("7", "c"),
+        (7, ""),
+        (7, "x" * 129),
+        (7, "a/b"),
+        (7, "trailing newline\n"),
+        (7, "tab\there"),
+        (7, "caf\u00e9"),
+        (7, "\ud800"),
+        (7, 42),
+    ],
+)
+async def test_set_client_refuses_bad_input_and_writes_nothing(
+    store: Store, backend: Backend, account: Any, client_id: Any
+) -> None:
+    with pytest.raises(ValueError, match=r"account|client_id"):
+        await store.set_client(account, client_id)
+    assert await store.get_accounts() == []
 
 
 async def test_a_closed_store_raises_store_error(backend: Backend) -> None:
