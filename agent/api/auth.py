@@ -10,6 +10,10 @@ Three credentials, all `Authorization: Bearer ...`:
 Admin endpoints without an admin token configured answer 503 rather than being open. Read endpoints
 with nothing configured are open only while the agent listens on loopback (the embedded default);
 otherwise 503. Tokens are compared in constant time and never logged.
+
+`/metrics` carries every account's balances and names, so it is closed as soon as any credential is
+configured: it then takes the metrics token (MT5_AGENT_METRICS_TOKEN, for Prometheus), the read token
+or the admin token, and never a client JWT (a client would see the other clients). docs/metrics-auth.md.
 """
 
 from __future__ import annotations
@@ -20,11 +24,16 @@ from enum import StrEnum
 
 import jwt
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 
 from agent.api.errors import ApiError
 from agent.config import Settings, is_loopback
 
 REALM = 'Bearer realm="mt5-agent"'
+METRICS_PATH = "/metrics"
+# Any of these configured closes /metrics; the first three are the tokens it then accepts.
+METRICS_TOKENS = ("metrics_token", "api_token", "admin_token")
+CREDENTIALS = (*METRICS_TOKENS, "jwt_secret")
 JWT_ALGORITHMS = ["HS256"]
 JWT_LEEWAY_SECONDS = 30  # clock skew between the token issuer and this host
 
@@ -141,3 +150,47 @@ def require_admin(request: web.Request, settings: Settings) -> Caller:
     if caller.role is not Role.ADMIN:
         raise ApiError(403, "forbidden", "this endpoint needs the admin token")
     return caller
+
+
+def metrics_auth_configured(settings: Settings) -> bool:
+    """/metrics needs a bearer token: any credential at all is configured."""
+    return any(settings.secret(n) for n in CREDENTIALS)
+
+
+def require_metrics(request: web.Request, settings: Settings) -> None:
+    """401 unless the bearer token is the metrics, read or admin token (a JWT never is)."""
+    tokens = [t for n in METRICS_TOKENS if (t := settings.secret(n))]
+    if not tokens:
+        # Only a JWT secret: no token could ever scrape, and a client JWT must not. Say what to set.
+        raise ApiError(
+            503,
+            "metrics_auth_not_configured",
+            "/metrics needs a token: set MT5_AGENT_METRICS_TOKEN (or MT5_AGENT_METRICS_TOKEN_FILE)",
+        )
+    token = bearer_token(request)
+    if token is None:
+        raise _unauthorized("credentials required: 'Authorization: Bearer <metrics token>'", invalid=False)
+    # Every token compared, in constant time, whichever matches: the timing says nothing about which.
+    matched = [_same(token, t) for t in tokens]
+    if not any(matched):
+        raise _unauthorized("invalid token", invalid=True)
+
+
+def _is_metrics(request: web.Request) -> bool:
+    """The request reaches the /metrics route (matched by resource, so no spelling of the path escapes)."""
+    resource = request.match_info.route.resource
+    return resource is not None and resource.canonical == METRICS_PATH
+
+
+def metrics_auth_middleware(settings: Settings) -> Middleware:
+    """Guards the /metrics route that agent.metrics registers, without that module knowing about auth.
+    Nothing configured: nothing checked (the loopback default stays open, as before)."""
+    protected = metrics_auth_configured(settings)
+
+    @web.middleware
+    async def metrics_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if protected and _is_metrics(request):
+            require_metrics(request, settings)
+        return await handler(request)
+
+    return metrics_auth

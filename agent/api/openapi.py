@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.api.auth import read_is_open
+from agent.api.admin import BODY_MAX_BYTES
+from agent.api.auth import metrics_auth_configured, read_is_open
 from agent.api.common import ACCOUNT_MAX, CLIENT_ID_MAX_LENGTH, OFFSET_MAX, RUNS_LIMIT_DEFAULT, RUNS_LIMIT_MAX
 from agent.api.serialize import ACCOUNT_FIELDS
 from agent.config import Settings
 from agent.freshness import STATES
 from agent.models import RUN_RESULTS, DataSource
+from agent.store._common import CLIENT_ID_MAX_LENGTH as ASSIGNABLE_CLIENT_ID_MAX_LENGTH
+from agent.store._common import CLIENT_ID_PATTERN
 
 JSON = "application/json"
 STATE_NAMES = [s.value for s in STATES]
@@ -248,6 +251,18 @@ def _schemas() -> dict[str, Any]:
                 "thresholds": _ref("Thresholds"),
             }
         ),
+        "ClientAssignment": _obj(
+            {
+                "client_id": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": ASSIGNABLE_CLIENT_ID_MAX_LENGTH,
+                    "pattern": CLIENT_ID_PATTERN,
+                    "description": "printable ASCII other than '/' (the client paths cannot carry one)",
+                    "example": "client_alejandro",
+                }
+            }
+        ),
         "Alive": _obj({"status": {"type": "string", "enum": ["alive"]}}),
         "Ready": _obj({"ready": _BOOL, "problems": {"type": "array", "items": _STR}}),
     }
@@ -269,9 +284,11 @@ _RESPONSES: dict[str, Any] = {
     ),
     "Forbidden": _json("Valid credentials that may not read this", "Error"),
     "NotFound": _json("No such account or client", "Error"),
+    "PayloadTooLarge": _json(f"The body is larger than {BODY_MAX_BYTES} bytes", "Error"),
     "Unavailable": _json(
         "The store is unavailable, or this endpoint is disabled by configuration "
-        "(admin token unset; reads on a non-loopback address without any credential configured)",
+        "(admin token unset; reads on a non-loopback address without any credential configured; "
+        "/metrics with a JWT secret but no token)",
         "Error",
     ),
 }
@@ -422,6 +439,34 @@ def build_openapi(settings: Settings, *, metrics: bool = False) -> dict[str, Any
                 description="Never calls the bridge: reports the last cycle's view and the stored data age.",
             )
         },
+        "/api/admin/mt5/accounts/{account}/client": {
+            "put": {
+                **_op(
+                    "assignClient",
+                    "admin",
+                    _json("The account as every endpoint shows it (never its client id)", "Account"),
+                    [("400", "BadRequest"), *_ADMIN_ERRORS, ("404", "NotFound"), ("413", "PayloadTooLarge")],
+                    admin_security,
+                    [_ACCOUNT],
+                    "Assigns the account to a client, so the client paths and a client JWT see it. The "
+                    "account must be stored or listed by the source; a listed account that never synced "
+                    "gets a document holding only its number and client.",
+                ),
+                "requestBody": {
+                    "required": True,
+                    "content": {JSON: {"schema": _ref("ClientAssignment")}},
+                },
+            },
+            "delete": _op(
+                "unassignClient",
+                "admin",
+                _json("The account, as every endpoint shows it", "Account"),
+                [("400", "BadRequest"), *_ADMIN_ERRORS, ("404", "NotFound")],
+                admin_security,
+                [_ACCOUNT],
+                "Removes the account's client: only token holders see it from then on.",
+            ),
+        },
         "/api/v1/accounts": {
             "get": _op(
                 "listAccounts",
@@ -525,18 +570,36 @@ def build_openapi(settings: Settings, *, metrics: bool = False) -> dict[str, Any
     }
     if metrics:
         text = {"schema": {"type": "string"}}
+        metrics_responses: dict[str, Any] = {
+            "200": {
+                "description": "Prometheus text format (OpenMetrics when asked for)",
+                "content": {"text/plain": text, "application/openmetrics-text": text},
+            }
+        }
+        metrics_security: list[dict[str, list[str]]] = []
+        if metrics_auth_configured(settings):
+            metrics_security = [
+                {scheme: []}
+                for scheme, name in (
+                    ("metricsToken", "metrics_token"),
+                    ("apiToken", "api_token"),
+                    ("adminToken", "admin_token"),
+                )
+                if settings.secret(name)
+            ]
+            metrics_responses["401"] = _r("Unauthorized")
+            if not metrics_security:
+                metrics_responses["503"] = _r("Unavailable")
         paths["/metrics"] = {
             "get": {
                 "operationId": "metrics",
                 "summary": "Prometheus metrics",
+                "description": "Every account's balances and names: once any credential is configured, "
+                "only the metrics, read or admin token may scrape (never a client JWT); see "
+                "docs/metrics-auth.md. Open only when no credential is configured at all.",
                 "tags": ["ops"],
-                "security": [],
-                "responses": {
-                    "200": {
-                        "description": "Prometheus text format (OpenMetrics when asked for)",
-                        "content": {"text/plain": text, "application/openmetrics-text": text},
-                    }
-                },
+                "security": metrics_security,
+                "responses": metrics_responses,
             }
         }
     return {
@@ -552,13 +615,21 @@ def build_openapi(settings: Settings, *, metrics: bool = False) -> dict[str, Any
             {"name": "seed", "description": "The seed backend's client paths"},
             {"name": "admin", "description": "Admin token only"},
             {"name": "v1", "description": "Native read API"},
-            {"name": "ops", "description": "No authentication"},
+            {
+                "name": "ops",
+                "description": "No authentication, except /metrics once any credential is configured",
+            },
         ],
         "paths": paths,
         "components": {
             "schemas": _schemas(),
             "responses": _RESPONSES,
             "securitySchemes": {
+                "metricsToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "MT5_AGENT_METRICS_TOKEN: for Prometheus; reads /metrics and nothing else",
+                },
                 "adminToken": {
                     "type": "http",
                     "scheme": "bearer",

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from agent.api.auth import require_admin, require_read
-from agent.api.common import accounts_of, now, parse_client_id
+from agent.api.common import accounts_of, merge_fleet, now, parse_client_id
 from agent.api.errors import ApiError
 from agent.api.serialize import (
     accounts_json,
@@ -153,7 +153,8 @@ async def _health(agent: Agent) -> dict[str, Any]:
 
     freshness: dict[str, Any] = {"oldest_update": None, "staleness": None, "age_seconds": None}
     try:
-        accounts = accounts_json(await agent.store.get_accounts(), t, agent.settings.thresholds)
+        records = merge_fleet(agent, await agent.store.get_accounts())
+        accounts = accounts_json(records, t, agent.settings.thresholds)
     except StoreError:
         accounts = None
         unhealthy = True
@@ -161,7 +162,7 @@ async def _health(agent: Agent) -> dict[str, Any]:
     if accounts is not None:
         worst = worst_state(accounts)
         if worst is None:
-            issues.append("no accounts stored")
+            issues.append("no accounts stored or listed")
         else:
             ages = [a["freshness"]["age_seconds"] for a in accounts]
             oldest = None if None in ages else max(ages)

@@ -13,8 +13,10 @@ from agent.api.common import (
     OFFSET_MAX,
     RUNS_LIMIT_DEFAULT,
     RUNS_LIMIT_MAX,
+    account_of,
     accounts_of,
     from_store,
+    merge_fleet,
     now,
     parse_account,
     parse_int,
@@ -70,9 +72,9 @@ def routes(agent: Agent) -> list[web.RouteDef]:
     async def get_account(request: web.Request) -> web.Response:
         caller = require_read(request, settings)
         account = parse_account(request)
-        record = await from_store(agent.store.get_account(account))
+        record = await account_of(agent, account)
         if record is None:
-            raise ApiError(404, "account_not_found", f"account {account} is not stored")
+            raise ApiError(404, "account_not_found", f"account {account} is neither stored nor listed")
         caller.check_client(record.client_id)
         return web.json_response(account_json(record, now(agent), settings.thresholds))
 
@@ -105,6 +107,8 @@ def routes(agent: Agent) -> list[web.RouteDef]:
             store_up, counts = False, None
         else:
             store_up = True
+            if caller.sees_all:
+                records = merge_fleet(agent, records)
             accounts = accounts_json(records, t, settings.thresholds)
             counts = {"total": len(accounts), "by_state": state_counts(accounts)}
         health = state.last_health if state.bridge_up else None

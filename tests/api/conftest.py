@@ -4,6 +4,7 @@ served on a real TCP port on 127.0.0.1 (so a browser or schemathesis can reach i
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -26,6 +27,7 @@ from tests.agent.fake_seed_bridge import SeedBridge, serve_seed_bridge
 ADMIN = "admin-token-5b0f7c1e9d2a4e6f8a1b3c5d"
 READ = "read-token-0c2e4a6b8d1f3a5c7e9b2d4f"
 JWT_SECRET = "jwt-secret-for-tests-3f1a9c7e5b2d4f6a8c0e"  # >= 32 bytes: no short-HMAC-key warning
+METRICS = "metrics-token-7d3b1f5a9c2e4d6b8a0c1e3f"
 
 # Sentinels stored on account documents: they must never appear in any response.
 PASSWORD = "PASSWORD-sentinel-7f3a9c"
@@ -117,13 +119,48 @@ class Api:
         return await self.client.request(method, path, headers={**bearer(token), **(headers or {})})
 
     async def json(
-        self, method: str, path: str, token: str | None = None, status: int = 200
+        self,
+        method: str,
+        path: str,
+        token: str | None = None,
+        status: int = 200,
+        body: Any = None,
     ) -> tuple[ClientResponse, Any]:
-        resp = await self.call(method, path, token)
+        if body is None:
+            resp = await self.call(method, path, token)
+        else:
+            resp = await self.client.request(method, path, headers=bearer(token), json=body)
         body = await resp.json()
         assert resp.status == status, (method, path, resp.status, body)
         assert resp.content_type == "application/json"
         return resp, body
+
+    async def raw(self, request: bytes, *, before: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+        """Send bytes as they are (no client library tidying them up); (status, headers, body) of the
+        answer. `before`: a good request sent and answered first on the same connection."""
+        port = self.client.server.port
+        assert port is not None
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            async with asyncio.timeout(10):
+                if before is not None:
+                    writer.write(before)
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    length = next(
+                        int(line.split(b":", 1)[1])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length:")
+                    )
+                    await reader.readexactly(length)
+                writer.write(request)
+                await writer.drain()
+                data = await reader.read()  # every answer to a bad request closes the connection
+        finally:
+            writer.close()
+        head, _, body = data.partition(b"\r\n\r\n")
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        headers = dict(line.split(": ", 1) for line in lines)
+        return int(status_line.split()[1]), headers, body
 
 
 MakeApi = Callable[..., Awaitable[Api]]

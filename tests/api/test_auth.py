@@ -32,8 +32,11 @@ ADMIN_CALLS = (
     ("GET", "/api/admin/mt5/accounts"),
     ("POST", "/api/admin/sync-from-vps"),
     ("GET", "/api/admin/mt5-health"),
+    ("PUT", "/api/admin/mt5/accounts/100001/client"),
+    ("DELETE", "/api/admin/mt5/accounts/100001/client"),
 )
-PUBLIC_PATHS = ("/healthz", "/api/openapi.json", "/", "/metrics")
+# /metrics is public only with no credential configured (tests/api/test_metrics_auth.py).
+PUBLIC_PATHS = ("/healthz", "/api/openapi.json", "/")
 
 
 async def _status(api: Api, method: str, path: str, token: str | None = None, **headers: str) -> int:
