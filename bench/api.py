@@ -174,7 +174,8 @@ async def scraper(url: str, every: float, stop: asyncio.Event, results: list[flo
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
         while not stop.is_set():
             t0 = time.perf_counter()
-            async with http.get(url + "/metrics", headers={"Accept-Encoding": "gzip"}) as resp:
+            headers = {"Accept-Encoding": "gzip", "Authorization": f"Bearer {TOKEN}"}  # docs/metrics-auth.md
+            async with http.get(url + "/metrics", headers=headers) as resp:
                 await resp.read()
             results.append(time.perf_counter() - t0)
             try:
@@ -184,7 +185,8 @@ async def scraper(url: str, every: float, stop: asyncio.Event, results: list[flo
 
 
 async def sync_counters(http: aiohttp.ClientSession, url: str) -> tuple[float, float]:
-    async with http.get(url + "/metrics", headers={"Accept": "text/plain"}) as resp:
+    headers = {"Accept": "text/plain", "Authorization": f"Bearer {TOKEN}"}
+    async with http.get(url + "/metrics", headers=headers) as resp:
         text = await resp.text()
     return (
         _common.metric_value(text, "mt5_sync_duration_seconds_count") or 0.0,
