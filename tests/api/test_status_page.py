@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.agent.fake_seed_bridge import SEED_ACCOUNTS
 from tests.api.conftest import ACCOUNTS, EXPECTED_STATE, PRIVATE_VALUES, READ, MakeApi
 
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome")
@@ -141,3 +142,25 @@ async def test_status_page_asks_for_a_token_when_reads_need_one(make_api: MakeAp
     assert page.rows == {}  # the API said 401: the page shows no account
     assert '<form id="login">' in dom  # no longer hidden
     assert "credentials required" in dom
+
+
+async def test_status_page_lists_a_never_synced_account_as_critical(
+    make_api: MakeApi, fake_bridge, tmp_path: Path
+):
+    """Issue 10 finding 8: an account the bridge lists that never synced (no document) is on the page too,
+    as critical with no values, the way /metrics and the alerts see it."""
+    bridge, url = fake_bridge
+    never = 885822
+    bridge.behaviour[never] = "http_500"
+    api = await make_api(bridge_url=url)
+    await api.agent.service.run_cycle()
+    assert await api.store.get_account(never) is None
+
+    dom = await _chromium_run(api.base_url + "/", tmp_path / "profile-dom", "--dump-dom")
+    page = _Rows()
+    page.feed(dom)
+    assert set(page.rows) == set(ACCOUNTS) | set(SEED_ACCOUNTS), dom[:3000]
+    row = page.rows[never]
+    assert row["state"] == row["badge"] == "critical", row
+    assert row["values"] == {"balance": "", "equity": ""}
+    assert {"n/a", "never", "none", SEED_ACCOUNTS[never]["name"]} <= set(row["cells"]), row
