@@ -302,18 +302,24 @@ class SQLiteStore:
         removes its -wal and -shm by name, which must not hit a new database's. StoreError when it
         cannot be opened (e.g. the directory is gone): the next operation tries again."""
         async with self._reopen_lock:
-            if self._closed or self._executor is None:
+            # The executors as they are now: a close() meanwhile shuts them down (and the calls below
+            # then fail) rather than leaving None, which would run them on the loop's default executor.
+            writer, reader = self._executor, self._reader
+            if self._closed or writer is None:
                 raise StoreError(f"SQLite store {self.path} is closed")
             if self._same_file():
                 return
             loop = asyncio.get_running_loop()
             log.warning("SQLite database file %s %s since it was opened: reopening it", self.path, what)
-            if self._reader is not None:
-                await loop.run_in_executor(self._reader, self._close_reader)
-            await loop.run_in_executor(self._executor, self._close_writer)
-            await loop.run_in_executor(self._executor, self._open_writer)
-            if self._reader is not None:
-                await loop.run_in_executor(self._reader, self._open_reader)
+            try:
+                if reader is not None:
+                    await loop.run_in_executor(reader, self._close_reader)
+                await loop.run_in_executor(writer, self._close_writer)
+                await loop.run_in_executor(writer, self._open_writer)
+                if reader is not None:
+                    await loop.run_in_executor(reader, self._open_reader)
+            except RuntimeError:  # an executor shut down by close() while reopening
+                raise StoreError(f"SQLite store {self.path} is closed") from None
             log.warning("SQLite store reopened on %s", self.path)
 
     def _connect(self) -> sqlite3.Connection:
