@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 
 from agent.bridge_client import BridgeClient
 from agent.models import REASONS, DataSource, RunResult
-from agent.payloads import MAX_ABS_VALUE
+from agent.payloads import MAX_ABS_VALUE, PayloadError, parse_info
 from agent.store import open_store
 from agent.store.base import Store
 from agent.sync import SyncService
@@ -173,6 +174,7 @@ async def test_any_hostile_payload_costs_only_its_own_account(
     seed: tuple[SeedBridge, str],
     store: Store,
     service: SyncService,
+    caplog: pytest.LogCaptureFixture,
     change: tuple[str, str, Any],
     batch: bool,
 ) -> None:
@@ -227,3 +229,32 @@ async def test_any_hostile_payload_costs_only_its_own_account(
         assert counted + len(extra) <= 1
         assert all(r in REASON_VALUES for r in run.failures.values())
     json.dumps(run.failures)  # the run record stays serialisable
+    # Validation caught it: no exception other than the expected ones was raised anywhere.
+    assert not [r for r in caplog.records if "unexpected" in r.getMessage()], change
+
+
+live_docs = st.fixed_dictionaries(
+    {},
+    optional={f: json_values for f in LIVE_FIELDS},
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    payload=json_values
+    | st.fixed_dictionaries({"account_id": json_values}, optional={"live_data": live_docs | json_values})
+    | st.fixed_dictionaries({"live_data": live_docs}, optional={"stored_data": live_docs | json_values})
+)
+def test_parse_info_raises_only_payload_errors(payload: Any) -> None:
+    """The parser alone, fast and wide: a value, or a PayloadError with a closed-set reason."""
+    received = datetime.now(UTC)
+    try:
+        data = parse_info(BAD, payload, received)
+    except PayloadError as exc:
+        assert exc.reason.value in REASON_VALUES
+        assert len(exc.message) < 1000
+        return
+    for f in ("balance", "equity", "profit", "margin", "margin_free", "margin_level"):
+        v = getattr(data.values, f)
+        assert v is None or (type(v) is float and abs(v) <= MAX_ABS_VALUE)
+    assert data.read_at is None or data.read_at <= received
