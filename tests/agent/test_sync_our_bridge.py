@@ -103,3 +103,20 @@ async def test_simulated_faults(bridge, store, use_batch, fault, reason, stored)
         assert (await svc.run_cycle()).result is RunResult.SUCCESS
     finally:
         await client.close()
+
+
+@pytest.mark.parametrize("use_batch", [True, False])
+async def test_no_live_data_without_stored_data_is_its_own_reason(bridge, store, use_batch: bool) -> None:
+    """Issue 10 finding 14: the terminal gives no data and the bridge has none stored yet (its first
+    read): reason no_live_data, in the batch (502 entry with live_error) and in /info alike."""
+    pool, url = bridge
+    bad = 891215
+    pool.set_fault(bad, "no_live_data")
+    svc, client = await _service(store, url, use_batch=use_batch)
+    try:
+        run = await svc.run_cycle()
+        assert run.failures == {str(bad): Reason.NO_LIVE_DATA.value}
+        assert run.synced_live == 6 and run.synced_stored == 0
+        assert svc.state.failures[(bad, Reason.NO_LIVE_DATA)] == 1
+    finally:
+        await client.close()
