@@ -59,6 +59,7 @@ STORE_OPERATIONS: tuple[str, ...] = (
     "get_account",
     "get_sync_states",
     "put_account_documents",
+    "set_client",
 )
 DATA_SOURCES: tuple[str, ...] = tuple(s.value for s in DataSource)
 RUN_OUTCOMES: tuple[str, ...] = ("live", "stored", "failed")

@@ -15,7 +15,7 @@ from agent.api.common import ACCOUNT_MAX, CLIENT_ID_MAX_LENGTH, OFFSET_MAX, RUNS
 from agent.api.serialize import ACCOUNT_FIELDS
 from agent.config import Settings
 from agent.freshness import STATES
-from agent.models import RUN_RESULTS, DataSource
+from agent.models import REASONS, RUN_RESULTS, DataSource
 from agent.store._common import CLIENT_ID_MAX_LENGTH as ASSIGNABLE_CLIENT_ID_MAX_LENGTH
 from agent.store._common import CLIENT_ID_PATTERN
 
@@ -91,8 +91,8 @@ def _schemas() -> dict[str, Any]:
             "failed": _COUNT,
             "failures": {
                 "type": "object",
-                "additionalProperties": _STR,
-                "description": "account -> failure reason (timeout, connection, http_status, ...)",
+                "additionalProperties": {"type": "string", "enum": [r.value for r in REASONS]},
+                "description": "account -> failure reason (a closed set)",
             },
             "error": _nullable(_STR),
             "bridge_batch": _BOOL,
