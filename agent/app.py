@@ -65,6 +65,8 @@ def build_agent(
         token=settings.secret("bridge_token"),
         timeout=settings.request_timeout,
         connection_limit=max(settings.concurrency, 10),
+        max_response_bytes=settings.max_response_bytes,
+        clock_skew_tolerance=settings.clock_skew_tolerance,
         observer=metrics.observe_bridge_request,
         trace_configs=[client_trace_config(tracer_provider)],
     )
