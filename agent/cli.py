@@ -31,6 +31,7 @@ from agent.config import (
 )
 from agent.models import RunResult, SyncRun
 from agent.store import store_location_problem
+from agent.store._common import client_id_problem
 from agent.store.base import Store
 
 log = logging.getLogger("mt5_agent")
@@ -288,12 +289,9 @@ async def _provision_demo(store: Store) -> None:
         await store.close()
 
 
-MAX_CLIENT_ID_CHARS = 128
-
-
 def _assign_args(args: argparse.Namespace) -> tuple[int, str | None]:
-    """ACCOUNT: a positive ASCII-digit integer below 2**63 (what the store can hold); CLIENT_ID: a
-    printable string of at most 128 characters. Raises ConfigError (one line)."""
+    """ACCOUNT: a positive ASCII-digit integer below 2**63 (what the store can hold); CLIENT_ID: 1 to 128
+    printable ASCII characters other than '/' (it is a URL path segment). Raises ConfigError (one line)."""
     text: str = args.account
     # At most 19 digits before int(): a 5,000-digit argument would otherwise trip int()'s own limit.
     if not (text.isascii() and text.isdigit() and len(text) <= 19) or not 0 < int(text) < 2**63:
@@ -305,11 +303,8 @@ def _assign_args(args: argparse.Namespace) -> tuple[int, str | None]:
     client_id: str | None = args.client_id
     if client_id is None:
         raise ConfigError("assign-client: CLIENT_ID is required (or --unassign)")
-    if not client_id or len(client_id) > MAX_CLIENT_ID_CHARS or not client_id.isprintable():
-        raise ConfigError(
-            f"assign-client: CLIENT_ID must be 1 to {MAX_CLIENT_ID_CHARS} printable characters, "
-            f"got {client_id[:40]!r}"
-        )
+    if (problem := client_id_problem(client_id)) is not None:  # the store's and the admin endpoint's rule
+        raise ConfigError(f"assign-client: CLIENT_ID: {problem}, got {client_id[:40]!r}")
     return int(text), client_id
 
 

@@ -133,3 +133,85 @@ async def test_demo_shows_accounts_syncing_and_stops_on_ctrl_c(tmp_path: Path) -
     finally:
         code = await _stop(proc, signal.SIGINT)
     assert code == 0
+
+
+# assign-client (finding 8): the documented way to give an account an owner outside the demo. ---------
+
+
+async def _assign(tmp_path: Path, *args: str) -> tuple[int, str, str]:
+    env = _env(MT5_AGENT_STORE_URL=f"sqlite:///{tmp_path / 'a.db'}")
+    proc = await _agent("assign-client", *args, env=env)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def _clients(tmp_path: Path) -> dict[int, str | None]:
+    from agent.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(str(tmp_path / "a.db"))
+    await store.open()
+    try:
+        every = {r.account for r in await store.get_accounts()}
+        owned = {
+            r.account: client
+            for client in ("client_x", "client_y")
+            for r in await store.get_accounts(client_id=client)
+        }
+    finally:
+        await store.close()
+    return {a: owned.get(a) for a in every}
+
+
+async def test_assign_client_assigns_reassigns_and_unassigns(tmp_path: Path) -> None:
+    code, out, err = await _assign(tmp_path, "886557", "client_x")
+    assert (code, out.strip(), err) == (0, "account 886557 assigned to client_x", "")
+    assert await _clients(tmp_path) == {886557: "client_x"}  # a never-synced account gets its document
+
+    assert (await _assign(tmp_path, "886557", "client_y"))[0] == 0
+    assert (await _assign(tmp_path, "891215", "client_x"))[0] == 0
+    assert await _clients(tmp_path) == {886557: "client_y", 891215: "client_x"}
+
+    code, out, _ = await _assign(tmp_path, "886557", "--unassign")
+    assert (code, out.strip()) == (0, "account 886557 unassigned")
+    assert await _clients(tmp_path) == {886557: None, 891215: "client_x"}
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("0", "c"), "ACCOUNT must be a positive integer"),
+        (("-5", "c"), "ACCOUNT must be a positive integer"),
+        (("abc", "c"), "ACCOUNT must be a positive integer"),
+        (("1.5", "c"), "ACCOUNT must be a positive integer"),
+        (("²", "c"), "ACCOUNT must be a positive integer"),
+        (("١٢٣", "c"), "ACCOUNT must be a positive integer"),
+        ((" 7", "c"), "ACCOUNT must be a positive integer"),
+        ((str(2**63), "c"), "ACCOUNT must be a positive integer"),
+        (("9" * 5000, "c"), "ACCOUNT must be a positive integer"),
+        (("7", ""), "CLIENT_ID: client_id must be 1 to 128 printable ASCII characters other than '/'"),
+        (("7", "x" * 129), "CLIENT_ID: client_id must be 1 to 128"),
+        (("7", "tab\there"), "CLIENT_ID: client_id must be 1 to 128"),
+        (("7", "a/b"), "CLIENT_ID: client_id must be 1 to 128"),
+        (("7", "café"), "CLIENT_ID: client_id must be 1 to 128"),
+        (("7",), "CLIENT_ID is required"),
+        (("7", "c", "--unassign"), "not both"),
+    ],
+)
+async def test_assign_client_refuses_bad_input_in_one_line(
+    tmp_path: Path, args: tuple[str, ...], needle: str
+) -> None:
+    code, out, err = await _assign(tmp_path, *args)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], err
+    assert not out and not (tmp_path / "a.db").exists()  # refused before the store was opened
+
+
+async def test_assign_client_with_the_store_down_is_one_line_exit_2() -> None:
+    env = _env(MT5_AGENT_STORE_URL=f"mongodb://root:Sup3rSecretPw@127.0.0.1:{free_port()}/")
+    proc = await _agent("assign-client", "886557", "client_x", env=env)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 2
+    lines = err.decode().strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mt5-agent assign-client: store unavailable: "), lines
+    assert b"Sup3r" not in err and not out
