@@ -74,7 +74,7 @@ class BridgeProber:
                 error = f"bridge reports {health.status}" + ("" if health.available else ", MT5 unavailable")
         was = self.state.bridge_up
         self.state.bridge_up = up
-        self.state.last_probe_at = self.clock()  # type: ignore[attr-defined]
+        self.state.last_probe_at = self.clock()
         self.probes += 1
         if up and was is False:
             log.info("bridge reachable again (probe)")

@@ -125,6 +125,7 @@ class SyncState:
     clock_skew_seconds: float | None = None  # largest lead of a source timestamp in the last fetch
     pruned_total: int = 0  # accounts dropped from the fleet after leaving the bridge's listing
     last_health: BridgeHealth | None = None
+    last_probe_at: datetime | None = None  # set by agent.probe.BridgeProber
     last_run: SyncRun | None = None
     last_success_at: datetime | None = None
     running: SyncRun | None = None
