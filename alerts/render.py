@@ -77,6 +77,10 @@ class AlertTimings:
     # The agent probes the bridge every MT5_AGENT_PROBE_INTERVAL (15 s), whatever the sync schedule: 2m of
     # failed probes fires well before any account can turn degraded (10m after its last live data).
     bridge_down: str = "2m"
+    # ... and keeps firing this long after the bridge answers again: the accounts' data stays stale until
+    # their next sync (up to one schedule, 5m), and their alerts must not outlive the inhibition and page
+    # on recovery.
+    bridge_down_keep_firing: str = "7m"
     store_down: str = "5m"
     agent_down: str = "5m"
     metrics_absent: str = "10m"
@@ -345,8 +349,10 @@ def rules(
             "The MT5 bridge is unreachable",
             "The agent {{ $labels.instance }} has failed to reach the MT5 bridge for more than "
             f"{timings.bridge_down} (its own health probe, independent of the sync schedule); no account "
-            "gets live data. Per-account alerts are inhibited meanwhile.",
+            "gets live data. Per-account alerts are inhibited meanwhile, and for "
+            f"{timings.bridge_down_keep_firing} after the bridge answers again, while the accounts sync.",
             runbook_url,
+            keep_firing_for=timings.bridge_down_keep_firing,
         ),
         _alert(
             "MT5StoreDown",

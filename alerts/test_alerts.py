@@ -234,6 +234,17 @@ def test_bridge_down_fires_before_any_account_can_turn_degraded() -> None:
     assert rule["equal"] == ["job", "instance"]
 
 
+def test_bridge_down_is_held_until_the_accounts_had_a_sync() -> None:
+    """The other end of the race: the bridge answers again, MT5BridgeDown resolves within seconds, but the
+    accounts stay stale until their next sync (up to one schedule later); their alerts, no longer
+    inhibited, would page for every account on recovery. BridgeDown is held (keep_firing_for) until the
+    worst-case sync after recovery has been scraped and evaluated, with Alertmanager's group_wait left."""
+    keep = render.duration_seconds(render.DEFAULT_TIMINGS.bridge_down_keep_firing)
+    stale_until = SEED_SYNC_S + SCRAPE_S + EVAL_S  # after the bridge answers, plus the sync itself
+    assert keep + PROBE_S > stale_until + GROUP_WAIT_S, (keep, stale_until)
+    assert _alerts(_committed())["MT5BridgeDown"]["keep_firing_for"] == "7m"
+
+
 def test_success_rate_is_multi_window_multi_burn_rate() -> None:
     """Finding 11: one 7-day ratio replaced by the SRE workbook's four window pairs against 99 %."""
     doc = render.rules(Thresholds())
@@ -302,6 +313,7 @@ def test_promtool_unit_tests_pass() -> None:
     [
         ({"thresholds": Thresholds(300, 601, 900)}, "MT5AccountDataDegraded"),
         ({"timings": render.AlertTimings(bridge_down="10m")}, "MT5BridgeDown"),
+        ({"timings": render.AlertTimings(bridge_down_keep_firing="1m")}, "MT5BridgeDown"),
         ({"timings": render.AlertTimings(burn_keep_firing="1m")}, "MT5SyncSuccessRateLow"),
     ],
 )
@@ -309,7 +321,8 @@ def test_promtool_unit_tests_fail_on_a_broken_rule(
     tmp_path: Path, options: dict[str, Any], failing: str
 ) -> None:
     """The unit tests are sensitive: rules rendered with other fallback thresholds, the old 10m bridge
-    `for:` (finding 9) or no hold over the burn-rate gaps must fail them."""
+    `for:` (finding 9), a bridge alert not held over the accounts' resync, or no hold over the burn-rate
+    gaps must fail them."""
     promtool = require_tool("promtool")
     render.render_files(tmp_path, options.pop("thresholds", Thresholds()), **options)
     shutil.copy(TESTS, tmp_path / TESTS.name)

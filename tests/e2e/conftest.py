@@ -1,5 +1,5 @@
-"""End-to-end fixtures: `webhook` (an Alertmanager webhook receiver in the test's event loop) and
-`e2e_stack` (bridge, agent, Prometheus, Alertmanager as subprocesses on loopback, see stack.py).
+"""End-to-end fixture `e2e_stack`: bridge, agent, Prometheus, Alertmanager and the webhook receiver as
+subprocesses on loopback (see stack.py).
 
 Every subprocess is stopped in teardown whatever happened; when the test failed, each process' log
 (stderr and stdout) is printed in the teardown section of the report.
@@ -8,15 +8,13 @@ Every subprocess is stopped in teardown whatever happened; when the test failed,
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
 
-from tests.e2e.stack import LOG_TAIL_LINES, Stack, Webhook
+from tests.e2e.stack import LOG_TAIL_LINES, Stack
 
 _PHASE_REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
 
@@ -32,38 +30,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 def _failed(request: pytest.FixtureRequest) -> bool:
     reports = request.node.stash.get(_PHASE_REPORTS, {})
     return any(r.failed for r in reports.values())
-
-
-@pytest.fixture
-async def webhook() -> AsyncIterator[Webhook]:
-    """A webhook receiver on 127.0.0.1 (in the test's event loop) standing in for paging/ticketing."""
-    tokens = {"paging": "e2e-paging-token", "tickets": "e2e-tickets-token"}
-    hook = Webhook(url="", tokens=tokens)
-
-    async def receive(request: web.Request) -> web.Response:
-        hook.received.append(
-            {
-                "receiver": request.match_info["receiver"],
-                "authorization": request.headers.get("Authorization"),
-                "payload": await request.json(),
-                "at": time.monotonic(),
-            }
-        )
-        return web.json_response({"ok": True})
-
-    app = web.Application()
-    app.router.add_post("/{receiver}", receive)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    server = site._server
-    assert server is not None and server.sockets
-    hook.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    try:
-        yield hook
-    finally:
-        await runner.cleanup()
 
 
 @pytest.fixture

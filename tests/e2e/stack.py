@@ -1,8 +1,9 @@
 """End-to-end stack: the real processes on loopback, each in its own tmp dir, always stopped.
 
-`e2e_stack` starts pieces on demand (the webhook receiver runs in the test's event loop):
+`e2e_stack` starts pieces on demand, the same programs compose runs:
 
-    webhook receiver (aiohttp) <- Alertmanager <- Prometheus (rules rendered here) -> agent -> bridge
+    webhook receiver (deploy/webhook_receiver.py) <- Alertmanager <- Prometheus (rules rendered here,
+    scraping with the agent's metrics token) -> agent (bridge probed every PROBE_S) -> bridge
 
 Every subprocess writes its stderr (and stdout) to `<tmp>/<name>.log`; when a test fails, the logs are
 printed in the teardown section of the report. Teardown SIGTERMs every process still running (SIGKILL
@@ -21,6 +22,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,12 +36,15 @@ from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 ALERTMANAGER_YML = ROOT / "alerts" / "alertmanager.yml"
+WEBHOOK_RECEIVER = ROOT / "deploy" / "webhook_receiver.py"
 AGENT_JOB = render.AGENT_JOB
 
-# Short everything, so the whole story fits in well under a minute. The agent's MT5_AGENT_FRESHNESS and
-# the rendered rules come from the same Thresholds, as in production.
-THRESHOLDS = Thresholds(3, 6, 9)
-SCHEDULE_S = 1.0  # agent sync interval
+# The seed's proportions, shortened: minutes become seconds. A long sync interval against a short bridge
+# probe, and freshness thresholds of about 1.6, 3.2 and 4.8 sync intervals (seed: 5-minute schedule,
+# 300/600/900 s). The agent exports its MT5_AGENT_FRESHNESS; the rules' rendered fallback is the same.
+THRESHOLDS = Thresholds(8, 16, 24)
+SCHEDULE_S = 5.0  # agent sync interval
+PROBE_S = 0.25  # agent bridge probe interval (MT5_AGENT_PROBE_INTERVAL)
 SCRAPE_S = 1.0  # Prometheus scrape_interval
 EVAL_S = 1.0  # Prometheus evaluation_interval
 GROUP_WAIT_S = 1.0  # Alertmanager group_wait (and group_interval)
@@ -143,7 +148,9 @@ class Proc:
 
 @dataclass
 class Webhook:
-    """Alertmanager webhook receiver: records every notification (path, Authorization, payload, time)."""
+    """The stack's webhook receiver (deploy/webhook_receiver.py): its URL, the bearer token it checks per
+    receiver, and the notifications last read from its GET /notifications (`Stack.notifications`), each
+    with `at`, the receive time in seconds since the epoch."""
 
     url: str
     tokens: dict[str, str]
@@ -196,7 +203,10 @@ def alertmanager_config(webhook: Webhook, secrets: Path) -> dict[str, Any]:
     return config
 
 
-def prometheus_config(agent_port: int, rules: Path, alertmanager_port: int | None) -> dict[str, Any]:
+def prometheus_config(
+    agent_port: int, rules: Path, alertmanager_port: int | None, metrics_token_file: Path
+) -> dict[str, Any]:
+    """As deploy/prometheus.yml: the agent is scraped with its metrics token, from a file."""
     config: dict[str, Any] = {
         "global": {
             "scrape_interval": f"{SCRAPE_S:g}s",
@@ -205,7 +215,11 @@ def prometheus_config(agent_port: int, rules: Path, alertmanager_port: int | Non
         },
         "rule_files": [str(rules)],
         "scrape_configs": [
-            {"job_name": AGENT_JOB, "static_configs": [{"targets": [f"127.0.0.1:{agent_port}"]}]}
+            {
+                "job_name": AGENT_JOB,
+                "authorization": {"type": "Bearer", "credentials_file": str(metrics_token_file)},
+                "static_configs": [{"targets": [f"127.0.0.1:{agent_port}"]}],
+            }
         ],
     }
     if alertmanager_port is not None:
@@ -229,10 +243,19 @@ class Stack:
         self.agent_port = free_port()
         self.prometheus_port = free_port()
         self.alertmanager_port = free_port()
+        self.webhook_port = free_port()
         self.bridge_url = f"http://127.0.0.1:{self.bridge_port}"
         self.agent_url = f"http://127.0.0.1:{self.agent_port}"
         self.prometheus_url = f"http://127.0.0.1:{self.prometheus_port}"
         self.alertmanager_url = f"http://127.0.0.1:{self.alertmanager_port}"
+        self.webhook = Webhook(
+            url=f"http://127.0.0.1:{self.webhook_port}",
+            tokens={"paging": "e2e-paging-token", "tickets": "e2e-tickets-token"},
+        )
+        self.metrics_token = "e2e-metrics-token-0123456789"
+        self.metrics_token_file = tmp / "secrets" / "metrics_token"
+        self.metrics_token_file.parent.mkdir(parents=True, exist_ok=True)
+        self.metrics_token_file.write_text(self.metrics_token + "\n", encoding="utf-8")
         self.rules_doc: dict[str, Any] = {}
         self.prometheus_bin = ""
         self.alertmanager_bin = ""
@@ -271,8 +294,10 @@ class Stack:
         return took
 
     # bridge -------------------------------------------------------------------------------------
-    async def start_bridge(self) -> Proc:
-        """The simulated bridge (7 demo accounts), always on the same port so it can be restarted."""
+    async def start_bridge(self, *faults: str) -> Proc:
+        """The simulated bridge (7 demo accounts), always on the same port (and with the same `faults`,
+        `LOGIN=FAULT`, as when first started) so it can be restarted."""
+        fault_args = [arg for fault in faults for arg in ("--fault", fault)]
         proc = self._proc(
             "bridge",
             [
@@ -284,6 +309,7 @@ class Stack:
                 "127.0.0.1",
                 "--port",
                 str(self.bridge_port),
+                *fault_args,
             ],
             clean_env(),
         )
@@ -301,6 +327,8 @@ class Stack:
             MT5_AGENT_BRIDGE_URL=self.bridge_url,
             MT5_AGENT_STORE_URL=f"sqlite:///{self._dir('agent') / 'agent.db'}",
             MT5_AGENT_SCHEDULE=f"{SCHEDULE_S:g}s",
+            MT5_AGENT_PROBE_INTERVAL=f"{PROBE_S:g}",
+            MT5_AGENT_METRICS_TOKEN_FILE=str(self.metrics_token_file),
             MT5_AGENT_LISTEN=f"127.0.0.1:{self.agent_port}",
             MT5_AGENT_FRESHNESS=str(THRESHOLDS),
             MT5_AGENT_HEALTH_BACKOFF="0.05",
@@ -311,6 +339,42 @@ class Stack:
         await proc.start()
         await self._ready(proc, f"{self.agent_url}/healthz")
         return proc
+
+    # webhook receiver ---------------------------------------------------------------------------
+    async def start_webhook_receiver(self) -> Webhook:
+        """deploy/webhook_receiver.py, as compose runs it: one token file per receiver."""
+        secrets = self._dir("webhook-receiver")
+        args = []
+        for name, token in self.webhook.tokens.items():
+            token_file = secrets / f"{name}_webhook_token"
+            token_file.write_text(token + "\n", encoding="utf-8")
+            args += ["--receiver", f"{name}={token_file}"]
+        proc = self._proc(
+            "webhook-receiver",
+            [
+                sys.executable,
+                str(WEBHOOK_RECEIVER),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.webhook_port),
+                *args,
+            ],
+            clean_env(),
+        )
+        await proc.start()
+        await self._ready(proc, f"{self.webhook.url}/healthz")
+        return self.webhook
+
+    async def notifications(
+        self, *, receiver: str | None = None, alertname: str | None = None, status: str | None = None
+    ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        """The receiver's notifications now, as (notification, alert) pairs matching the filters."""
+        received = await self.get_json(f"{self.webhook.url}/notifications")
+        for note in received:
+            note["at"] = datetime.fromisoformat(note["received_at"]).timestamp()
+        self.webhook.received = received
+        return self.webhook.notifications(receiver=receiver, alertname=alertname, status=status)
 
     # alertmanager -------------------------------------------------------------------------------
     async def start_alertmanager(self, webhook: Webhook) -> Proc:
@@ -353,13 +417,15 @@ class Stack:
         binary = self.prometheus_bin
         workdir = self._dir("prometheus")
         [rules] = render.render_files(
-            workdir / "rules", THRESHOLDS, timings=timings, runbook_base="http://127.0.0.1/RUNBOOK.md"
+            workdir / "rules", THRESHOLDS, timings=timings, runbook_url="http://127.0.0.1/RUNBOOK.md#{anchor}"
         )
         self.rules_doc = yaml.safe_load(rules.read_text(encoding="utf-8"))
         am_port = self.alertmanager_port if with_alertmanager else None
         config_file = workdir / "prometheus.yml"
         config_file.write_text(
-            yaml.safe_dump(prometheus_config(self.agent_port, rules, am_port), sort_keys=False),
+            yaml.safe_dump(
+                prometheus_config(self.agent_port, rules, am_port, self.metrics_token_file), sort_keys=False
+            ),
             encoding="utf-8",
         )
         proc = self._proc(

@@ -1,4 +1,5 @@
-"""Every Grafana panel query runs in a real Prometheus that has scraped a real agent (DESIGN.md 7)."""
+"""Every Grafana panel query runs in a real Prometheus that has scraped a real agent (DESIGN.md 7), with
+the metrics token, as compose does."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from dashboards.render import panel_queries
 from tests.e2e.stack import SCRAPE_S, THRESHOLDS, Stack, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+
+JOB = render.JOB_SELECTOR
 
 # Queries that are legitimately empty while every sync succeeds: failures filtered with `> 0`.
 EMPTY_WHEN_HEALTHY = ("mt5_account_sync_failures_total",)
@@ -31,14 +34,18 @@ async def test_every_panel_query_runs_and_key_panels_have_data(e2e_stack: Stack)
     async def scraped_enough() -> bool:
         fresh = await stack.query('count(mt5_account_freshness_state{state="fresh"} == 1)')
         scrapes = await stack.query(f'count_over_time(up{{job="{render.AGENT_JOB}"}}[1m])')
+        # a sync seen by two scrapes: the rate and success-ratio panels have an increase to show
+        synced = await stack.query(f'sum(increase(mt5_sync_runs_total{{{JOB}, result="success"}}[1m])) > 0')
         return (
-            bool(fresh and scrapes)
+            bool(fresh and scrapes and synced)
             and int(fresh[0]["value"][1]) == len(accounts)
             and int(scrapes[0]["value"][1]) >= MIN_SCRAPES
         )
 
-    _, took = await wait_for(scraped_enough, 30, f"{MIN_SCRAPES} scrapes with every account fresh")
-    print(f"\nE2E dashboards: every account fresh after {MIN_SCRAPES}+ scrapes in {took:.1f}s")
+    _, took = await wait_for(
+        scraped_enough, 30, f"{MIN_SCRAPES} scrapes and a sync between two of them, every account fresh"
+    )
+    print(f"\nE2E dashboards: every account fresh after {MIN_SCRAPES}+ scrapes and a sync in {took:.1f}s")
     stack.check_alive()
 
     queries = panel_queries(THRESHOLDS)
@@ -59,24 +66,33 @@ async def test_every_panel_query_runs_and_key_panels_have_data(e2e_stack: Stack)
         state: scalar(q)
         for q in queries
         for state in ("fresh", "acceptable", "degraded", "critical")
-        if q.startswith(f'sum(max by (account) (mt5_account_freshness_state{{state="{state}"')
+        if q.startswith(f'sum(max by (account) (mt5_account_freshness_state{{state="{state}", {JOB}')
     }
     assert counts == {"fresh": 7, "acceptable": 0, "degraded": 0, "critical": 0}
 
-    balance = by_account('max by (account) (mt5_account_balance{account=~".*"})')
+    balance = by_account(f'max by (account) (mt5_account_balance{{{JOB}, account=~".*"}})')
     assert set(balance) == accounts
     assert all(math.isfinite(v) for v in balance.values()) and any(v > 0 for v in balance.values())
-    info = results['max by (account, name, server, currency) (mt5_account_info{account=~".*"})']
+    info = results[f'max by (account, name, server, currency) (mt5_account_info{{{JOB}, account=~".*"}})']
     assert {r["metric"]["account"] for r in info} == accounts
     assert all(r["metric"]["name"] and r["metric"]["currency"] for r in info), info
-    age = by_account('max by (account) (time() - mt5_account_last_sync_timestamp_seconds{account=~".*"})')
+    age = by_account(f'max by (account) (mt5_account_data_age_seconds{{{JOB}, account=~".*"}})')
     assert set(age) == accounts
     assert all(v < THRESHOLDS.acceptable_after + SCRAPE_S for v in age.values()), age
     assert scalar(f'min(up{{job="{render.AGENT_JOB}"}})') == 1
-    assert scalar("min(mt5_bridge_up)") == 1
-    assert scalar("min(mt5_store_up)") == 1
+    assert scalar(f"min(mt5_bridge_up{{{JOB}}})") == 1
+    assert scalar(f"min(mt5_store_up{{{JOB}}})") == 1
     assert scalar(render.success_ratio_expr()) == 1.0
-    states = results['max by (account, state) (mt5_account_freshness_state{account=~".*"}) == 1']
+    states = results[f'max by (account, state) (mt5_account_freshness_state{{{JOB}, account=~".*"}}) == 1']
+    thresholds = {
+        r["metric"]["state"]: float(r["value"][1])
+        for r in results[f"max by (state) (mt5_freshness_threshold_seconds{{{JOB}}})"]
+    }
+    assert thresholds == {
+        "acceptable": THRESHOLDS.acceptable_after,
+        "degraded": THRESHOLDS.degraded_after,
+        "critical": THRESHOLDS.critical_after,
+    }
     assert {(r["metric"]["account"], r["metric"]["state"]) for r in states} == {
         (a, "fresh") for a in accounts
     }
