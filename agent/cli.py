@@ -334,11 +334,23 @@ async def _assign_client(settings: Settings, account: int, client_id: str | None
 def _render(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     root = Path(args.out) if args.out else Path(__file__).resolve().parent.parent
+    from alerts.render import JOB_SELECTOR, RUNBOOK_URL
+
     if args.what == "alerts":
         from alerts.render import render_files
     else:
         from dashboards.render import render_files
-    for path in render_files(root / args.what, settings.thresholds):
+    try:
+        paths = render_files(
+            root / args.what,
+            settings.thresholds,
+            job_selector=args.job_selector or JOB_SELECTOR,
+            runbook_url=args.runbook_url or RUNBOOK_URL,
+        )
+    except ValueError as exc:
+        print(f"mt5-agent: render: {exc}", file=sys.stderr)
+        return EXIT_COULD_NOT_RUN
+    for path in paths:
         print(path)
     return EXIT_OK
 
@@ -370,6 +382,14 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("what", choices=["dashboards", "alerts"])
     render.add_argument("--config", help="TOML settings file (freshness thresholds)")
     render.add_argument("--out", help="project root to write into (default: this checkout)")
+    render.add_argument(
+        "--job-selector",
+        help='PromQL label matchers that select the agent\'s series (default: job="mt5-agent")',
+    )
+    render.add_argument(
+        "--runbook-url",
+        help="runbook URL pattern with {anchor} or {alertname} (default: alerts/RUNBOOK.md)",
+    )
     return p
 
 
