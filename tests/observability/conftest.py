@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from agent.app import Agent, build_agent, create_app
 from agent.config import load_settings
 from agent.store.base import Store
-from agent.tracing import setup_tracing
+from agent.telemetry.tracing import setup_tracing
 from tests.agent.fake_seed_bridge import SeedBridge
 
 

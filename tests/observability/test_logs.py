@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from opentelemetry import trace
 
-from agent.logs import JsonFormatter, KeyValueFormatter, make_handler, register_secrets
 from agent.models import RunResult
+from agent.telemetry.logs import JsonFormatter, KeyValueFormatter, make_handler, register_secrets
 from tests.observability.conftest import MakeAgent, Seed, Spans
 
 BAD = 891215

@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from agent.models import RunResult
-from agent.tracing import otlp_configured, setup_tracing
+from agent.telemetry.tracing import otlp_configured, setup_tracing
 from tests.agent.fake_seed_bridge import SEED_ACCOUNTS
 from tests.observability.conftest import MakeAgent, Seed, Spans, remove_db
 from tests.ports import free_port
