@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from agent.models import AccountUpdate, AccountValues, DataSource
+from agent.domain.accounts import AccountUpdate, AccountValues, DataSource
 
 T0 = datetime(2025, 10, 24, 15, 53, 19, 571000, tzinfo=UTC)
 PASSWORD = "SENTINEL-p4ssw0rd-must-never-leave-the-store"

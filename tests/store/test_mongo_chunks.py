@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from agent.models import AccountSyncState
-from agent.store import mongo
+from agent.domain.accounts import AccountSyncState
+from agent.store.mongo import bulk
 
 from .conftest import Backend
 from .factories import T0, update
@@ -16,7 +16,7 @@ from .factories import T0, update
 async def test_every_chunk_is_written(n: int, backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
     if backend.name != "mongo":
         pytest.skip("MongoStore only")
-    monkeypatch.setattr(mongo, "BULK_CHUNK", 3)
+    monkeypatch.setattr(bulk, "BULK_CHUNK", 3)
     store = backend.make()
     await store.open()
     try:

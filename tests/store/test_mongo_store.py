@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from pymongo.asynchronous.collection import AsyncCollection
 
-from agent.models import AccountSyncState
+from agent.domain.accounts import AccountSyncState
 from agent.store.base import StoreError
 from agent.store.mongo import MongoStore, split_credentials
 from tests.ports import free_port

@@ -8,10 +8,11 @@ from typing import Any
 
 import pytest
 
-from agent.models import AccountUpdate, AccountValues, DataSource
-from agent.store._common import iso_ms
+from agent.domain.accounts import AccountUpdate, AccountValues, DataSource
 from agent.store.base import StoreError
-from agent.store.sqlite import _account_doc, _IsoMemo
+from agent.store.codec import iso_ms
+from agent.store.sqlite.accounts import account_doc as _account_doc
+from agent.store.sqlite.encoding import IsoMemo as _IsoMemo
 
 from .factories import T0, update
 

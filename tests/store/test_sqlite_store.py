@@ -13,7 +13,7 @@ from typing import TypeVar
 
 import pytest
 
-from agent.models import AccountSyncState, Reason
+from agent.domain.accounts import AccountSyncState, Reason
 from agent.store import open_store
 from agent.store.base import StoreError
 from agent.store.sqlite import SQLiteStore

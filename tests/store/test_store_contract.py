@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.models import (
+from agent.domain.accounts import (
     RECORD_FIELDS,
     SYNCED_FIELDS,
     VALUE_FIELDS,
@@ -21,9 +21,8 @@ from agent.models import (
     AccountValues,
     DataSource,
     Reason,
-    RunResult,
-    SyncRun,
 )
+from agent.domain.runs import RunResult, SyncRun
 from agent.store.base import Store, StoreError, StoreRejected
 
 from .conftest import Backend

@@ -1,0 +1,74 @@
+"""The embedded default store: one SQLite file with the same behaviour as the MongoDB store, one module
+per concern (accounts.py, sync_state.py, runs.py), composed here with the writes that span them."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+
+from agent.domain.accounts import AccountSyncState, AccountUpdate
+from agent.store.checks import check_storable
+from agent.store.codec import last_per_account
+from agent.store.facade import FlatStoreMethods
+from agent.store.sqlite.accounts import SCHEMA as ACCOUNTS_SCHEMA
+from agent.store.sqlite.accounts import SQLiteAccounts, update_rows, write_update_rows
+from agent.store.sqlite.connection import MEMORY, SQLiteConnection, transaction
+from agent.store.sqlite.encoding import IsoMemo
+from agent.store.sqlite.runs import SCHEMA as RUNS_SCHEMA
+from agent.store.sqlite.runs import SQLiteRuns
+from agent.store.sqlite.sync_state import SCHEMA as SYNC_STATE_SCHEMA
+from agent.store.sqlite.sync_state import SQLiteSyncState, state_rows, write_state_rows
+
+# Every concern's tables, created in one transaction when a connection opens (or reopens a new file).
+SCHEMA = ACCOUNTS_SCHEMA + SYNC_STATE_SCHEMA + RUNS_SCHEMA
+
+
+class SQLiteStore(FlatStoreMethods):
+    """`Store` on a SQLite file (WAL mode); `path` may be ":memory:" for tests."""
+
+    def __init__(self, path: str, timeout_ms: int = 5000) -> None:
+        if not path:
+            raise ValueError("SQLite store path is empty")
+        self.db = SQLiteConnection(path, timeout_ms, SCHEMA)
+        self.accounts = SQLiteAccounts(self.db)
+        self.sync_state = SQLiteSyncState(self.db)
+        self.runs = SQLiteRuns(self.db)
+
+    @property
+    def path(self) -> str:
+        """Absolute (or ":memory:"): file checks must not depend on a later working directory."""
+        return self.db.path
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self.path!r})"
+
+    async def open(self) -> None:
+        await self.db.open()
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    async def ping(self) -> None:
+        await self.db.ping()
+
+    async def write_cycle(self, updates: Sequence[AccountUpdate], states: Sequence[AccountSyncState]) -> None:
+        """One transaction for the whole cycle; the last entry per account wins."""
+        updates, states = last_per_account(updates), last_per_account(states)
+        if not updates and not states:
+            await self.ping()  # nothing to write, but a down store must still say so
+            return
+
+        def write_sync(conn: sqlite3.Connection) -> None:
+            # Encoding runs here too, off the event loop: it is most of a 10,000-account cycle's cost.
+            check_storable(updates, states)
+            iso = IsoMemo()
+            account_rows = update_rows(updates, iso)
+            states_rows = state_rows(states, iso)
+            with transaction(conn):
+                write_update_rows(conn, account_rows)
+                write_state_rows(conn, states_rows)
+
+        await self.db.run("write_cycle", write_sync)
+
+
+__all__ = ["MEMORY", "SQLiteStore"]
