@@ -1,46 +1,62 @@
 """The agent's HTTP API: the seed backend's paths, the native `/api/v1`, operations endpoints, the
 OpenAPI document and the status page.
 
-Auth is checked per handler (agent.api.auth), except for `/metrics`, which agent.metrics registers and a
-middleware guards (closed as soon as any credential is configured). The middlewares, outermost first:
-CORS for the configured origins, JSON errors, the /metrics guard. Every response says
+One registration style: each area module (accounts, runs, admin, seed, ops, page, openapi) holds a
+`routes = web.RouteTableDef()`, and `setup_api` adds them all. Handlers read what they need from
+`request.app[...]` (the typed keys of agent.api.keys, set by the composition root); nothing is closed
+over. What they answer is computed by agent.api.queries, which knows no HTTP.
+
+Auth is checked per handler (agent.api.auth), except for `/metrics`, which the telemetry layer registers
+and a middleware guards (closed as soon as any credential is configured). The middlewares, outermost
+first: CORS for the configured origins, JSON errors, the /metrics guard. Every response says
 `Server: mt5-agent` (agent.api.protocol).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 from aiohttp import web
 
-if TYPE_CHECKING:
-    from agent.app import Agent
+from agent.api import accounts, admin, ops, page, runs, seed
+from agent.api import openapi as openapi_area
+from agent.api.auth import metrics_auth_middleware
+from agent.api.cors import cors_middleware
+from agent.api.errors import error_middleware
+from agent.api.keys import MANUAL_CYCLES, OPENAPI_DOCUMENT, SETTINGS, STORE, SYNC
+from agent.api.protocol import setup_protocol
+
+AREAS = (ops, seed, admin, accounts, runs, page, openapi_area)
 
 
-def setup_api(app: web.Application, agent: Agent) -> None:
-    from agent.api import admin, ops, page, seed, v1
-    from agent.api.auth import metrics_auth_middleware
-    from agent.api.cors import cors_middleware
-    from agent.api.errors import error_middleware
-    from agent.api.openapi import build_openapi
-    from agent.api.protocol import setup_protocol
+def provide(app: web.Application, *, settings: Any, store: Any, sync: Any) -> None:
+    """Put what the handlers read into the app (the composition root's call)."""
+    app[SETTINGS] = settings
+    app[STORE] = store
+    app[SYNC] = sync
 
+
+def setup_api(app: web.Application, agent: Any = None) -> None:
+    """Middlewares, hooks and every area's routes; then the OpenAPI document of the whole app (so
+    register /metrics before). The app must hold SETTINGS, STORE and SYNC (agent.api.keys).
+
+    `agent`: SHIM(issue 11) for agent/app.py's current call `setup_api(app, agent)`; the keys are then
+    taken from it. The lead replaces that call with `provide(...)` then `setup_api(app)`."""
+    if agent is not None and SETTINGS not in app:
+        provide(app, settings=agent.settings, store=agent.store, sync=agent.service)
+    missing = [k for k in (SETTINGS, STORE, SYNC) if k not in app]
+    if missing:
+        raise RuntimeError(f"setup_api: the app lacks {', '.join(map(repr, missing))} (agent.api.keys)")
+    settings = app[SETTINGS]
     # Outermost first: CORS headers go on error answers too, so a browser can read a 401; the /metrics
     # guard raises ApiError, which the error middleware turns into JSON.
-    app.middlewares.append(cors_middleware(agent.settings.cors_origin_list))
+    app.middlewares.append(cors_middleware(settings.cors_origin_list))
     app.middlewares.append(error_middleware)
-    app.middlewares.append(metrics_auth_middleware(agent.settings))
+    app.middlewares.append(metrics_auth_middleware(settings))
     setup_protocol(app)
 
-    metrics = any(r.get_info().get("path") == "/metrics" for r in app.router.resources())
-    document = build_openapi(agent.settings, metrics=metrics)
-
-    async def openapi(request: web.Request) -> web.Response:
-        return web.json_response(document)
-
-    app.add_routes(ops.routes(agent))
-    seed.setup(app, agent)
-    app.add_routes(admin.routes(agent))
-    app.add_routes(v1.routes(agent))
-    app.add_routes(page.routes())
-    app.add_routes([web.get("/api/openapi.json", openapi)])
+    app[MANUAL_CYCLES] = set()
+    app.on_shutdown.append(admin.stop_manual_cycles)
+    for area in AREAS:
+        app.add_routes(area.routes)
+    app[OPENAPI_DOCUMENT] = openapi_area.document_bytes(app, settings)

@@ -1,29 +1,24 @@
-"""Helpers shared by the handlers: strict parameter parsing, store reads that fail as 503 JSON, and the
-merge of the store's documents with the fleet the sync knows.
-
-The accounts the API shows are the store's documents plus every account of the fleet
-(`SyncService.state.accounts`: what the source lists, loaded from the store at start) that has no
-document yet: a listed account that never synced is shown as `critical` with null values, exactly as
-/metrics and the alert rules see it, instead of being absent from the API only.
-"""
+"""What every handler shares: what it reads from the app (settings, store, the fleet, the time), store
+reads that fail as 503 JSON, and strict parameter parsing."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import re
 from collections.abc import Awaitable
 from datetime import datetime
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 from aiohttp import web
 
 from agent.api.errors import ApiError
-from agent.models import AccountRecord
-from agent.store.base import StoreError
-
-if TYPE_CHECKING:
-    from agent.app import Agent
+from agent.api.keys import SETTINGS, STORE, SYNC
+from agent.api.queries import Fleet, SyncView
+from agent.api.spec import Param
+from agent.config import Settings
+from agent.domain.freshness import Thresholds
+from agent.store.base import Store
+from agent.store.errors import StoreError
 
 log = logging.getLogger("mt5_agent.api")
 
@@ -37,9 +32,30 @@ RUNS_LIMIT_DEFAULT = 50
 _DIGITS = re.compile(r"[0-9]+")  # ASCII only: int() would also take "1_0", " 7" and other scripts' digits
 
 
-def now(agent: Agent) -> datetime:
+def settings(request: web.Request) -> Settings:
+    return request.app[SETTINGS]
+
+
+def thresholds(request: web.Request) -> Thresholds:
+    return request.app[SETTINGS].thresholds
+
+
+def store(request: web.Request) -> Store:
+    return request.app[STORE]
+
+
+def fleet(request: web.Request) -> Fleet:
+    """The accounts the source lists (name and server of each)."""
+    return request.app[SYNC].state.accounts
+
+
+def sync_view(request: web.Request) -> SyncView:
+    return request.app[SYNC].state
+
+
+def now(request: web.Request) -> datetime:
     """Request time, on the sync service's clock so tests with a fixed clock agree."""
-    return agent.service.clock()
+    return request.app[SYNC].clock()
 
 
 async def from_store(call: Awaitable[T]) -> T:
@@ -53,56 +69,12 @@ async def from_store(call: Awaitable[T]) -> T:
         ) from None
 
 
-def _with_fleet_names(record: AccountRecord, agent: Agent) -> AccountRecord:
-    """Name and server come from the source's listing when the document has none (a sync writes them
-    only when it creates the document, so one created by an assignment never gets them)."""
-    if record.name is not None and record.server is not None:
-        return record
-    view = agent.service.state.accounts.get(record.account)
-    if view is None or (view.name is None and view.server is None):
-        return record
-    return dataclasses.replace(record, name=record.name or view.name, server=record.server or view.server)
-
-
-def fleet_record(agent: Agent, account: int) -> AccountRecord | None:
-    """A fleet account with no document: listed, never synced. Only what the listing said (name,
-    server); every value, its source and its times are null (critical, as in /metrics)."""
-    view = agent.service.state.accounts.get(account)
-    if view is None:
+async def or_none(call: Awaitable[T]) -> T | None:
+    """Await a store read for a summary that still answers when the store is down (None then)."""
+    try:
+        return await call
+    except StoreError:
         return None
-    return AccountRecord(account=account, name=view.name, server=view.server)
-
-
-def merge_fleet(agent: Agent, records: list[AccountRecord]) -> list[AccountRecord]:
-    """The store's records plus the fleet's accounts that have none, ordered by account."""
-    fleet = agent.service.state.accounts
-    if not fleet:
-        return records
-    stored = {r.account for r in records}
-    missing = [a for a in fleet if a not in stored]
-    merged = [_with_fleet_names(r, agent) for r in records]
-    if not missing:
-        return merged
-    merged.extend(r for a in missing if (r := fleet_record(agent, a)) is not None)
-    merged.sort(key=lambda r: r.account)
-    return merged
-
-
-async def accounts_of(agent: Agent, client_id: str | None = None) -> list[AccountRecord]:
-    """A client's stored accounts, or (client_id None) every account the API shows: the store's and
-    the fleet's. Fleet accounts without a document have no client, so they never appear for one."""
-    records = await from_store(agent.store.get_accounts(client_id=client_id))
-    if client_id is not None:
-        return [_with_fleet_names(r, agent) for r in records]
-    return merge_fleet(agent, records)
-
-
-async def account_of(agent: Agent, account: int) -> AccountRecord | None:
-    """One account as the API shows it: its document, else the fleet's never-synced entry, else None."""
-    record = await from_store(agent.store.get_account(account))
-    if record is None:
-        return fleet_record(agent, account)
-    return _with_fleet_names(record, agent)
 
 
 def parse_int(text: str, name: str, *, minimum: int, maximum: int) -> int:
@@ -128,3 +100,28 @@ def query_one(request: web.Request, name: str) -> str | None:
     if len(values) > 1:
         raise ApiError(400, "invalid_parameter", f"{name} may be given only once")
     return values[0] if values else None
+
+
+# -- the parameters above, as the document describes them -------------------------------------------
+
+ACCOUNT_PARAM = Param(
+    "account",
+    "path",
+    {"type": "integer", "minimum": 1, "maximum": ACCOUNT_MAX},
+    description="MT5 login",
+    example=891215,
+)
+CLIENT_ID_PARAM = Param(
+    "client_id",
+    "path",
+    {"type": "string", "minLength": 1, "maxLength": CLIENT_ID_MAX_LENGTH, "pattern": "^[^/]+$"},
+    example="client_alejandro",
+)
+LIMIT_PARAM = Param(
+    "limit",
+    "query",
+    {"type": "integer", "minimum": 1, "maximum": RUNS_LIMIT_MAX, "default": RUNS_LIMIT_DEFAULT},
+)
+OFFSET_PARAM = Param(
+    "offset", "query", {"type": "integer", "minimum": 0, "maximum": OFFSET_MAX, "default": 0}
+)

@@ -1,32 +1,62 @@
-"""Operations endpoints: liveness and readiness."""
+"""Operations endpoints: liveness, readiness, and the status summary the status page polls."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from aiohttp import web
 
-from agent.store.base import StoreError
+from agent.api import queries, schema
+from agent.api.auth import require_read
+from agent.api.common import fleet, now, or_none, settings, store, sync_view, thresholds
+from agent.api.spec import Operation, documented
+from agent.store.errors import StoreError
 
-if TYPE_CHECKING:
-    from agent.app import Agent
+routes = web.RouteTableDef()
 
 
-def routes(agent: Agent) -> list[web.RouteDef]:
-    async def healthz(request: web.Request) -> web.Response:
-        return web.json_response({"status": "alive"})
+@routes.get("/healthz")
+@documented(Operation("healthz", "Alive", "ops", "none", schema.Alive, "The process answers"))
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "alive"})
 
-    async def readyz(request: web.Request) -> web.Response:
-        """Ready = the store answers now and at least one cycle has run."""
-        problems: list[str] = []
-        try:
-            await agent.store.ping()
-        except StoreError:
-            # No error text here: /readyz is unauthenticated and store errors can name hosts or paths.
-            problems.append("store unreachable")
-        if agent.service.state.last_run is None:
-            problems.append("no sync cycle has run yet")
-        status = 200 if not problems else 503
-        return web.json_response({"ready": not problems, "problems": problems}, status=status)
 
-    return [web.get("/healthz", healthz), web.get("/readyz", readyz)]
+@routes.get("/readyz")
+@documented(
+    Operation(
+        "readyz",
+        "Ready: the store answers and a sync cycle has run",
+        "ops",
+        "none",
+        schema.Ready,
+        "Ready",
+        responses={503: ("Not ready, with the problems", schema.Ready)},
+    )
+)
+async def readyz(request: web.Request) -> web.Response:
+    try:
+        await store(request).ping()
+        store_up = True
+    except StoreError:
+        store_up = False
+    ready, body = queries.readiness(store_up=store_up, cycle_ran=sync_view(request).last_run is not None)
+    return web.json_response(body, status=200 if ready else 503)
+
+
+@routes.get("/api/v1/status")
+@documented(
+    Operation(
+        "status",
+        "status",
+        "v1",
+        "read",
+        schema.Status,
+        "Bridge, store and last sync at a glance (what the status page shows)",
+        errors=(401, 503),
+    )
+)
+async def get_status(request: web.Request) -> web.Response:
+    """Answers even when the store is down (`store.up` false, no counts)."""
+    caller = require_read(request, settings(request))
+    t = now(request)
+    client_id = None if caller.sees_all else caller.client_id
+    records = await or_none(queries.read_accounts(store(request), fleet(request), client_id))
+    return web.json_response(queries.status_summary(sync_view(request), records, t, thresholds(request)))

@@ -8,11 +8,14 @@ page were ever mistaken for markup.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import re
 from importlib import resources
 
 from aiohttp import web
+
+from agent.api.spec import Operation, documented
 
 _INLINE = re.compile(r"<(script|style)>(.*?)</\1>", re.DOTALL)
 
@@ -40,7 +43,9 @@ def load_page() -> str:
     return resources.files("agent.api.static").joinpath("index.html").read_text(encoding="utf-8")
 
 
-def routes() -> list[web.RouteDef]:
+@functools.cache
+def _page() -> tuple[str, dict[str, str]]:
+    """The page and its headers, read once (the first request)."""
     html = load_page()
     headers = {
         "Content-Security-Policy": _csp(html),
@@ -48,8 +53,24 @@ def routes() -> list[web.RouteDef]:
         "X-Content-Type-Options": "nosniff",
         "Referrer-Policy": "no-referrer",
     }
+    return html, headers
 
-    async def index(request: web.Request) -> web.Response:
-        return web.Response(text=html, content_type="text/html", charset="utf-8", headers=headers)
 
-    return [web.get("/", index)]
+routes = web.RouteTableDef()
+
+
+@routes.get("/")
+@documented(
+    Operation(
+        "statusPage",
+        "Status page (HTML, reads only this API)",
+        "ops",
+        "none",
+        None,
+        "The page",
+        content={"text/html": {"schema": {"type": "string"}}},
+    )
+)
+async def index(request: web.Request) -> web.Response:
+    html, headers = _page()
+    return web.Response(text=html, content_type="text/html", charset="utf-8", headers=headers)

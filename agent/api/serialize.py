@@ -1,49 +1,33 @@
-"""The one place records become JSON: explicit allow-lists, never a dumped document.
+"""The one place records become JSON: an explicit allow-list, never a dumped document.
 
-Credentials and private fields (password, client_id, fund_type, broker, target_amount, ...) cannot
-leave through here because nothing is copied that is not named below. Freshness is computed at
-request time from `live_data_at` and the configured thresholds.
+The allow-list is `agent.api.schema.Account`: exactly its fields are copied, in its order, each through
+a converter chosen once from the field's declared type. Credentials and private fields (password,
+client_id, fund_type, broker, target_amount, ...) cannot leave through here because nothing is copied
+that the model does not name. Freshness is computed at request time from `live_data_at` and the
+configured thresholds, by the domain's one function.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import types
+import typing
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any
 
-from agent.freshness import STATES, State, Thresholds, age_seconds
-from agent.models import AccountRecord, SyncRun
+from agent.api import schema
+from agent.domain.accounts import AccountRecord
+from agent.domain.freshness import STATES, State, Thresholds, age_seconds
+from agent.domain.runs import SyncRun
 
 log = logging.getLogger("mt5_agent.api")
 
-# The public account fields, in response order (DESIGN.md sections 5 and 8).
-NUMBER_FIELDS = ("balance", "equity", "profit", "margin", "margin_free", "margin_level")
-STRING_FIELDS = ("name", "server", "currency", "data_source")
-BOOL_FIELDS = ("trade_allowed", "synced_from_vps")
-DATETIME_FIELDS = ("updated_at", "vps_sync_timestamp", "live_data_at")
-ACCOUNT_FIELDS: tuple[str, ...] = (
-    "account",
-    "name",
-    "server",
-    "balance",
-    "equity",
-    "profit",
-    "margin",
-    "margin_free",
-    "margin_level",
-    "leverage",
-    "currency",
-    "trade_allowed",
-    "updated_at",
-    "vps_sync_timestamp",
-    "synced_from_vps",
-    "data_source",
-    "live_data_at",
-    "freshness",
-)
+# The public account fields, in response order: the model's (DESIGN.md sections 5 and 8).
+ACCOUNT_FIELDS: tuple[str, ...] = schema.ACCOUNT_FIELDS
 
 
 def iso(dt: datetime | None) -> str | None:
@@ -88,22 +72,50 @@ def freshness(live_data_at: datetime | None, now: datetime, thresholds: Threshol
     }
 
 
+def _string(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _boolean(value: Any) -> bool | None:
+    return value if isinstance(value, bool) else None
+
+
+def _instant(value: Any) -> str | None:
+    return iso(value if isinstance(value, datetime) else None)
+
+
+def _member_of(enum: type[StrEnum]) -> Callable[[Any], str | None]:
+    """Only a value of the closed set passes (anything else in a store is malformed: null)."""
+    values = frozenset(e.value for e in enum)
+    return lambda v: v if isinstance(v, str) and v in values else None
+
+
 def _converter(field: str) -> Callable[[Any], Any]:
-    if field in NUMBER_FIELDS:
+    """The converter for a field, from its declared type (`X | None`)."""
+    declared = schema.Account.model_fields[field].annotation
+    kinds = [k for k in typing.get_args(declared) if k is not types.NoneType] or [declared]
+    (kind,) = kinds
+    if kind is float:
         return _number
-    if field == "leverage":
+    if kind is bool:
+        return _boolean
+    if kind is int:
         return _integer
-    if field in STRING_FIELDS:
-        return lambda v: v if isinstance(v, str) else None
-    if field in BOOL_FIELDS:
-        return lambda v: v if isinstance(v, bool) else None
-    return lambda v: iso(v if isinstance(v, datetime) else None)
+    if kind is datetime:
+        return _instant
+    if isinstance(kind, type) and issubclass(kind, StrEnum):
+        return _member_of(kind)
+    if kind is str:
+        return _string
+    raise TypeError(f"no converter for Account.{field}: {declared}")
 
 
-# Field -> converter, decided once: this runs for every account of every response.
+# Field -> converter, decided once: this runs for every account of every response. The first field is
+# the account number (always an int) and the last the computed freshness.
 _CONVERTERS: tuple[tuple[str, Callable[[Any], Any]], ...] = tuple(
     (f, _converter(f)) for f in ACCOUNT_FIELDS[1:-1]
 )
+assert ACCOUNT_FIELDS[0] == "account" and ACCOUNT_FIELDS[-1] == "freshness"
 
 
 def account_json(record: AccountRecord, now: datetime, thresholds: Thresholds) -> dict[str, Any]:

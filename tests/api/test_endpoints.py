@@ -238,7 +238,7 @@ async def test_unexpected_exception_is_json_500_without_traceback(make_api: Make
 
 async def test_large_list_is_serialised_off_the_loop_with_the_same_answer(make_api: MakeApi):
     """Above OFFLOAD_ABOVE accounts the body is built in a thread: same shape, every account."""
-    from agent.api.v1 import OFFLOAD_ABOVE
+    from agent.api.accounts import OFFLOAD_ABOVE
 
     api = await make_api(api_token=READ)
     n = OFFLOAD_ABOVE + 50

@@ -1,0 +1,25 @@
+"""What the handlers read from the application: typed `web.AppKey`s, set once by the composition root.
+
+Handlers take everything from `request.app[...]`: no object is closed over, and nothing here imports
+`agent.app` (the composition root sits above the API and wires it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from agent.config import Settings
+from agent.domain.runs import SyncRun
+from agent.store.base import Store
+from agent.sync.cycle import SyncService
+
+SETTINGS = web.AppKey("mt5_settings", Settings)
+STORE = web.AppKey("mt5_store", Store)
+# The sync service: its cycle (manual trigger), its clock and, until the fleet read model lands, its state.
+SYNC = web.AppKey("mt5_sync", SyncService)
+# Manual cycles still running, cancelled at shutdown (set by setup_api).
+MANUAL_CYCLES = web.AppKey("mt5_manual_cycles", set[asyncio.Task[SyncRun]])
+# The generated OpenAPI document (JSON bytes), built once the routes are registered (set by setup_api).
+OPENAPI_DOCUMENT = web.AppKey("mt5_openapi_document", bytes)

@@ -1,0 +1,276 @@
+"""The API's public shapes, defined once as pydantic models.
+
+`Account` is the allow-list: the serializer copies exactly its fields, in its order, and nothing else
+(agent.api.serialize); the OpenAPI document is generated from these models' JSON schemas
+(agent.api.openapi). Responses are not validated through pydantic at run time (the serializer is the
+measured fast path); the schemathesis test checks the live answers against the generated document.
+
+Every field is required (present, possibly null): a client never has to guess whether a missing key
+means null. No model allows extra properties.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic.json_schema import SkipJsonSchema
+
+from agent.domain.accounts import DataSource, Reason
+from agent.domain.freshness import STATES, State
+from agent.domain.runs import RunResult
+from agent.store.checks import CLIENT_ID_MAX_LENGTH, CLIENT_ID_PATTERN
+
+
+class Trigger(StrEnum):
+    """What started a sync run."""
+
+    SCHEDULE = "schedule"
+    MANUAL = "manual"  # POST /api/admin/sync-from-vps
+    CLI = "cli"  # `mt5-agent sync`
+
+
+class Schema(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _no_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+
+
+def optional_key(**kwargs: Any) -> Any:
+    """A key that may be absent (never null): not required, no default in the document."""
+    return Field(default=None, json_schema_extra=_no_default, **kwargs)
+
+
+class Freshness(Schema):
+    state: State
+    age_seconds: float | None = Field(ge=0)
+
+
+class Account(Schema):
+    """Only these fields; never credentials."""
+
+    account: int = Field(ge=1, description="MT5 login")
+    name: str | None
+    server: str | None
+    balance: float | None
+    equity: float | None
+    profit: float | None
+    margin: float | None
+    margin_free: float | None
+    margin_level: float | None
+    leverage: int | None
+    currency: str | None
+    trade_allowed: bool | None
+    updated_at: datetime | None = Field(description="when a sync last wrote this account")
+    vps_sync_timestamp: datetime | None
+    synced_from_vps: bool | None
+    data_source: DataSource | None = Field(
+        description=f"{DataSource.LIVE.value} (live terminal data) or {DataSource.STORED.value} (the "
+        "bridge's stored fallback, which does not reset freshness); null before any sync"
+    )
+    live_data_at: datetime | None = Field(description="when the terminal last gave live data")
+    freshness: Freshness
+
+
+class Thresholds(Schema):
+    acceptable_after: float
+    degraded_after: float
+    critical_after: float
+
+
+class AccountList(Schema):
+    accounts: list[Account]
+    count: int = Field(ge=0)
+    thresholds: Thresholds
+    generated_at: datetime
+
+
+class ClientAccounts(Schema):
+    accounts: list[Account]
+    count: int = Field(ge=0)
+    generated_at: datetime
+
+
+class AdminAccounts(Schema):
+    accounts: list[Account]
+    count: int = Field(ge=0)
+    generated_at: datetime
+
+
+class CurrencyTotal(Schema):
+    currency: str
+    accounts: int = Field(ge=0)
+    balance: float
+    equity: float
+    profit: float
+
+
+class Portfolio(Schema):
+    accounts: list[Account]
+    count: int = Field(ge=0)
+    totals: list[CurrencyTotal] = Field(
+        description="sums of the stored values per currency, over the accounts that have a currency, "
+        "balance, equity and profit"
+    )
+    accounts_summed: int = Field(ge=0)
+    accounts_not_summed: int = Field(ge=0)
+    not_summed: list[int] = Field(description="listed, not in totals")
+    generated_at: datetime
+
+
+class SyncRun(Schema):
+    run_id: str
+    trigger: Trigger
+    started_at: datetime
+    finished_at: datetime | None
+    duration_seconds: float | None
+    result: RunResult | None
+    accounts_total: int = Field(ge=0)
+    synced_live: int = Field(ge=0)
+    synced_stored: int = Field(ge=0)
+    failed: int = Field(ge=0)
+    failures: dict[str, Reason] = Field(description="account -> failure reason (a closed set)")
+    error: str | None
+    bridge_batch: bool
+    summary: str
+
+
+class SyncRunPage(Schema):
+    runs: list[SyncRun]
+    total: int = Field(ge=0)
+    limit: int = Field(ge=1)
+    offset: int = Field(ge=0)
+
+
+class SyncResult(Schema):
+    status: RunResult
+    accounts_synced: int = Field(ge=0)
+    total_accounts: int = Field(ge=0)
+    run_id: str
+    result: SyncRun
+    duration: float | None
+
+
+class ErrorBody(Schema):
+    code: str
+    message: str
+    run_id: str | SkipJsonSchema[None] = optional_key()
+
+
+class Error(Schema):
+    error: ErrorBody
+
+
+class SyncRunningBody(Schema):
+    code: Literal["sync_running"]
+    message: str
+    run_id: str
+
+
+class SyncRunning(Schema):
+    error: SyncRunningBody
+
+
+class HealthVpsApi(Schema):
+    reachable: bool | None
+    response_time: float | None
+    status: str | None
+
+
+class HealthDataFreshness(Schema):
+    oldest_update: str | None = Field(examples=["2 minutes ago"])
+    staleness: State | None
+    age_seconds: float | None = Field(ge=0)
+
+
+class HealthLastSync(Schema):
+    time: datetime | None
+    success: bool | None
+    accounts_synced: str | None = Field(examples=["7/7"])
+    duration: float | None
+    run_id: str | None
+    result: RunResult | None
+
+
+class Health(Schema):
+    status: Literal["healthy", "degraded", "unhealthy"]
+    vps_api: HealthVpsApi
+    data_freshness: HealthDataFreshness
+    last_sync: HealthLastSync
+    issues: list[str]
+    checked_at: datetime
+
+
+class StatusBridge(Schema):
+    up: bool | None
+    status: str | None
+    response_time: float | None
+
+
+class StatusStore(Schema):
+    up: bool
+
+
+class StatusLastRun(Schema):
+    time: datetime
+    result: RunResult | None
+    accounts_synced: int = Field(ge=0)
+    total_accounts: int = Field(ge=0)
+    duration: float | None
+
+
+class StatusSync(Schema):
+    running: bool
+    last_success_at: datetime | None
+    last: StatusLastRun | None
+
+
+# One count per freshness state, named by the states themselves.
+StateCounts: type[Schema] = create_model(  # type: ignore[call-overload]
+    "StateCounts", __base__=Schema, **{s.value: (int, Field(ge=0)) for s in STATES}
+)
+
+
+class StatusAccounts(Schema):
+    total: int = Field(ge=0)
+    by_state: StateCounts  # type: ignore[valid-type]
+
+
+class Status(Schema):
+    time: datetime
+    bridge: StatusBridge
+    store: StatusStore
+    sync: StatusSync
+    accounts: StatusAccounts | None
+    thresholds: Thresholds
+
+
+class ClientAssignment(Schema):
+    """The body of `PUT /api/admin/mt5/accounts/{account}/client`."""
+
+    client_id: str = Field(
+        min_length=1,
+        max_length=CLIENT_ID_MAX_LENGTH,
+        pattern=CLIENT_ID_PATTERN,
+        description="printable ASCII other than '/' (the client paths cannot carry one)",
+        examples=["client_alejandro"],
+    )
+
+
+class Alive(Schema):
+    status: Literal["alive"]
+
+
+class Ready(Schema):
+    ready: bool
+    problems: list[str]
+
+
+# Names the generated document gives the enums (pydantic would use the class names).
+ENUM_NAMES: dict[str, str] = {"State": "FreshnessState"}
+
+ACCOUNT_FIELDS: tuple[str, ...] = tuple(Account.model_fields)
