@@ -1,226 +1,41 @@
-"""The bridge's OpenAPI 3.1 document, written by hand: the API is small, and a test checks that every
-route is described and that real responses validate against these schemas."""
+"""The bridge's OpenAPI 3.1 document. The schemas are generated from the pydantic models of its responses
+(bridge.schema: JSON Schema 2020-12, which OpenAPI 3.1 uses as is); the paths are listed here. A test
+checks that every route is described and that real responses validate against these schemas."""
 
 from __future__ import annotations
 
 import copy
 from typing import Any
 
-NUM_OR_NULL = {"type": ["number", "null"]}
-ISO = {"type": "string", "format": "date-time", "description": "ISO-8601 UTC, e.g. 2025-10-24T15:53:19.571Z"}
-LOGIN = {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}
+from pydantic.json_schema import GenerateJsonSchema, models_json_schema
+
+from bridge import schema
+
+SCHEMA_REF = "#/components/schemas/{model}"
+LOGIN = {"type": "integer", "minimum": 1, "maximum": schema.MAX_LOGIN}
+
+
+class _Untitled(GenerateJsonSchema):
+    """No `title` on every property: the names say it already."""
+
+    def field_title_should_be_set(self, schema: Any) -> bool:
+        return False
+
+
+def _schemas() -> dict[str, Any]:
+    _, top = models_json_schema(
+        [(m, "validation") for m in schema.RESPONSE_MODELS],
+        ref_template=SCHEMA_REF,
+        schema_generator=_Untitled,
+    )
+    return dict(sorted(top["$defs"].items()))
 
 
 def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
+    return {"$ref": SCHEMA_REF.format(model=name)}
 
 
-def _obj(props: dict[str, Any], required: list[str] | None = None, **extra: Any) -> dict[str, Any]:
-    return {"type": "object", "properties": props, "required": required or list(props), **extra}
-
-
-SCHEMAS: dict[str, Any] = {
-    "Error": _obj(
-        {
-            "error": _obj(
-                {
-                    "code": {
-                        "type": "string",
-                        "description": "stable machine code",
-                        "examples": [
-                            "bad_account_id",
-                            "bad_request",
-                            "unauthorized",
-                            "unknown_account",
-                            "not_found",
-                            "terminal_unavailable",
-                            "account_mismatch",
-                            "login_failed",
-                            "terminal_timeout",
-                        ],
-                    },
-                    "message": {"type": "string"},
-                }
-            )
-        }
-    ),
-    "LiveData": _obj(
-        {
-            "login": LOGIN,
-            "name": {"type": "string"},
-            "server": {"type": "string"},
-            "currency": {"type": "string"},
-            "leverage": {"type": "integer"},
-            "balance": NUM_OR_NULL,
-            "equity": NUM_OR_NULL,
-            "profit": NUM_OR_NULL,
-            "margin": NUM_OR_NULL,
-            "margin_free": NUM_OR_NULL,
-            "margin_level": {**NUM_OR_NULL, "description": "equity / margin * 100; 0 when margin is 0"},
-            "trade_allowed": {"type": "boolean"},
-            "timestamp": {**ISO, "description": "UTC time the terminal was read"},
-        },
-        description="MT5 account_info() read live; login always equals the account asked for",
-    ),
-    "StoredData": _obj(
-        {
-            "balance": NUM_OR_NULL,
-            "equity": NUM_OR_NULL,
-            "profit": NUM_OR_NULL,
-            "margin": NUM_OR_NULL,
-            "margin_free": NUM_OR_NULL,
-            "margin_level": NUM_OR_NULL,
-            "leverage": {"type": "integer"},
-            "currency": {"type": "string"},
-            "trade_allowed": {"type": "boolean"},
-            "timestamp": ISO,
-        },
-        required=["balance", "equity", "profit", "margin", "margin_free", "currency", "timestamp"],
-        description="the last values this bridge read for the account before this request (in memory)",
-    ),
-    "ErrorDetail": _obj({"code": {"type": "string"}, "message": {"type": "string"}}),
-    "AccountInfoResponse": _obj(
-        {
-            "account_id": LOGIN,
-            "live_data": {"oneOf": [_ref("LiveData"), {"type": "null"}]},
-            "stored_data": {"oneOf": [_ref("StoredData"), {"type": "null"}]},
-            "live_error": {**_ref("ErrorDetail"), "description": "why live_data is null"},
-        },
-        required=["account_id", "live_data", "stored_data"],
-    ),
-    "BalanceResponse": _obj(
-        {
-            "account_id": LOGIN,
-            "balance": NUM_OR_NULL,
-            "equity": NUM_OR_NULL,
-            "profit": NUM_OR_NULL,
-            "currency": {"type": "string"},
-            "timestamp": ISO,
-        }
-    ),
-    "Deal": _obj(
-        {
-            "ticket": {"type": "integer"},
-            "order": {"type": "integer"},
-            "time": {**ISO, "description": "deal time converted from broker time to UTC"},
-            "type": {"type": "integer", "description": "MT5 DEAL_TYPE_* (0 buy, 1 sell, 2 balance, ...)"},
-            "entry": {"type": "integer", "description": "MT5 DEAL_ENTRY_* (0 in, 1 out, 2 inout, 3 out_by)"},
-            "volume": NUM_OR_NULL,
-            "price": NUM_OR_NULL,
-            "commission": NUM_OR_NULL,
-            "swap": NUM_OR_NULL,
-            "profit": NUM_OR_NULL,
-            "fee": NUM_OR_NULL,
-            "symbol": {"type": "string"},
-            "comment": {"type": "string"},
-            "position_id": {"type": "integer"},
-            "magic": {"type": "integer"},
-            "reason": {"type": "integer"},
-        },
-        required=[
-            "ticket",
-            "order",
-            "time",
-            "type",
-            "entry",
-            "volume",
-            "price",
-            "commission",
-            "swap",
-            "profit",
-            "fee",
-            "symbol",
-            "comment",
-            "position_id",
-        ],
-    ),
-    "TradesResponse": _obj(
-        {"account_id": LOGIN, "from": ISO, "to": ISO, "deals": {"type": "array", "items": _ref("Deal")}}
-    ),
-    "Position": _obj(
-        {
-            "ticket": {"type": "integer"},
-            "time": ISO,
-            "time_update": ISO,
-            "type": {"type": "integer", "description": "MT5 POSITION_TYPE_* (0 buy, 1 sell)"},
-            "magic": {"type": "integer"},
-            "identifier": {"type": "integer"},
-            "reason": {"type": "integer"},
-            "volume": NUM_OR_NULL,
-            "price_open": NUM_OR_NULL,
-            "sl": NUM_OR_NULL,
-            "tp": NUM_OR_NULL,
-            "price_current": NUM_OR_NULL,
-            "swap": NUM_OR_NULL,
-            "profit": NUM_OR_NULL,
-            "symbol": {"type": "string"},
-            "comment": {"type": "string"},
-        }
-    ),
-    "PositionsResponse": _obj(
-        {"account_id": LOGIN, "timestamp": ISO, "positions": {"type": "array", "items": _ref("Position")}}
-    ),
-    "AccountSummary": _obj(
-        {
-            "account": LOGIN,
-            "name": {"type": ["string", "null"]},
-            "server": {"type": "string"},
-            "currency": {"type": ["string", "null"]},
-            "balance": {**NUM_OR_NULL, "description": "last known; null before the bridge first read it"},
-            "equity": NUM_OR_NULL,
-            "terminal": {"type": "string"},
-            "updated_at": {"oneOf": [ISO, {"type": "null"}]},
-        }
-    ),
-    "SummaryResponse": _obj({"accounts": {"type": "array", "items": _ref("AccountSummary")}}),
-    "LiveEntry": {
-        "oneOf": [
-            _obj(
-                {
-                    "account_id": LOGIN,
-                    "live_data": {"oneOf": [_ref("LiveData"), {"type": "null"}]},
-                    "stored_data": {"oneOf": [_ref("StoredData"), {"type": "null"}]},
-                    "live_error": _ref("ErrorDetail"),
-                },
-                required=["account_id", "live_data", "stored_data"],
-                description="same as /account/{id}/info",
-            ),
-            _obj(
-                {
-                    "account_id": {"type": "integer"},
-                    "error": _ref("ErrorDetail"),
-                    "status": {"type": "integer"},
-                },
-                description="this account failed; status is what its own call would have returned",
-            ),
-        ]
-    },
-    "LiveBatchResponse": _obj({"timestamp": ISO, "accounts": {"type": "array", "items": _ref("LiveEntry")}}),
-    "Health": _obj(
-        {
-            "status": {"type": "string", "enum": ["healthy", "degraded", "unhealthy"]},
-            "timestamp": ISO,
-            "mt5": _obj(
-                {
-                    "available": {"type": "boolean"},
-                    "terminal_info": {"type": "object", "description": "only with a valid token"},
-                },
-                required=["available"],
-            ),
-            "features": {"type": "array", "items": {"type": "string", "enum": ["batch", "positions"]}},
-            "terminals": _obj(
-                {
-                    "total": {"type": "integer"},
-                    "healthy": {"type": "integer"},
-                    "items": {"type": "array", "items": {"type": "object"}},
-                },
-                required=["total", "healthy"],
-                description="only with a valid token",
-            ),
-        },
-        required=["status", "timestamp", "mt5", "features"],
-    ),
-}
+SCHEMAS: dict[str, Any] = _schemas()
 
 ERROR_RESPONSES: dict[str, tuple[str, str]] = {
     "BadRequest": ("400", "bad_account_id or bad_request"),
@@ -232,8 +47,8 @@ ERROR_RESPONSES: dict[str, tuple[str, str]] = {
 }
 
 
-def _resp(description: str, schema: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": _ref(schema)}}}
+def _resp(description: str, name: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref(name)}}}
 
 
 def _errors(*names: str) -> dict[str, Any]:

@@ -328,3 +328,13 @@ def test_parse_login_accepts_only_positive_ascii_integers(text: str) -> None:
         assert not (text.isascii() and text.isdigit() and 0 < int(text) < 2**63)
     else:
         assert text.isascii() and text.isdigit() and login == int(text) > 0
+
+
+def test_openapi_schemas_are_generated_from_the_response_models() -> None:
+    from bridge.schema import RESPONSE_MODELS
+
+    schemas = build_document()["components"]["schemas"]
+    assert {m.__name__ for m in RESPONSE_MODELS} <= set(schemas)
+    assert schemas["Health"]["properties"]["status"]["enum"] == ["healthy", "degraded", "unhealthy"]
+    assert set(schemas["LiveEntry"]) >= {"oneOf"}  # an entry has data or failed, never both
+    assert schemas["TradesResponse"]["required"] == ["account_id", "from", "to", "deals"]

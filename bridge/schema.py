@@ -1,0 +1,243 @@
+"""The bridge's response shapes, defined once as pydantic models; bridge.openapi generates the document's
+schemas from them. Responses are built by bridge.api as plain dicts (not validated at run time); tests
+check real answers against the generated schemas.
+
+Objects stay open (no `additionalProperties: false`): this is the seed's API, and a client of it must
+tolerate fields it does not know. A key that may be absent is declared with `optional_key()`: not
+required, and never null.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, RootModel
+from pydantic.json_schema import SkipJsonSchema
+
+MAX_LOGIN = 2**63 - 1
+ISO_DESCRIPTION = "ISO-8601 UTC, e.g. 2025-10-24T15:53:19.571Z"
+
+Login = Annotated[int, Field(ge=1, le=MAX_LOGIN)]
+Instant = Annotated[datetime, Field(description=ISO_DESCRIPTION)]
+Feature = Literal["batch", "positions"]
+
+
+def _no_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+
+
+def optional_key(**kwargs: Any) -> Any:
+    """A key that may be absent (never null): not required, no default in the document."""
+    return Field(default=None, json_schema_extra=_no_default, **kwargs)
+
+
+class Schema(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class ErrorDetail(Schema):
+    code: str
+    message: str
+
+
+class ErrorBody(Schema):
+    code: str = Field(
+        description="stable machine code",
+        examples=[
+            "bad_account_id",
+            "bad_request",
+            "unauthorized",
+            "unknown_account",
+            "not_found",
+            "terminal_unavailable",
+            "account_mismatch",
+            "login_failed",
+            "terminal_timeout",
+        ],
+    )
+    message: str
+
+
+class Error(Schema):
+    error: ErrorBody
+
+
+class LiveData(Schema):
+    """MT5 account_info() read live; login always equals the account asked for"""
+
+    login: Login
+    name: str
+    server: str
+    currency: str
+    leverage: int
+    balance: float | None
+    equity: float | None
+    profit: float | None
+    margin: float | None
+    margin_free: float | None
+    margin_level: float | None = Field(description="equity / margin * 100; 0 when margin is 0")
+    trade_allowed: bool
+    timestamp: datetime = Field(description="UTC time the terminal was read")
+
+
+class StoredData(Schema):
+    """the last values this bridge read for the account before this request (in memory)"""
+
+    balance: float | None
+    equity: float | None
+    profit: float | None
+    margin: float | None
+    margin_free: float | None
+    margin_level: float | SkipJsonSchema[None] | None = optional_key()
+    leverage: int | SkipJsonSchema[None] = optional_key()
+    currency: str
+    trade_allowed: bool | SkipJsonSchema[None] = optional_key()
+    timestamp: Instant
+
+
+class AccountInfoResponse(Schema):
+    account_id: Login
+    live_data: LiveData | None
+    stored_data: StoredData | None
+    live_error: ErrorDetail | SkipJsonSchema[None] = optional_key(description="why live_data is null")
+
+
+class BalanceResponse(Schema):
+    account_id: Login
+    balance: float | None
+    equity: float | None
+    profit: float | None
+    currency: str
+    timestamp: Instant
+
+
+class Deal(Schema):
+    ticket: int
+    order: int
+    time: datetime = Field(description="deal time converted from broker time to UTC")
+    type: int = Field(description="MT5 DEAL_TYPE_* (0 buy, 1 sell, 2 balance, ...)")
+    entry: int = Field(description="MT5 DEAL_ENTRY_* (0 in, 1 out, 2 inout, 3 out_by)")
+    volume: float | None
+    price: float | None
+    commission: float | None
+    swap: float | None
+    profit: float | None
+    fee: float | None
+    symbol: str
+    comment: str
+    position_id: int
+    magic: int | SkipJsonSchema[None] = optional_key()
+    reason: int | SkipJsonSchema[None] = optional_key()
+
+
+class TradesResponse(Schema):
+    account_id: Login
+    from_: Instant = Field(alias="from")
+    to: Instant
+    deals: list[Deal]
+
+
+class Position(Schema):
+    ticket: int
+    time: Instant
+    time_update: Instant
+    type: int = Field(description="MT5 POSITION_TYPE_* (0 buy, 1 sell)")
+    magic: int
+    identifier: int
+    reason: int
+    volume: float | None
+    price_open: float | None
+    sl: float | None
+    tp: float | None
+    price_current: float | None
+    swap: float | None
+    profit: float | None
+    symbol: str
+    comment: str
+
+
+class PositionsResponse(Schema):
+    account_id: Login
+    timestamp: Instant
+    positions: list[Position]
+
+
+class AccountSummary(Schema):
+    account: Login
+    name: str | None
+    server: str
+    currency: str | None
+    balance: float | None = Field(description="last known; null before the bridge first read it")
+    equity: float | None
+    terminal: str
+    updated_at: Instant | None
+
+
+class SummaryResponse(Schema):
+    accounts: list[AccountSummary]
+
+
+class LiveAccountEntry(AccountInfoResponse):
+    """same as /account/{id}/info"""
+
+
+class LiveFailedEntry(Schema):
+    """this account failed; status is what its own call would have returned"""
+
+    account_id: int
+    error: ErrorDetail
+    status: int
+
+
+def _one_of(schema: dict[str, Any]) -> None:
+    schema["oneOf"] = schema.pop("anyOf")  # exactly one: an entry either has data or failed
+
+
+class LiveEntry(RootModel[LiveAccountEntry | LiveFailedEntry]):
+    model_config = ConfigDict(json_schema_extra=_one_of)
+
+
+class LiveBatchResponse(Schema):
+    timestamp: Instant
+    accounts: list[LiveEntry]
+
+
+class Mt5Status(Schema):
+    available: bool
+    terminal_info: dict[str, Any] | SkipJsonSchema[None] = optional_key(description="only with a valid token")
+
+
+class Terminals(Schema):
+    """only with a valid token"""
+
+    total: int
+    healthy: int
+    items: list[dict[str, Any]] | SkipJsonSchema[None] = optional_key()
+
+
+class Health(Schema):
+    status: Literal["healthy", "degraded", "unhealthy"]
+    timestamp: Instant
+    mt5: Mt5Status
+    features: list[Feature]
+    terminals: Terminals | SkipJsonSchema[None] = optional_key()
+
+
+RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
+    Error,
+    ErrorDetail,
+    LiveData,
+    StoredData,
+    AccountInfoResponse,
+    BalanceResponse,
+    Deal,
+    TradesResponse,
+    Position,
+    PositionsResponse,
+    AccountSummary,
+    SummaryResponse,
+    LiveEntry,
+    LiveBatchResponse,
+    Health,
+)
