@@ -2,8 +2,9 @@
 
 Colour thresholds for data age come from `agent.freshness.Thresholds`, like the alert rules' fallback;
 the data-age panel also draws the thresholds the agent classifies with (`mt5_freshness_threshold_seconds`).
-Render options shared with alerts/render.py: the job selector (label matchers of the agent's targets, in
-every query) and the runbook URL pattern (panel links to the runbook entry of the matching alert).
+Every metric and label name comes from the agent's metric catalog (agent.telemetry.catalog). Render options
+shared with alerts/render.py (from agent.telemetry): the job selector (label matchers of the agent's targets,
+in every query) and the runbook URL pattern (panel links to the runbook entry of the matching alert).
 Run `mt5-agent render dashboards` to regenerate the committed files.
 """
 
@@ -17,17 +18,17 @@ from pathlib import Path
 from typing import Any
 
 from agent.freshness import STATES, Thresholds
-from alerts.render import (
-    JOB_SELECTOR,
+from agent.models import DataSource
+from agent.telemetry import catalog as m
+from agent.telemetry.alerting import (
     RUNBOOK_URL,
     SUCCESS_OBJECTIVE,
     SUCCESS_WINDOW,
     SYNC_FAILURES_IN_A_ROW,
-    check_job_selector,
     runbook_link,
-    selector,
-    success_ratio_expr,
 )
+from agent.telemetry.catalog import JOB_SELECTOR
+from agent.telemetry.promql import check_job_selector, equals, selector, success_ratio_expr
 
 with warnings.catch_warnings():  # the v1 Dashboard builder warns at import; v1 JSON is what we provision
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -46,7 +47,7 @@ SYNC_UID = "mt5-sync-health"
 FILES = {OVERVIEW_UID: f"{OVERVIEW_UID}.json", SYNC_UID: f"{SYNC_UID}.json"}
 TAGS = ["mt5", "mt5-monitor"]
 DATASOURCE = common.DataSourceRef(type_val="prometheus", uid="${datasource}")
-ACCOUNT = 'account=~"$account"'
+ACCOUNT = f'{m.ACCOUNT}=~"$account"'
 STATE_COLOURS = {"fresh": "green", "acceptable": "yellow", "degraded": "orange", "critical": "red"}
 AGE_COLUMN = "Data age (min)"
 # Grafana macros and variables -> values that make every expression plain, valid PromQL.
@@ -138,8 +139,8 @@ def _source_mappings() -> list[model.ValueMapping]:
     return [
         model.ValueMap(
             options={
-                "VPS_LIVE_MT5": model.ValueMappingResult(text="VPS_LIVE_MT5", color="green", index=0),
-                "VPS_STORED": model.ValueMappingResult(text="VPS_STORED", color="orange", index=1),
+                DataSource.LIVE: model.ValueMappingResult(text=DataSource.LIVE, color="green", index=0),
+                DataSource.STORED: model.ValueMappingResult(text=DataSource.STORED, color="orange", index=1),
             }
         )
     ]
@@ -150,7 +151,7 @@ def _place(panel: Any, pid: int, x: int, y: int, w: int, h: int) -> Any:
 
 
 def _variables(job: str) -> list[cogbuilder.Builder[model.VariableModel]]:
-    accounts = f"label_values({selector('mt5_account_info', job)}, account)"
+    accounts = f"label_values({selector(m.ACCOUNT_INFO.series, job)}, {m.ACCOUNT})"
     return [
         dash.DatasourceVariable("datasource").label("Data source").type("prometheus"),
         dash.QueryVariable("account")
@@ -208,7 +209,7 @@ def accounts_overview(
     """Fleet freshness at a glance, every account's figures, balance/equity and data age over time."""
     job = check_job_selector(job_selector)
     acc = f"{job}, {ACCOUNT}"
-    age = selector("mt5_account_data_age_seconds", acc)
+    age = selector(m.ACCOUNT_DATA_AGE.series, acc)
     d = _dashboard(
         OVERVIEW_UID,
         "MT5 accounts overview",
@@ -219,7 +220,8 @@ def accounts_overview(
     )
     per_state = [
         _q(
-            f'sum(max by (account) (mt5_account_freshness_state{{state="{state}", {acc}}})) or vector(0)',
+            f"sum(max by ({m.ACCOUNT}) ({selector(m.ACCOUNT_FRESHNESS.series, equals(m.STATE, state), acc)}))"
+            " or vector(0)",
             legend=str(state),
             ref=chr(ord("A") + i),
             instant=True,
@@ -267,7 +269,8 @@ def accounts_overview(
         .description("Accounts whose last sync fell back to VPS_STORED (no live_data from the bridge).")
         .with_target(
             _q(
-                f'count(max by (account) (mt5_account_data_source{{source="VPS_STORED", {acc}}}) == 1)'
+                f"count(max by ({m.ACCOUNT}) "
+                f"({selector(m.ACCOUNT_DATA_SOURCE.series, equals(m.SOURCE, DataSource.STORED), acc)}) == 1)"
                 " or vector(0)",
                 legend="stored",
                 instant=True,
@@ -282,14 +285,14 @@ def accounts_overview(
     # The schema allows only object-valued override properties (no per-column unit/decimals), so the
     # table shares decimals=2 and unit none; margin level is shown in % and data age in minutes.
     columns = [
-        ("A", f"max by (account, name, server, currency) (mt5_account_info{{{acc}}})"),
-        ("B", f"max by (account) (mt5_account_balance{{{acc}}})"),
-        ("C", f"max by (account) (mt5_account_equity{{{acc}}})"),
-        ("D", f"max by (account) (mt5_account_profit{{{acc}}})"),
-        ("E", f"100 * max by (account) (mt5_account_margin_level_ratio{{{acc}}})"),
-        ("F", f"max by (account) ({age}) / 60"),
-        ("G", f"max by (account, state) (mt5_account_freshness_state{{{acc}}}) == 1"),
-        ("H", f"max by (account, source) (mt5_account_data_source{{{acc}}}) == 1"),
+        ("A", f"max by ({', '.join(m.ACCOUNT_INFO.labels)}) ({selector(m.ACCOUNT_INFO.series, acc)})"),
+        ("B", f"max by ({m.ACCOUNT}) ({selector(m.ACCOUNT_BALANCE.series, acc)})"),
+        ("C", f"max by ({m.ACCOUNT}) ({selector(m.ACCOUNT_EQUITY.series, acc)})"),
+        ("D", f"max by ({m.ACCOUNT}) ({selector(m.ACCOUNT_PROFIT.series, acc)})"),
+        ("E", f"100 * max by ({m.ACCOUNT}) ({selector(m.ACCOUNT_MARGIN_LEVEL_RATIO.series, acc)})"),
+        ("F", f"max by ({m.ACCOUNT}) ({age}) / 60"),
+        ("G", f"max by ({m.ACCOUNT}, {m.STATE}) ({selector(m.ACCOUNT_FRESHNESS.series, acc)}) == 1"),
+        ("H", f"max by ({m.ACCOUNT}, {m.SOURCE}) ({selector(m.ACCOUNT_DATA_SOURCE.series, acc)}) == 1"),
     ]
     names = {
         "account": "Account",
@@ -338,12 +341,13 @@ def accounts_overview(
         .with_override(_by_names("Data source"), [_dyn("custom.cellOptions", {"type": "color-text"})])
     )
 
-    def _money(title: str, metric: str) -> timeseries.Panel:
+    def _money(title: str, family: m.Family) -> timeseries.Panel:
+        metric = family.series
         return (
             timeseries.Panel()
             .title(title)
             .description(f"{metric} as read from the MT5 terminal, per account (account currency).")
-            .with_target(_q(f"max by (account) ({metric}{{{acc}}})", legend="{{account}}"))
+            .with_target(_q(f"max by ({m.ACCOUNT}) ({selector(metric, acc)})", legend="{{account}}"))
             .unit("none")
             .decimals(2)
             .line_width(2)
@@ -359,9 +363,9 @@ def accounts_overview(
         )
         .targets(
             [
-                _q(f"max by (account) ({age})", legend="{{account}}", ref="A"),
+                _q(f"max by ({m.ACCOUNT}) ({age})", legend="{{account}}", ref="A"),
                 _q(
-                    f"max by (state) ({selector('mt5_freshness_threshold_seconds', job)})",
+                    f"max by ({m.STATE}) ({selector(m.FRESHNESS_THRESHOLD.series, job)})",
                     legend="{{state}} from",
                     ref="B",
                 ),
@@ -381,8 +385,8 @@ def accounts_overview(
             (oldest, 16, 0, 4, 5),
             (stored, 20, 0, 4, 5),
             (accounts, 0, 5, 24, 10),
-            (_money("Balance", "mt5_account_balance"), 0, 15, 12, 8),
-            (_money("Equity", "mt5_account_equity"), 12, 15, 12, 8),
+            (_money("Balance", m.ACCOUNT_BALANCE), 0, 15, 12, 8),
+            (_money("Equity", m.ACCOUNT_EQUITY), 12, 15, 12, 8),
             (age, 0, 23, 24, 8),
         ],
         start=1,
@@ -405,7 +409,7 @@ def sync_health(
         job,
     )
 
-    def m(metric: str) -> str:
+    def sel(metric: str) -> str:
         return selector(metric, job)
 
     def _up(title: str, expr: str, alertname: str) -> stat.Panel:
@@ -440,9 +444,7 @@ def sync_health(
     last_success = (
         stat.Panel()
         .title("Since last successful sync")
-        .with_target(
-            _q(f"time() - max({m('mt5_sync_last_success_timestamp_seconds')})", legend="age", instant=True)
-        )
+        .with_target(_q(f"time() - max({sel(m.SYNC_LAST_SUCCESS.series)})", legend="age", instant=True))
         .unit("s")
         .thresholds(_age_thresholds(thresholds))
         .color_mode(common.BigValueColorMode.BACKGROUND)
@@ -452,7 +454,11 @@ def sync_health(
         stat.Panel()
         .title("Last run: accounts by outcome")
         .with_target(
-            _q(f"max by (outcome) ({m('mt5_sync_last_run_accounts')})", legend="{{outcome}}", instant=True)
+            _q(
+                f"max by ({m.OUTCOME}) ({sel(m.SYNC_LAST_RUN_ACCOUNTS.series)})",
+                legend="{{outcome}}",
+                instant=True,
+            )
         )
         .text_mode(common.BigValueTextMode.VALUE_AND_NAME)
         .graph_mode(common.BigValueGraphMode.NONE)
@@ -460,10 +466,11 @@ def sync_health(
     )
     last_run = _coloured(last_run, {"live": "green", "stored": "orange", "failed": "red"})
 
-    def _quantiles(title: str, metric: str, by: str, quantiles: Sequence[float]) -> timeseries.Panel:
-        group = ", ".join(["le", *([by] if by else [])])
+    def _quantiles(title: str, family: m.Family, quantiles: Sequence[float]) -> timeseries.Panel:
+        by = ", ".join(family.labels)
+        group = ", ".join(["le", *family.labels])
         legend_suffix = f" {{{{{by}}}}}" if by else ""
-        buckets = m(f"{metric}_bucket")
+        buckets = sel(family.bucket)
         targets = [
             _q(
                 f"histogram_quantile({q}, sum by ({group}) (rate({buckets}[$__rate_interval])))",
@@ -477,7 +484,9 @@ def sync_health(
     runs = (
         timeseries.Panel()
         .title("Sync runs by result (per hour)")
-        .with_target(_q(f"sum by (result) (increase({m('mt5_sync_runs_total')}[1h]))", legend="{{result}}"))
+        .with_target(
+            _q(f"sum by ({m.RESULT}) (increase({sel(m.SYNC_RUNS.series)}[1h]))", legend="{{result}}")
+        )
         .unit("none")
         .min(0)
     )
@@ -487,7 +496,8 @@ def sync_health(
         .title("Sync failures by account and reason (per hour)")
         .with_target(
             _q(
-                f"sum by (account, reason) (increase(mt5_account_sync_failures_total{{{acc}}}[1h])) > 0",
+                f"sum by ({m.ACCOUNT}, {m.REASON}) "
+                f"(increase({selector(m.ACCOUNT_SYNC_FAILURES.series, acc)}[1h])) > 0",
                 legend="{{account}} {{reason}}",
             )
         )
@@ -502,7 +512,10 @@ def sync_health(
         .title("Consecutive failures by account")
         .description(f"MT5AccountSyncFailing fires at {SYNC_FAILURES_IN_A_ROW} failures in a row.")
         .with_target(
-            _q(f"max by (account) (mt5_account_consecutive_failures{{{acc}}})", legend="{{account}}")
+            _q(
+                f"max by ({m.ACCOUNT}) ({selector(m.ACCOUNT_CONSECUTIVE_FAILURES.series, acc)})",
+                legend="{{account}}",
+            )
         )
         .unit("none")
         .min(0)
@@ -517,8 +530,8 @@ def sync_health(
         .title("Bridge and store up")
         .targets(
             [
-                _q(f"min({m('mt5_bridge_up')})", legend="bridge", ref="A"),
-                _q(f"min({m('mt5_store_up')})", legend="store", ref="B"),
+                _q(f"min({sel(m.BRIDGE_UP.series)})", legend="bridge", ref="A"),
+                _q(f"min({sel(m.STORE_UP.series)})", legend="store", ref="B"),
             ]
         )
         .unit("none")
@@ -531,24 +544,20 @@ def sync_health(
         stat.Panel()
         .title("Agent version")
         .with_target(
-            _q(f"max by (version) ({m('mt5_agent_build_info')})", legend="{{version}}", instant=True)
+            _q(f"max by ({m.VERSION}) ({sel(m.AGENT_BUILD_INFO.series)})", legend="{{version}}", instant=True)
         )
         .text_mode(common.BigValueTextMode.NAME)
         .graph_mode(common.BigValueGraphMode.NONE)
         .color_mode(common.BigValueColorMode.NONE)
     )
 
-    cycle = _quantiles("Sync cycle duration", "mt5_sync_duration_seconds", "", (0.5, 0.9, 0.99))
-    bridge = _quantiles(
-        "Bridge request latency", "mt5_bridge_request_duration_seconds", "endpoint", (0.5, 0.99)
-    )
-    store = _quantiles(
-        "Store operation latency", "mt5_store_operation_duration_seconds", "operation", (0.99,)
-    )
+    cycle = _quantiles("Sync cycle duration", m.SYNC_DURATION, (0.5, 0.9, 0.99))
+    bridge = _quantiles("Bridge request latency", m.BRIDGE_REQUEST_DURATION, (0.5, 0.99))
+    store = _quantiles("Store operation latency", m.STORE_OPERATION_DURATION, (0.99,))
     layout = [
-        (_up("Agent", f"min({m('up')})", "MT5AgentDown"), 0, 0, 3, 4),
-        (_up("Bridge", f"min({m('mt5_bridge_up')})", "MT5BridgeDown"), 3, 0, 3, 4),
-        (_up("Store", f"min({m('mt5_store_up')})", "MT5StoreDown"), 6, 0, 3, 4),
+        (_up("Agent", f"min({sel(m.SCRAPE_UP)})", "MT5AgentDown"), 0, 0, 3, 4),
+        (_up("Bridge", f"min({sel(m.BRIDGE_UP.series)})", "MT5BridgeDown"), 3, 0, 3, 4),
+        (_up("Store", f"min({sel(m.STORE_UP.series)})", "MT5StoreDown"), 6, 0, 3, 4),
         (success, 9, 0, 4, 4),
         (last_success, 13, 0, 4, 4),
         (last_run, 17, 0, 4, 4),

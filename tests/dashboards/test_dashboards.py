@@ -14,12 +14,12 @@ import pytest
 import yaml
 
 from agent.freshness import STATES, Thresholds
-from alerts._tools import require, require_tool
-from alerts.render import RUNBOOK_URL
+from agent.telemetry.alerting import RUNBOOK_URL
 from dashboards import render
+from tests.tools import require, require_tool
 
-DASHBOARDS_DIR = Path(__file__).resolve().parent
-REPO = DASHBOARDS_DIR.parent
+REPO = Path(__file__).resolve().parents[2]
+DASHBOARDS_DIR = REPO / "dashboards"
 SCHEMA = REPO.parent / "shared" / "schemas" / "grafana-dashboard.schema.json"
 PROVISIONING = DASHBOARDS_DIR / "provisioning"
 RULES = REPO / "alerts" / "rules.yml"

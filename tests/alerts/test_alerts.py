@@ -16,10 +16,11 @@ import yaml
 
 from agent.freshness import Thresholds
 from alerts import render
-from alerts._tools import require, require_tool
 from tests.ports import free_port
+from tests.tools import require, require_tool
 
-ALERTS_DIR = Path(__file__).resolve().parent
+REPO = Path(__file__).resolve().parents[2]
+ALERTS_DIR = REPO / "alerts"
 RULES = ALERTS_DIR / "rules.yml"
 TESTS = ALERTS_DIR / "tests.yml"
 RUNBOOK = ALERTS_DIR / "RUNBOOK.md"
