@@ -23,11 +23,11 @@ async def test_every_chunk_is_written(n: int, backend: Backend, monkeypatch: pyt
         updates = [update(100 + i, balance=1000.0 + i, name=f"A{i}") for i in range(n)]
         states = [AccountSyncState(100 + i, consecutive_failures=i, last_attempt_at=T0) for i in range(n)]
         await store.write_cycle(updates, states)
-        records = await store.get_accounts()
+        records = await store.accounts.get_accounts()
         assert [(r.account, r.balance, r.name) for r in records] == [
             (100 + i, 1000.0 + i, f"A{i}") for i in range(n)
         ]
-        got = await store.get_sync_states()
+        got = await store.sync_state.get_sync_states()
         assert {a: s.consecutive_failures for a, s in got.items()} == {100 + i: i for i in range(n)}
     finally:
         await store.close()

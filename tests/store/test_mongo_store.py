@@ -14,11 +14,12 @@ import pytest
 from pymongo.asynchronous.collection import AsyncCollection
 
 from agent.domain.accounts import AccountSyncState
-from agent.store.base import StoreError
-from agent.store.mongo import MongoStore, split_credentials
+from agent.domain.runs import SyncRun
+from agent.store.errors import StoreError, StoreUnavailable
+from agent.store.mongo import CollectionNames, MongoStore, split_credentials
 from tests.ports import free_port
 
-from .factories import update
+from .factories import T0, update
 from .mongo_server import MongoServer, require_secantusd
 
 SECRET = "s3cr3t-Pa55word"
@@ -72,7 +73,7 @@ async def test_a_cycle_is_one_bulk_write_per_collection(
     await mongo_store.write_cycle([update(n) for n in range(50)], [AccountSyncState(n) for n in range(50)])
 
     assert calls == Counter({"mt5_accounts": 1, "mt5_sync_state": 1})
-    assert len(await mongo_store.get_accounts()) == 50
+    assert len(await mongo_store.accounts.get_accounts()) == 50
 
 
 async def test_open_adopts_an_existing_collection(mongo_server: MongoServer, database: str) -> None:
@@ -84,7 +85,7 @@ async def test_open_adopts_an_existing_collection(mongo_server: MongoServer, dat
     await s.open()
     try:
         await s.write_cycle([update(891215, 27047.52)], [])
-        [record] = await s.get_accounts(client_id="client_alejandro")
+        [record] = await s.accounts.get_accounts(client_id="client_alejandro")
         assert record.balance == 27047.52
     finally:
         await s.close()
@@ -112,7 +113,7 @@ async def test_an_unreachable_server_fails_fast_without_credentials() -> None:
     s = MongoStore(url, timeout_ms=FAST_MS)
     assert SECRET not in repr(s) and SECRET not in s.display_url
     try:
-        for call in (s.open, s.ping, lambda: s.write_cycle([update(1)], []), s.get_accounts):
+        for call in (s.open, s.ping, lambda: s.write_cycle([update(1)], []), s.accounts.get_accounts):
             started = time.monotonic()
             with pytest.raises(StoreError) as err:
                 await call()
@@ -191,11 +192,11 @@ async def test_a_store_outage_fails_fast_and_recovers_by_itself(tmp_path: Path) 
         server.start()  # same port, same data directory
         await _wait_until_up(store)
         await store.write_cycle([update(1, 12.0), update(2, 20.0)], [AccountSyncState(1, 0, None)])
-        assert [(r.account, r.balance) for r in await store.get_accounts()] == [(1, 12.0), (2, 20.0)]
+        assert [(r.account, r.balance) for r in await store.accounts.get_accounts()] == [(1, 12.0), (2, 20.0)]
 
         await late.open()  # the same object that failed to open now works, indexes included
-        assert [r.account for r in await late.get_accounts()] == [1, 2]
-        assert (await late.get_sync_states())[1].last_reason is None
+        assert [r.account for r in await late.accounts.get_accounts()] == [1, 2]
+        assert (await late.sync_state.get_sync_states())[1].last_reason is None
     finally:
         await store.close()
         await late.close()
@@ -213,6 +214,70 @@ async def test_a_rejected_write_maps_to_store_error(mongo_server: MongoServer, d
     try:
         with pytest.raises(StoreError, match=r"BulkWriteError.*1 write error.*validation"):
             await s.write_cycle([update(1, 5.0), update(2, -5.0)], [])
-        assert [r.account for r in await s.get_accounts()] == [1]  # unordered: the valid one landed
+        assert [r.account for r in await s.accounts.get_accounts()] == [1]  # unordered: the valid one landed
     finally:
         await s.close()
+
+
+# -- issue 11: typed errors, collections by name ---------------------------------------------------
+
+
+async def test_an_unreachable_server_is_unavailable() -> None:
+    s = MongoStore(f"mongodb://127.0.0.1:{free_port()}/", timeout_ms=FAST_MS)
+    try:
+        for call in (s.open, s.ping, lambda: s.write_cycle([update(1)], []), s.runs.count_runs):
+            with pytest.raises(StoreUnavailable):
+                await call()
+    finally:
+        await s.close()
+    with pytest.raises(StoreUnavailable, match="not open"):
+        await s.accounts.get_accounts()
+
+
+async def test_a_server_refusal_is_a_plain_store_error(mongo_server: MongoServer, database: str) -> None:
+    """The server answered: refused credentials, a validator. Not a timeout, not the data's 64 bits."""
+    url = mongo_server.url.replace("mongodb://", f"mongodb://mt5user:{SECRET}@")
+    s = MongoStore(url, timeout_ms=2000)
+    try:
+        with pytest.raises(StoreError) as err:
+            await s.open()
+        assert type(err.value) is StoreError
+    finally:
+        await s.close()
+    with mongo_server.client() as client:
+        client[database].create_collection(
+            "mt5_accounts", validator={"$jsonSchema": {"properties": {"balance": {"minimum": 0}}}}
+        )
+    s = MongoStore(mongo_server.url, database=database)
+    await s.open()
+    try:
+        with pytest.raises(StoreError, match="BulkWriteError") as err:
+            await s.write_cycle([update(2, -5.0)], [])
+        assert type(err.value) is StoreError
+    finally:
+        await s.close()
+
+
+async def test_collections_are_chosen_by_name(mongo_server: MongoServer, database: str) -> None:
+    s = MongoStore(
+        mongo_server.url,
+        database=database,
+        accounts_collection="acc",
+        runs_collection="runs",
+        state_collection="state",
+    )
+    assert s.collections == CollectionNames(accounts="acc", runs="runs", sync_state="state")
+    assert CollectionNames() == CollectionNames("mt5_accounts", "mt5_sync_runs", "mt5_sync_state")
+    await s.open()
+    try:
+        await s.write_cycle([update(1)], [AccountSyncState(1, 2)])
+        await s.runs.record_run(SyncRun("r1", started_at=T0))
+    finally:
+        await s.close()
+    with mongo_server.client() as client:
+        db = client[database]
+        assert sorted(db.list_collection_names()) == ["acc", "runs", "state"]
+        assert [d["account"] for d in db["acc"].find()] == [1]
+        assert [d["consecutive_failures"] for d in db["state"].find()] == [2]
+        assert [d["run_id"] for d in db["runs"].find()] == ["r1"]
+        assert any(i.get("unique") for n, i in db["acc"].index_information().items() if n != "_id_")

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from agent.store import Store, open_store
+from agent.store import Store, StoreConfigError, StoreError, open_store, validate_store_url
 from agent.store.mongo import MongoStore
 from agent.store.sqlite import SQLiteStore
 
@@ -63,3 +63,13 @@ def test_a_missing_test_server_is_skipped_locally_but_fails_in_ci(monkeypatch: p
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="NOT RUN"):
         mongo_server.require_secantusd()
+
+
+@pytest.mark.parametrize("url", ["postgres://u:topsecret@db/x", "sqlite:///", "mongodb://h:notaport/"])
+def test_a_bad_url_is_a_store_config_error_and_a_value_error(url: str) -> None:
+    """Typed (issue 11): callers catch StoreConfigError; settings validation still sees a ValueError."""
+    with pytest.raises(StoreConfigError) as err:
+        validate_store_url(url)
+    assert isinstance(err.value, ValueError) and isinstance(err.value, StoreError)
+    with pytest.raises(StoreConfigError, match="MT5_AGENT_STORE_URL"):
+        open_store(url)

@@ -15,7 +15,7 @@ import pytest
 
 from agent.domain.accounts import AccountSyncState, Reason
 from agent.store import open_store
-from agent.store.base import StoreError
+from agent.store.errors import StoreConfigError, StoreError, StoreRejected, StoreUnavailable
 from agent.store.sqlite import SQLiteStore
 
 from .factories import T0, update
@@ -51,7 +51,7 @@ async def test_write_cycle_is_all_or_nothing(sqlite_store: SQLiteStore) -> None:
     await sqlite_store.write_cycle(
         [update(1, 10.0), update(2, 20.0)], [AccountSyncState(1, 1, Reason.TIMEOUT)]
     )
-    before = (await sqlite_store.get_accounts(), await sqlite_store.get_sync_states())
+    before = (await sqlite_store.accounts.get_accounts(), await sqlite_store.sync_state.get_sync_states())
     _add_failing_trigger(sqlite_store.path, account=3)
 
     with pytest.raises(StoreError, match="forced failure"):
@@ -60,10 +60,13 @@ async def test_write_cycle_is_all_or_nothing(sqlite_store: SQLiteStore) -> None:
             [AccountSyncState(1, 0), AccountSyncState(3, 1, Reason.CONNECTION)],
         )
 
-    assert (await sqlite_store.get_accounts(), await sqlite_store.get_sync_states()) == before
+    assert (
+        await sqlite_store.accounts.get_accounts(),
+        await sqlite_store.sync_state.get_sync_states(),
+    ) == before
     # The connection is usable again: no transaction was left open.
     await sqlite_store.write_cycle([update(4, 40.0)], [])
-    assert [r.account for r in await sqlite_store.get_accounts()] == [1, 2, 4]
+    assert [r.account for r in await sqlite_store.accounts.get_accounts()] == [1, 2, 4]
 
 
 async def test_the_database_runs_in_wal_mode(sqlite_store: SQLiteStore) -> None:
@@ -118,8 +121,8 @@ async def test_a_deleted_database_file_is_recreated_and_written_again(
     await sqlite_store.write_cycle([update(2, 20.0)], [AccountSyncState(2)])
 
     assert _accounts_in_file(sqlite_store.path) == [2]  # a new file at the path, with the schema
-    assert [(r.account, r.balance) for r in await sqlite_store.get_accounts()] == [(2, 20.0)]
-    assert list(await sqlite_store.get_sync_states()) == [2]
+    assert [(r.account, r.balance) for r in await sqlite_store.accounts.get_accounts()] == [(2, 20.0)]
+    assert list(await sqlite_store.sync_state.get_sync_states()) == [2]
     await sqlite_store.ping()
     assert any("was deleted" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
 
@@ -128,9 +131,9 @@ async def test_a_read_after_the_file_was_deleted_reopens_too(sqlite_store: SQLit
     await sqlite_store.write_cycle([update(1)], [])
     _remove_database(sqlite_store.path)
 
-    assert await sqlite_store.get_accounts() == []  # the reader noticed first: an empty new database
+    assert await sqlite_store.accounts.get_accounts() == []  # the reader noticed first: an empty new database
     await sqlite_store.write_cycle([update(3)], [])
-    assert [r.account for r in await sqlite_store.get_accounts()] == [3]
+    assert [r.account for r in await sqlite_store.accounts.get_accounts()] == [3]
     assert _accounts_in_file(sqlite_store.path) == [3]
 
 
@@ -144,7 +147,7 @@ async def test_a_replaced_database_file_is_reopened(sqlite_store: SQLiteStore, t
     os.rename(other.path, sqlite_store.path)
 
     await sqlite_store.ping()
-    assert [(r.account, r.balance) for r in await sqlite_store.get_accounts()] == [(7, 70.0)]
+    assert [(r.account, r.balance) for r in await sqlite_store.accounts.get_accounts()] == [(7, 70.0)]
     await sqlite_store.write_cycle([update(8)], [])
     assert _accounts_in_file(sqlite_store.path) == [7, 8]
 
@@ -154,7 +157,7 @@ async def test_concurrent_operations_after_a_deletion_reopen_once(sqlite_store: 
     _remove_database(sqlite_store.path)
     await asyncio.gather(
         *(sqlite_store.write_cycle([update(10 + i)], []) for i in range(5)),
-        *(sqlite_store.get_accounts() for _ in range(5)),
+        *(sqlite_store.accounts.get_accounts() for _ in range(5)),
         sqlite_store.ping(),
     )
     assert _accounts_in_file(sqlite_store.path) == [10, 11, 12, 13, 14]
@@ -174,12 +177,12 @@ async def test_a_removed_directory_is_a_store_error_until_it_is_back(tmp_path: P
         with pytest.raises(StoreError):
             await s.write_cycle([update(1)], [])
         with pytest.raises(StoreError):
-            await s.get_accounts()
+            await s.accounts.get_accounts()
         assert not directory.exists()  # never created behind the operator's back
 
         directory.mkdir()  # the operator fixes it: the store recovers by itself
         await s.write_cycle([update(2)], [])
-        assert [r.account for r in await s.get_accounts()] == [2]
+        assert [r.account for r in await s.accounts.get_accounts()] == [2]
     finally:
         await s.close()
 
@@ -200,7 +203,7 @@ async def test_close_then_open_again(sqlite_store: SQLiteStore) -> None:
     with pytest.raises(StoreError, match="closed"):
         await sqlite_store.ping()
     await sqlite_store.open()
-    assert [r.account for r in await sqlite_store.get_accounts()] == [1]
+    assert [r.account for r in await sqlite_store.accounts.get_accounts()] == [1]
 
 
 async def _timed(call: Awaitable[T]) -> tuple[T, float, float]:
@@ -220,7 +223,7 @@ async def test_ten_thousand_accounts_are_fast(sqlite_store: SQLiteStore) -> None
         "insert": await _timed(sqlite_store.write_cycle(ups, states)),
         "update": await _timed(sqlite_store.write_cycle(ups, states)),  # steady state: merges
     }
-    timings["read"] = read = await _timed(sqlite_store.get_accounts())
+    timings["read"] = read = await _timed(sqlite_store.accounts.get_accounts())
 
     records = read[0]
     assert len(records) == n and records[-1].balance == float(n - 1)
@@ -252,9 +255,9 @@ async def test_blocking_work_stays_off_the_event_loop(sqlite_store: SQLiteStore)
 async def test_concurrent_calls_are_serialised_safely(sqlite_store: SQLiteStore) -> None:
     await asyncio.gather(
         *(sqlite_store.write_cycle([update(i * 10 + k) for k in range(10)], []) for i in range(20)),
-        *(sqlite_store.get_accounts() for _ in range(10)),
+        *(sqlite_store.accounts.get_accounts() for _ in range(10)),
     )
-    assert [r.account for r in await sqlite_store.get_accounts()] == list(range(200))
+    assert [r.account for r in await sqlite_store.accounts.get_accounts()] == list(range(200))
 
 
 async def test_in_memory_store_through_open_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -264,7 +267,50 @@ async def test_in_memory_store_through_open_store(tmp_path: Path, monkeypatch: p
     try:
         await s.write_cycle([update(1)], [])
         await s.ping()
-        assert [r.account for r in await s.get_accounts()] == [1]
+        assert [r.account for r in await s.accounts.get_accounts()] == [1]
     finally:
         await s.close()
     assert os.listdir(tmp_path) == []  # nothing written to disk
+
+
+# -- issue 11: typed errors ------------------------------------------------------------------------
+
+
+async def test_a_missing_directory_is_a_config_error(tmp_path: Path) -> None:
+    s = SQLiteStore(str(tmp_path / "no" / "store.db"))
+    with pytest.raises(StoreConfigError, match="does not exist"):
+        await s.open()
+    await s.close()
+
+
+async def test_a_closed_or_unwritable_store_is_unavailable(sqlite_store: SQLiteStore) -> None:
+    if os.geteuid() != 0:
+        os.chmod(sqlite_store.path, 0o444)
+        try:
+            with pytest.raises(StoreUnavailable, match="not writable"):
+                await sqlite_store.ping()
+        finally:
+            os.chmod(sqlite_store.path, 0o644)
+    await sqlite_store.close()
+    with pytest.raises(StoreUnavailable, match="closed"):
+        await sqlite_store.accounts.get_accounts()
+
+
+async def test_a_locked_file_is_unavailable_and_a_failed_statement_is_not(tmp_path: Path) -> None:
+    """SQLite's own result code decides: SQLITE_BUSY (another process holds the write lock past the
+    timeout) is StoreUnavailable; a statement the database refuses (a trigger) is a plain StoreError."""
+    s = SQLiteStore(str(tmp_path / "store.db"), timeout_ms=50)
+    await s.open()
+    other = sqlite3.connect(s.path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(StoreUnavailable, match="locked"):
+            await s.write_cycle([update(1)], [])
+        other.execute("ROLLBACK")
+        _add_failing_trigger(s.path, account=3)
+        with pytest.raises(StoreError, match="forced failure") as err:
+            await s.write_cycle([update(1)], [AccountSyncState(3)])
+        assert not isinstance(err.value, (StoreUnavailable, StoreRejected, StoreConfigError))
+    finally:
+        other.close()
+        await s.close()

@@ -1,0 +1,175 @@
+"""The backend contract: its concerns, a cycle's write across accounts and sync states (all or nothing, the
+last entry per account winning, values it cannot hold refused with a typed error), and its lifecycle."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from agent.domain.accounts import AccountSyncState, Reason
+from agent.domain.runs import SyncRun
+from agent.store.base import (
+    AccountStore,
+    RunStore,
+    Store,
+    StoreBackend,
+    StoreError,
+    StoreRejected,
+    StoreUnavailable,
+    SyncStateStore,
+)
+
+from ..conftest import Backend
+from ..factories import T0, provisioned, update
+
+
+async def test_satisfies_the_store_protocol(store: Store) -> None:
+    assert isinstance(store, Store)
+    await store.ping()
+
+
+async def test_an_empty_write_cycle_changes_nothing(store: Store) -> None:
+    await store.write_cycle([], [])
+    assert await store.accounts.get_accounts() == []
+    assert await store.sync_state.get_sync_states() == {}
+
+    await store.write_cycle([update(1)], [AccountSyncState(1, 2)])
+    before = (await store.accounts.get_accounts(), await store.sync_state.get_sync_states())
+    await store.write_cycle([], [])
+    assert (await store.accounts.get_accounts(), await store.sync_state.get_sync_states()) == before
+
+
+async def test_the_last_update_for_an_account_in_a_cycle_wins(store: Store) -> None:
+    await store.write_cycle(
+        [update(1, 1.0), update(2, 5.0), update(1, 2.0)],
+        [AccountSyncState(1, 1), AccountSyncState(1, 2)],
+    )
+    assert [(r.account, r.balance) for r in await store.accounts.get_accounts()] == [(1, 2.0), (2, 5.0)]
+    assert (await store.sync_state.get_sync_states())[1].consecutive_failures == 2
+
+
+async def test_a_value_the_store_cannot_hold_is_refused(store: Store) -> None:
+    await store.write_cycle([update(1, 1.0)], [])
+    with pytest.raises(StoreError, match=r"64 bits|8-byte ints"):
+        await store.write_cycle([update(1, 2.0), update(2, leverage=2**70)], [])
+    assert [r.account for r in await store.accounts.get_accounts()] == [1]
+
+
+@pytest.mark.parametrize(
+    ("bad", "why"),
+    [
+        (lambda: update(2**63, 5.0), "account does not fit in 64 bits"),
+        (lambda: update(3, leverage=2**64), "leverage does not fit in 64 bits"),
+        (lambda: update(3, float("nan")), "balance is not a finite number"),
+        (lambda: update(3, margin_level=float("inf")), "margin_level is not a finite number"),
+    ],
+    ids=["account-2**63", "leverage-2**64", "nan-balance", "inf-margin-level"],
+)
+async def test_a_refused_value_is_store_rejected_naming_the_account(store: Store, bad: Any, why: str) -> None:
+    """Issue 10 finding 2: a value the store cannot hold is the data's fault, not the store's: a typed
+    StoreRejected naming the account (so the sync can fail only it), nothing written, store still up."""
+    await store.write_cycle([update(1, 1.0)], [])
+    refused = bad()
+    with pytest.raises(StoreRejected, match=why) as err:
+        await store.write_cycle([update(1, 2.0), refused], [AccountSyncState(1)])
+    assert err.value.accounts == {refused.account}
+    assert [(r.account, r.balance) for r in await store.accounts.get_accounts()] == [
+        (1, 1.0)
+    ]  # nothing written
+    assert await store.sync_state.get_sync_states() == {}
+    await store.ping()
+    await store.write_cycle([update(1, 2.0)], [])  # the others, written without it, go through
+    assert [(r.account, r.balance) for r in await store.accounts.get_accounts()] == [(1, 2.0)]
+
+
+async def test_a_closed_store_raises_store_error(backend: Backend) -> None:
+    s = backend.make()
+    with pytest.raises(StoreError):
+        await s.ping()  # never opened
+    await s.open()
+    await s.close()
+    with pytest.raises(StoreError):
+        await s.ping()
+    with pytest.raises(StoreError):
+        await s.write_cycle([update(1)], [])
+    with pytest.raises(StoreError):
+        await s.accounts.get_accounts()
+    await s.close()  # closing twice is harmless
+
+
+# -- issue 11: concerns, typed errors, the flat names kept for callers -------------------------------
+
+
+async def test_each_concern_satisfies_its_protocol(store: Store) -> None:
+    assert isinstance(store, StoreBackend)
+    assert isinstance(store.accounts, AccountStore)
+    assert isinstance(store.sync_state, SyncStateStore)
+    assert isinstance(store.runs, RunStore)
+
+
+async def test_a_closed_store_is_unavailable_for_every_concern(backend: Backend) -> None:
+    s = backend.make()
+    await s.open()
+    await s.close()
+    calls = (
+        s.ping,
+        lambda: s.write_cycle([update(1)], []),
+        lambda: s.accounts.write_updates([update(1)]),
+        s.accounts.get_accounts,
+        lambda: s.accounts.get_account(1),
+        lambda: s.accounts.set_client(1, "c"),
+        lambda: s.accounts.put_account_documents([{"account": 1}]),
+        s.sync_state.get_sync_states,
+        lambda: s.sync_state.write_states([AccountSyncState(1)]),
+        lambda: s.runs.record_run(SyncRun("r", started_at=T0)),
+        s.runs.list_runs,
+        s.runs.count_runs,
+    )
+    for call in calls:
+        with pytest.raises(StoreUnavailable):
+            await call()
+
+
+async def test_a_cycle_written_by_halves_reads_back_the_same(store: Store) -> None:
+    """Each concern writes on its own too (one transaction or bulk write each); the backend's write_cycle
+    is the two in one."""
+    ups = [update(1, 1.0), update(2, 2.0, name="Two"), update(1, 3.0)]
+    states = [AccountSyncState(1, 1, Reason.TIMEOUT, T0), AccountSyncState(2), AccountSyncState(1, 2)]
+    await store.accounts.write_updates(ups)
+    await store.sync_state.write_states(states)
+    halves = (await store.accounts.get_accounts(), await store.sync_state.get_sync_states())
+    assert [(r.account, r.balance, r.name) for r in halves[0]] == [(1, 3.0, None), (2, 2.0, "Two")]
+    assert halves[1] == {1: AccountSyncState(1, 2), 2: AccountSyncState(2)}  # the last one per account
+
+    await store.write_cycle(ups, states)
+    assert (await store.accounts.get_accounts(), await store.sync_state.get_sync_states()) == halves
+    await store.accounts.write_updates([])  # nothing to write: no error, nothing changed
+    await store.sync_state.write_states([])
+    assert (await store.accounts.get_accounts(), await store.sync_state.get_sync_states()) == halves
+
+
+async def test_each_half_refuses_what_the_store_cannot_hold(store: Store) -> None:
+    await store.accounts.write_updates([update(1, 1.0)])
+    with pytest.raises(StoreRejected, match="balance is not a finite number") as err:
+        await store.accounts.write_updates([update(1, 2.0), update(3, float("nan"))])
+    assert err.value.accounts == {3}
+    with pytest.raises(StoreRejected, match="sync state consecutive_failures does not fit") as err:
+        await store.sync_state.write_states([AccountSyncState(1), AccountSyncState(4, 2**64)])
+    assert err.value.accounts == {4}
+    assert [(r.account, r.balance) for r in await store.accounts.get_accounts()] == [(1, 1.0)]
+    assert await store.sync_state.get_sync_states() == {}
+
+
+async def test_the_flat_names_delegate_to_the_concerns(store: Store) -> None:
+    """SHIM(issue 11): today's callers use `store.get_accounts()` and the like until they switch."""
+    await store.put_account_documents([provisioned(1, "c1")])
+    await store.write_cycle([update(1), update(2)], [AccountSyncState(2, 1, Reason.CONNECTION, T0)])
+    await store.set_client(2, "c2")
+    await store.record_run(SyncRun("r1", started_at=T0))
+    assert await store.get_accounts() == await store.accounts.get_accounts()
+    assert await store.get_accounts(client_id="c2") == await store.accounts.get_accounts(client_id="c2") != []
+    assert await store.get_account(1) == await store.accounts.get_account(1) is not None
+    assert await store.get_sync_states() == await store.sync_state.get_sync_states() != {}
+    assert await store.list_runs(limit=1) == await store.runs.list_runs(limit=1) != []
+    assert await store.count_runs() == await store.runs.count_runs() == 1
