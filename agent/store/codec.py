@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import types
 import typing
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from enum import Enum
+from typing import Any, Literal, TypeVar
 
 from agent.domain.accounts import RECORD_FIELDS, AccountRecord, AccountSyncState, Reason
-from agent.domain.runs import RunResult, SyncRun
+from agent.domain.runs import SyncRun
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +109,32 @@ def state_from_doc(doc: Mapping[str, Any]) -> AccountSyncState:
     )
 
 
+def _closed_fields(cls: type) -> dict[str, tuple[frozenset[Any], type[Enum] | None]]:
+    """Fields typed with a closed set (an Enum or a Literal, optionally `| None`) -> (the values they
+    accept, the Enum to build). A run read back then holds only values its type allows, whatever such
+    field the domain adds next, with no change here."""
+    out: dict[str, tuple[frozenset[Any], type[Enum] | None]] = {}
+    for name, hint in typing.get_type_hints(cls).items():
+        union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+        options = [a for a in typing.get_args(hint) if a is not type(None)] if union else [hint]
+        if len(options) != 1:
+            continue
+        kind = options[0]
+        if isinstance(kind, type) and issubclass(kind, Enum):
+            out[name] = (frozenset(m.value for m in kind), kind)
+        elif typing.get_origin(kind) is Literal:
+            out[name] = (frozenset(typing.get_args(kind)), None)
+    return out
+
+
+RUN_CLOSED_FIELDS = _closed_fields(SyncRun)
+
+
 def run_to_doc(run: SyncRun) -> dict[str, Any]:
     doc = dataclasses.asdict(run)
-    doc["result"] = run.result.value if run.result is not None else None
+    for name in RUN_CLOSED_FIELDS:
+        if isinstance(value := doc[name], Enum):
+            doc[name] = value.value
     doc["failures"] = {str(k): str(v) for k, v in run.failures.items()}
     return doc
 
@@ -119,11 +144,19 @@ def run_from_doc(doc: Mapping[str, Any]) -> SyncRun:
     for f in RUN_DATETIME_FIELDS:
         if f in kwargs:
             kwargs[f] = parse_dt(kwargs[f], f)
-    result = kwargs.get("result")
-    try:
-        kwargs["result"] = RunResult(result) if result is not None else None
-    except ValueError:
-        log.warning("unknown run result %r stored for run %s; read as none", result, doc.get("run_id"))
-        kwargs["result"] = None
+    for f, (allowed, enum) in RUN_CLOSED_FIELDS.items():
+        value = kwargs.get(f)
+        if value is None:
+            continue
+        try:
+            known = value in allowed
+        except TypeError:  # unhashable garbage
+            known = False
+        if not known:
+            # The field's default instead (None for every such field today), never a value outside its type.
+            log.warning("unknown run %s %r stored for run %s; read as none", f, value, doc.get("run_id"))
+            del kwargs[f]
+        elif enum is not None:
+            kwargs[f] = enum(value)
     kwargs["failures"] = dict(kwargs.get("failures") or {})
     return SyncRun(**kwargs)

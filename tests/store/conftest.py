@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from agent.store.base import Store
+from agent.store.codec import iso_ms
 from agent.store.mongo import MongoStore
 from agent.store.sqlite import SQLiteStore
 
@@ -29,6 +30,10 @@ class Backend:
         raise NotImplementedError
 
     def raw_account(self, account: int) -> dict[str, Any] | None:
+        raise NotImplementedError
+
+    def put_raw_run(self, doc: dict[str, Any]) -> None:
+        """Store a run document as is (e.g. one an older or newer agent wrote)."""
         raise NotImplementedError
 
 
@@ -49,6 +54,18 @@ class SQLiteBackend(Backend):
             conn.close()
         return json.loads(row[0]) if row else None
 
+    def put_raw_run(self, doc: dict[str, Any]) -> None:
+        conn = sqlite3.connect(self.path)
+        try:
+            text = json.dumps(doc, default=iso_ms)
+            conn.execute(
+                "INSERT INTO mt5_sync_runs (run_id, started_at, doc) VALUES (?, ?, ?)",
+                (doc["run_id"], iso_ms(doc["started_at"]), text),
+            )
+            conn.commit()
+        finally:
+            conn.close()
+
 
 class MongoBackend(Backend):
     name = "mongo"
@@ -63,6 +80,10 @@ class MongoBackend(Backend):
     def raw_account(self, account: int) -> dict[str, Any] | None:
         with self.server.client() as client:
             return client[self.database]["mt5_accounts"].find_one({"account": account}, {"_id": 0})
+
+    def put_raw_run(self, doc: dict[str, Any]) -> None:
+        with self.server.client() as client:
+            client[self.database]["mt5_sync_runs"].insert_one(dict(doc))
 
     def drop(self) -> None:
         with self.server.client() as client:

@@ -9,6 +9,7 @@ from agent.domain.accounts import Reason
 from agent.domain.runs import RunResult, SyncRun
 from agent.store.base import Store
 
+from ..conftest import Backend
 from ..factories import T0, ms
 from .expect import MINUTE
 
@@ -73,3 +74,23 @@ async def test_timestamps_are_aware_utc_even_from_naive_input(store: Store) -> N
     await store.runs.record_run(SyncRun("naive", started_at=naive))
     [got] = await store.runs.list_runs()
     assert got.started_at == datetime(2025, 3, 1, 8, 30, 15, 500000, tzinfo=UTC)
+
+
+async def test_a_run_document_from_another_version_reads_back(store: Store, backend: Backend) -> None:
+    """Stored runs outlive the code: fields it no longer knows are ignored, and a value outside a closed
+    set (result, fetch mode) reads as none, never as a value its type does not allow."""
+    backend.put_raw_run(
+        {
+            "run_id": "old",
+            "started_at": T0,
+            "result": "exploded",
+            "fetch_mode": "telepathy",
+            "failures": {"7": "timeout"},
+            "retired_field": {"x": 1},
+        }
+    )
+    backend.put_raw_run({"run_id": "odd", "started_at": T0 + MINUTE, "result": {"not": "hashable"}})
+    odd, old = await store.runs.list_runs()
+    assert (old.run_id, old.started_at, old.result, old.fetch_mode) == ("old", T0, None, None)
+    assert old.failures == {"7": "timeout"}
+    assert (odd.run_id, odd.result) == ("odd", None)
