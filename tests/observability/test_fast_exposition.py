@@ -1,23 +1,27 @@
-"""/metrics renders the per-account families itself (agent.metrics.AgentCollector.render, cached per
-state version, ages at scrape time): its bytes must be exactly what prometheus_client's own encoders
-write for the same registry, in every format we serve, before and after time passes and state changes."""
+"""/metrics renders the per-account families itself (agent.telemetry.collector.FleetCollector.render,
+cached per fleet version, ages at scrape time): its bytes must be exactly what prometheus_client's own
+encoders write for the same registry, in every format we serve, before and after time passes and the
+fleet changes. The collector reads a stub fleet here (the read model's protocol); test_metrics.py scrapes
+a real agent."""
 
 from __future__ import annotations
 
-import os
-from collections import Counter
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
+from typing import Any
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.exposition import choose_encoder
 
-from agent.app import Agent, build_agent, create_app
-from agent.config import load_settings
-from agent.metrics import AgentCollector, render_registry
-from agent.models import AccountSyncState, AccountValues, Reason, RunResult, SyncRun
-from agent.sync import AccountView
+from agent.freshness import Thresholds
+from agent.models import AccountValues, Reason, RunResult, SyncRun
+from agent.telemetry.collector import FleetCollector
+from agent.telemetry.exposition import add_metrics_route, render
+from agent.telemetry.registry import AgentMetrics
 
 T0 = datetime(2026, 11, 22, 12, 0, 0, 123456, tzinfo=UTC)
 ACCEPTS = [
@@ -38,10 +42,70 @@ def _values(balance: float, **kw: object) -> AccountValues:
     return AccountValues(balance=balance, **kw)  # type: ignore[arg-type]
 
 
-def _fill(agent: Agent) -> None:
+@dataclass(frozen=True)
+class Account:
+    """What the collector reads of one account (agent.telemetry.read_model.AccountRow)."""
+
+    account: int
+    name: str | None = None
+    server: str | None = None
+    values: AccountValues | None = None
+    data_source: str | None = None
+    live_data_at: datetime | None = None
+    consecutive_failures: int = 0
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    version: int
+    accounts: Mapping[int, Account]
+    failures: Mapping[tuple[int, Reason], int]
+
+
+@dataclass(frozen=True)
+class Status:
+    runs: Mapping[RunResult, int] = field(default_factory=dict)
+    last_success_at: datetime | None = None
+    last_run: SyncRun | None = None
+    running: SyncRun | None = None
+    bridge_up: bool | None = None
+    store_up: bool | None = None
+    terminal_up: bool | None = None
+    invalid_entries: Mapping[str, int] = field(default_factory=dict)
+    clock_skew_total: int = 0
+    clock_skew_seconds: float | None = None
+    pruned_total: int = 0
+
+
+class StubFleet:
+    """A read model whose snapshots the test publishes (each with a new version, as the fleet does)."""
+
+    def __init__(self) -> None:
+        self.snap = Snapshot(0, {}, {})
+        self.status = Status()
+
+    def snapshot(self) -> Snapshot:
+        return self.snap
+
+    def publish(self, accounts: Mapping[int, Account], failures: Mapping[tuple[int, Reason], int]) -> None:
+        self.snap = Snapshot(self.snap.version + 1, dict(sorted(accounts.items())), dict(failures))
+
+
+@dataclass
+class Scrapes:
+    metrics: AgentMetrics
+    fleet: StubFleet
+    now: datetime = T0
+
+    @property
+    def collector(self) -> FleetCollector:
+        assert self.metrics.collector is not None
+        return self.metrics.collector
+
+
+def _fill(fleet: StubFleet) -> None:
     """Every branch of the collector: escaping, missing values, exponent formatting, naive and
     non-UTC times, future times, stored fallback, failures, accounts with only a sync state."""
-    st = agent.service.state
     full = _values(
         80_000.0,
         equity=80_012.5,
@@ -53,22 +117,23 @@ def _fill(agent: Agent) -> None:
         currency="USD",
         trade_allowed=True,
     )
-    st.accounts = {
-        886557: AccountView(
+    accounts = {
+        886557: Account(
             886557, "Main", "MEXAtlantic-Real", full, "VPS_LIVE_MT5", T0 - timedelta(seconds=12.5)
         ),
-        886066: AccountView(
+        886066: Account(
             886066,
             'Quote " backslash \\ newline \n label',
             "Server\\2",
             _values(12_345_678.9, equity=1e300, profit=1e-7, currency="EUR"),
             "VPS_STORED",
             T0 - timedelta(seconds=400, microseconds=7),
+            consecutive_failures=2,
         ),
-        886602: AccountView(
+        886602: Account(
             886602, None, None, _values(0.0, margin_level=0.0), "VPS_LIVE_MT5", datetime(2026, 11, 22, 11, 49)
         ),  # naive: UTC
-        885822: AccountView(
+        885822: Account(
             885822,
             "Tz",
             "S",
@@ -76,90 +141,91 @@ def _fill(agent: Agent) -> None:
             "VPS_LIVE_MT5",
             datetime(2026, 11, 22, 13, 0, tzinfo=timezone(timedelta(hours=2))),  # 11:00 UTC: critical
         ),
-        886528: AccountView(886528, "Future", "S", _values(1.5), "VPS_LIVE_MT5", T0 + timedelta(seconds=3)),
-        891215: AccountView(891215, "Never", "S"),
+        886528: Account(886528, "Future", "S", _values(1.5), "VPS_LIVE_MT5", T0 + timedelta(seconds=3)),
+        891215: Account(891215, "Never", "S", consecutive_failures=7),
+        999999: Account(999999, consecutive_failures=1),  # a sync state only
     }
-    st.sync_states = {
-        886066: AccountSyncState(886066, consecutive_failures=2, last_reason=Reason.TIMEOUT),
-        891215: AccountSyncState(891215, consecutive_failures=7, last_reason=Reason.NOT_FOUND),
-        999999: AccountSyncState(999999, consecutive_failures=1, last_reason=Reason.CONNECTION),
-    }
-    st.failures = Counter(
-        {(886066, Reason.TIMEOUT): 2, (891215, Reason.NOT_FOUND): 7, (999999, Reason.CONNECTION): 1}
-    )
-    st.runs = Counter({RunResult.SUCCESS: 3, RunResult.PARTIAL: 1})
+    failures = {(886066, Reason.TIMEOUT): 2, (891215, Reason.NOT_FOUND): 7, (999999, Reason.CONNECTION): 1}
+    fleet.publish(accounts, failures)
     run = SyncRun(run_id="r", started_at=T0, finished_at=T0, duration_seconds=0.5, result=RunResult.PARTIAL)
     run.synced_live, run.synced_stored, run.failed = 4, 1, 2
-    st.last_run, st.last_success_at, st.bridge_up, st.store_up = run, T0, True, None
-    st.version += 1
+    fleet.status = Status(
+        runs={RunResult.SUCCESS: 3, RunResult.PARTIAL: 1},
+        last_run=run,
+        last_success_at=T0,
+        bridge_up=True,
+        store_up=None,
+    )
 
 
 @pytest.fixture
-def agent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Agent:
-    for name in [n for n in os.environ if n.startswith("MT5_AGENT_")]:
-        monkeypatch.delenv(name)
-    settings = load_settings(store_url=f"sqlite:///{tmp_path / 'm.db'}", bridge_url="http://127.0.0.1:9")
-    a = build_agent(settings)
-    a.service.clock = lambda: T0
-    a.metrics.observe_bridge_request("info", 0.02, True)  # a histogram with data
-    _fill(a)
-    return a
+def scrapes() -> Scrapes:
+    metrics = AgentMetrics()
+    fleet = StubFleet()
+    s = Scrapes(metrics, fleet)
+    metrics.attach_fleet(fleet, Thresholds(), lambda: s.now)
+    metrics.observe_bridge_request("info", 0.02, True)  # a histogram with data
+    _fill(fleet)
+    return s
 
 
-def _assert_same(agent: Agent) -> None:
-    registry = agent.metrics.registry
+def _assert_same(s: Scrapes) -> None:
+    registry = s.metrics.registry
     for accept in ACCEPTS:
         encoder, content_type = choose_encoder(accept)
-        expected = encoder(registry)  # prometheus_client, through AgentCollector.collect_families
-        body, ct = render_registry(registry, accept)
+        expected = encoder(registry)  # prometheus_client, through FleetCollector.collect
+        body, ct = render(s.metrics, accept)
         assert ct == content_type, accept
         assert body == expected, accept
 
 
-def test_fast_path_is_byte_identical(agent: Agent, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fast_path_is_byte_identical(scrapes: Scrapes, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    render = AgentCollector.render
-    monkeypatch.setattr(AgentCollector, "render", lambda self, *a: calls.append(a) or render(self, *a))
-    _assert_same(agent)
+    fast = FleetCollector.render
+    monkeypatch.setattr(FleetCollector, "render", lambda self, *a: calls.append(a) or fast(self, *a))
+    _assert_same(scrapes)
     assert len(calls) == len(ACCEPTS) - 1  # every format but the `dots` escaping took the fast path
 
 
-def test_ages_and_states_move_with_the_clock_from_the_cache(agent: Agent) -> None:
-    _assert_same(agent)  # fills the cache
+def test_ages_and_states_move_with_the_clock_from_the_cache(scrapes: Scrapes) -> None:
+    _assert_same(scrapes)  # fills the cache
     for seconds in (0.000001, 290, 301, 650, 1000, 86_400 * 400):
-        agent.service.clock = lambda s=seconds: T0 + timedelta(seconds=s)
-        _assert_same(agent)
+        scrapes.now = T0 + timedelta(seconds=seconds)
+        _assert_same(scrapes)
 
 
-def test_a_new_state_version_is_rendered_again(agent: Agent) -> None:
-    _assert_same(agent)
-    st = agent.service.state
-    st.accounts[886557].values = _values(1.0, currency="JPY")
-    st.accounts[886557].name = "Renamed"
-    st.failures[(886557, Reason.STORE)] += 1
-    st.sync_states[886557] = AccountSyncState(886557, consecutive_failures=1)
-    st.version += 1
-    _assert_same(agent)
-    st.accounts[123] = AccountView(123, "New")  # a new account changes the key even without a bump
-    _assert_same(agent)
+def test_a_new_fleet_version_is_rendered_again(scrapes: Scrapes) -> None:
+    _assert_same(scrapes)
+    fleet = scrapes.fleet
+    accounts: dict[int, Any] = dict(fleet.snap.accounts)
+    accounts[886557] = dataclasses.replace(
+        accounts[886557], values=_values(1.0, currency="JPY"), name="Renamed", consecutive_failures=1
+    )
+    failures = {**fleet.snap.failures, (886557, Reason.STORE): 1}
+    fleet.publish(accounts, failures)
+    _assert_same(scrapes)
+    fleet.publish({**accounts, 123: Account(123, "New")}, failures)
+    _assert_same(scrapes)
 
 
-def test_empty_state_is_byte_identical(tmp_path: Path) -> None:
-    settings = load_settings(store_url=f"sqlite:///{tmp_path / 'm.db'}", bridge_url="http://127.0.0.1:9")
-    a = build_agent(settings)
-    _assert_same(a)
+def test_empty_fleet_is_byte_identical() -> None:
+    metrics = AgentMetrics()
+    metrics.attach_fleet(StubFleet(), Thresholds(), lambda: T0)
+    _assert_same(Scrapes(metrics, StubFleet()))
 
 
-async def test_http_metrics_serves_the_same_bytes(agent: Agent) -> None:
-    app = create_app(agent, schedule=False)
-    async with TestClient(TestServer(app)) as client:
+async def test_http_metrics_serves_the_same_bytes(scrapes: Scrapes) -> None:
+    app = web.Application()
+    add_metrics_route(app, scrapes.metrics)
+    registry = scrapes.metrics.registry
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
         for accept in ACCEPTS[:6]:
             encoder, content_type = choose_encoder(accept)
             resp = await client.get("/metrics", headers={"Accept": accept, "Accept-Encoding": "identity"})
             assert resp.status == 200
             assert resp.headers["Content-Type"] == content_type
-            assert await resp.read() == encoder(agent.metrics.registry)
-        expected = choose_encoder("")[0](agent.metrics.registry)
+            assert await resp.read() == encoder(registry)
+        expected = choose_encoder("")[0](registry)
         for coding in ("gzip", "deflate", "gzip, deflate"):
             resp = await client.get("/metrics", headers={"Accept-Encoding": coding})
             assert resp.headers["Content-Encoding"] == coding.split(", ")[-1]  # deflate first, as aiohttp
@@ -170,19 +236,21 @@ async def test_http_metrics_serves_the_same_bytes(agent: Agent) -> None:
         ) == 1 and "mt5_account_info" not in await resp.text()
 
 
-async def test_prepare_renders_in_a_thread_and_render_uses_it(agent: Agent, monkeypatch: pytest.MonkeyPatch):
-    collector = agent.metrics.collector
-    assert collector is not None
+async def test_prepare_renders_in_a_thread_and_render_uses_it(
+    scrapes: Scrapes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    collector = scrapes.collector
     await collector.prepare()  # renders the static text off the event loop
     calls: list[int] = []
-    render_static = AgentCollector._render_static
+    render_static = FleetCollector._render_static
     monkeypatch.setattr(
-        AgentCollector, "_render_static", staticmethod(lambda *a: calls.append(1) or render_static(*a))
+        FleetCollector, "_render_static", staticmethod(lambda *a: calls.append(1) or render_static(*a))
     )
-    _assert_same(agent)
+    _assert_same(scrapes)
     assert calls == []  # every format used the prepared text
-    agent.service.state.version += 1  # a cycle applied after the scrape prepared
-    _assert_same(agent)
+    fleet = scrapes.fleet
+    fleet.publish(fleet.snap.accounts, fleet.snap.failures)  # a cycle applied after the scrape prepared
+    _assert_same(scrapes)
     assert len(calls) == 1  # rendered again, once, by the scrape itself
     await collector.prepare()
     assert len(calls) == 1  # already current: nothing to do

@@ -52,7 +52,7 @@ async def test_idle_account_has_no_margin_level_ratio(seed: Seed, make_agent: Ma
     assert s.value("mt5_account_margin_level_ratio", account=BAD) == 0.0
     assert s.value("mt5_account_margin_level_ratio", account=RICH) == 25.0
     # The reference path (any registry user) agrees with the fast path.
-    fams = {f.name: f for f in h.agent.metrics.collector.collect_families()}
+    fams = {f.name: f for f in h.agent.metrics.collector.collect()}
     ratios = {s.labels["account"]: s.value for s in fams["mt5_account_margin_level_ratio"].samples}
     assert ratios == {str(BAD): 0.0, str(RICH): 25.0}
 
