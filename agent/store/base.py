@@ -15,10 +15,12 @@ from typing import Any, Protocol, runtime_checkable
 from agent.domain.accounts import AccountRecord, AccountSyncState, AccountUpdate
 from agent.domain.runs import SyncRun
 from agent.store.errors import StoreConfigError, StoreError, StoreRejected, StoreUnavailable
+from agent.store.observe import OperationObserver
 
 __all__ = [
     "AccountStore",
     "FlatStore",
+    "OperationObserver",
     "RunStore",
     "Store",
     "StoreBackend",
@@ -87,6 +89,10 @@ class StoreBackend(Protocol):
     accounts: AccountStore
     sync_state: SyncStateStore
     runs: RunStore
+
+    def observe_operations(self, observer: OperationObserver | None) -> None:
+        """Report each operation (its name, e.g. `get_accounts`, and its duration in seconds, failed
+        ones included) of this backend and its concerns to `observer`; None stops reporting."""
 
     async def open(self) -> None:
         """Connect and create indexes/tables. Raises StoreError when unreachable."""

@@ -14,6 +14,7 @@ from agent.store.checks import check_account, check_client_id, check_storable
 from agent.store.codec import last_per_account, record_from
 from agent.store.mongo.bulk import bulk_in_chunks
 from agent.store.mongo.connection import Document, MongoConnection
+from agent.store.observe import operation
 
 _RECORD_PROJECTION: dict[str, Any] = {"_id": 0, **dict.fromkeys(RECORD_FIELDS, 1)}
 
@@ -41,13 +42,16 @@ class MongoAccounts:
             cursor = coll.find(query, _RECORD_PROJECTION).sort("account", ASCENDING)
             return [record_from(doc["account"], doc) async for doc in cursor]
 
+    @operation("get_accounts")
     async def get_accounts(self, *, client_id: str | None = None) -> list[AccountRecord]:
         return await self._records("get_accounts", {} if client_id is None else {"client_id": client_id})
 
+    @operation("get_account")
     async def get_account(self, account: int) -> AccountRecord | None:
         records = await self._records("get_account", {"account": account})
         return records[0] if records else None
 
+    @operation("write_updates")
     async def write_updates(self, updates: Sequence[AccountUpdate]) -> None:
         updates = last_per_account(updates)
         if not updates:
@@ -61,6 +65,7 @@ class MongoAccounts:
         """Inside the caller's guard: updates already de-duplicated and checked."""
         await bulk_in_chunks(self._db.collection(client, self.collection), updates, update_op)
 
+    @operation("put_account_documents")
     async def put_account_documents(self, docs: Sequence[Mapping[str, Any]]) -> None:
         ops = []
         for doc in docs:
@@ -76,6 +81,7 @@ class MongoAccounts:
         async with self._db.guard("put_account_documents") as client:
             await self._db.collection(client, self.collection).bulk_write(ops, ordered=True)
 
+    @operation("set_client")
     async def set_client(self, account: int, client_id: str | None) -> None:
         check_account(account)
         check_client_id(client_id)

@@ -22,6 +22,7 @@ from pymongo.errors import (
 )
 
 from agent.store.errors import StoreConfigError, StoreError, StoreRejected, StoreUnavailable
+from agent.store.observe import OperationObserver
 
 _MAX_DETAIL = 200
 
@@ -65,6 +66,7 @@ class MongoConnection:
         # (collection, keys, unique), created in this order; declared by each concern's store.
         self._indexes: list[tuple[str, list[tuple[str, int]], bool]] = []
         self._indexes_ready = False
+        self.observe: OperationObserver | None = None  # see agent.store.observe
 
     def declare_index(
         self, collection: str, keys: Sequence[tuple[str, int]], *, unique: bool = False

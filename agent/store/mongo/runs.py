@@ -7,6 +7,7 @@ from pymongo import ASCENDING, DESCENDING
 from agent.domain.runs import SyncRun
 from agent.store.codec import run_from_doc, run_to_doc
 from agent.store.mongo.connection import MongoConnection
+from agent.store.observe import operation
 
 
 class MongoRuns:
@@ -18,12 +19,14 @@ class MongoRuns:
         db.declare_index(collection, [("run_id", ASCENDING)], unique=True)
         db.declare_index(collection, [("started_at", DESCENDING)])
 
+    @operation("record_run")
     async def record_run(self, run: SyncRun) -> None:
         await self._db.ensure_indexes("record_run")
         async with self._db.guard("record_run") as client:
             coll = self._db.collection(client, self.collection)
             await coll.replace_one({"run_id": run.run_id}, run_to_doc(run), upsert=True)
 
+    @operation("list_runs")
     async def list_runs(self, *, limit: int = 50, offset: int = 0) -> list[SyncRun]:
         if limit < 0 or offset < 0:
             raise ValueError("limit and offset must be >= 0")
@@ -39,6 +42,7 @@ class MongoRuns:
             )
             return [run_from_doc(doc) async for doc in cursor]
 
+    @operation("count_runs")
     async def count_runs(self) -> int:
         async with self._db.guard("count_runs") as client:
             return await self._db.collection(client, self.collection).count_documents({})

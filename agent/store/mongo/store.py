@@ -14,6 +14,7 @@ from agent.store.mongo.collections import ACCOUNTS, SYNC_RUNS, SYNC_STATE, Colle
 from agent.store.mongo.connection import MongoConnection
 from agent.store.mongo.runs import MongoRuns
 from agent.store.mongo.sync_state import MongoSyncState
+from agent.store.observe import OperationObserver, operation
 
 
 class MongoStore(FlatStoreMethods):
@@ -28,43 +29,50 @@ class MongoStore(FlatStoreMethods):
         state_collection: str = SYNC_STATE,
         timeout_ms: int = 5000,
     ) -> None:
-        self.db = MongoConnection(url, database, timeout_ms)
+        self._db = MongoConnection(url, database, timeout_ms)
         self.collections = CollectionNames(accounts_collection, runs_collection, state_collection)
-        self.accounts = MongoAccounts(self.db, self.collections.accounts)
-        self.runs = MongoRuns(self.db, self.collections.runs)
-        self.sync_state = MongoSyncState(self.db, self.collections.sync_state)
+        self.accounts = MongoAccounts(self._db, self.collections.accounts)
+        self.runs = MongoRuns(self._db, self.collections.runs)
+        self.sync_state = MongoSyncState(self._db, self.collections.sync_state)
 
     @property
     def database(self) -> str:
-        return self.db.database
+        return self._db.database
 
     @property
     def display_url(self) -> str:
         """The URL without its credentials."""
-        return self.db.display_url
+        return self._db.display_url
 
     def __repr__(self) -> str:
         return f"MongoStore({self.display_url!r}, database={self.database!r})"
 
+    def observe_operations(self, observer: OperationObserver | None) -> None:
+        """Report every operation of this store and its concerns to `observer` (None: stop)."""
+        self._db.observe = observer
+
+    @operation("open")
     async def open(self) -> None:
         """Connects and creates indexes. When the server is down it raises StoreUnavailable but keeps the
         client, so later calls recover by themselves once the server is back."""
-        await self.db.open()
+        await self._db.open()
 
     async def close(self) -> None:
-        await self.db.close()
+        await self._db.close()
 
+    @operation("ping")
     async def ping(self) -> None:
-        await self.db.ping()
+        await self._db.ping()
 
+    @operation("write_cycle")
     async def write_cycle(self, updates: Sequence[AccountUpdate], states: Sequence[AccountSyncState]) -> None:
         updates, states = last_per_account(updates), last_per_account(states)
         if not updates and not states:
             await self.ping()  # nothing to write, but a down store must still say so
             return
         check_storable(updates, states)  # before any chunk is sent: refused means nothing written
-        await self.db.ensure_indexes("write_cycle")
-        async with self.db.guard("write_cycle") as client:
+        await self._db.ensure_indexes("write_cycle")
+        async with self._db.guard("write_cycle") as client:
             # Unordered (any op may apply whatever another does), in chunks of bulk.BULK_CHUNK.
             await self.accounts.write_in(client, updates)
             await self.sync_state.write_in(client, states)

@@ -11,6 +11,7 @@ from agent.store.checks import check_storable
 from agent.store.codec import last_per_account, state_from_doc, state_to_doc
 from agent.store.mongo.bulk import bulk_in_chunks
 from agent.store.mongo.connection import Document, MongoConnection
+from agent.store.observe import operation
 
 
 def state_op(state: AccountSyncState) -> ReplaceOne:
@@ -25,11 +26,13 @@ class MongoSyncState:
         self.collection = collection
         db.declare_index(collection, [("account", ASCENDING)], unique=True)
 
+    @operation("get_sync_states")
     async def get_sync_states(self) -> dict[int, AccountSyncState]:
         async with self._db.guard("get_sync_states") as client:
             cursor = self._db.collection(client, self.collection).find({}, {"_id": 0})
             return {int(doc["account"]): state_from_doc(doc) async for doc in cursor}
 
+    @operation("write_states")
     async def write_states(self, states: Sequence[AccountSyncState]) -> None:
         states = last_per_account(states)
         if not states:

@@ -20,6 +20,7 @@ from agent.domain.accounts import (
 from agent.store.checks import INT64_MAX, INT64_MIN, check_account, check_client_id, check_storable
 from agent.store.codec import last_per_account, record_from
 from agent.store.errors import StoreRejected
+from agent.store.observe import operation
 from agent.store.sqlite.connection import SQLiteConnection, transaction
 from agent.store.sqlite.encoding import IsoMemo, dumps
 
@@ -122,15 +123,18 @@ class SQLiteAccounts:
 
         return await self._db.run(op, read_sync, read=True)
 
+    @operation("get_accounts")
     async def get_accounts(self, *, client_id: str | None = None) -> list[AccountRecord]:
         if client_id is None:
             return await self._records("get_accounts", "", ())
         return await self._records("get_accounts", "WHERE client_id = ?", (client_id,))
 
+    @operation("get_account")
     async def get_account(self, account: int) -> AccountRecord | None:
         records = await self._records("get_account", "WHERE account = ?", (account,))
         return records[0] if records else None
 
+    @operation("write_updates")
     async def write_updates(self, updates: Sequence[AccountUpdate]) -> None:
         updates = last_per_account(updates)
         if not updates:
@@ -144,6 +148,7 @@ class SQLiteAccounts:
 
         await self._db.run("write_updates", write_sync)
 
+    @operation("put_account_documents")
     async def put_account_documents(self, docs: Sequence[Mapping[str, Any]]) -> None:
         rows = []
         for doc in docs:
@@ -163,6 +168,7 @@ class SQLiteAccounts:
 
         await self._db.run("put_account_documents", put_sync)
 
+    @operation("set_client")
     async def set_client(self, account: int, client_id: str | None) -> None:
         check_account(account)
         check_client_id(client_id)

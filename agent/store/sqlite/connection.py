@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from agent.store.errors import StoreConfigError, StoreError, StoreRejected, StoreUnavailable
+from agent.store.observe import OperationObserver
 
 T = TypeVar("T")
 log = logging.getLogger("mt5_agent.store")
@@ -93,6 +94,7 @@ class SQLiteConnection:
         self._reopen_lock = asyncio.Lock()
         self._schema = schema
         self._closed = True
+        self.observe: OperationObserver | None = None  # see agent.store.observe
 
     async def run(self, op: str, fn: Callable[[sqlite3.Connection], T], *, read: bool = False) -> T:
         """Run `fn(conn)` on the store's thread (the reader's for `read`); sqlite3 errors become

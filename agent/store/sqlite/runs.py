@@ -7,6 +7,7 @@ import sqlite3
 
 from agent.domain.runs import SyncRun
 from agent.store.codec import iso_ms, run_from_doc, run_to_doc
+from agent.store.observe import operation
 from agent.store.sqlite.connection import SQLiteConnection
 from agent.store.sqlite.encoding import dumps
 
@@ -32,10 +33,12 @@ class SQLiteRuns:
     def __init__(self, db: SQLiteConnection) -> None:
         self._db = db
 
+    @operation("record_run")
     async def record_run(self, run: SyncRun) -> None:
         row = (run.run_id, iso_ms(run.started_at), dumps(run_to_doc(run)))
         await self._db.run("record_run", lambda conn: conn.execute(_UPSERT_RUN, row))
 
+    @operation("list_runs")
     async def list_runs(self, *, limit: int = 50, offset: int = 0) -> list[SyncRun]:
         if limit < 0 or offset < 0:
             raise ValueError("limit and offset must be >= 0")
@@ -49,6 +52,7 @@ class SQLiteRuns:
 
         return await self._db.run("list_runs", list_sync, read=True)
 
+    @operation("count_runs")
     async def count_runs(self) -> int:
         return await self._db.run(
             "count_runs",

@@ -10,6 +10,7 @@ from agent.domain.accounts import AccountSyncState, AccountUpdate
 from agent.store.checks import check_storable
 from agent.store.codec import last_per_account
 from agent.store.facade import FlatStoreMethods
+from agent.store.observe import OperationObserver, operation
 from agent.store.sqlite.accounts import SCHEMA as ACCOUNTS_SCHEMA
 from agent.store.sqlite.accounts import SQLiteAccounts, update_rows, write_update_rows
 from agent.store.sqlite.connection import MEMORY, SQLiteConnection, transaction
@@ -29,28 +30,35 @@ class SQLiteStore(FlatStoreMethods):
     def __init__(self, path: str, timeout_ms: int = 5000) -> None:
         if not path:
             raise ValueError("SQLite store path is empty")
-        self.db = SQLiteConnection(path, timeout_ms, SCHEMA)
-        self.accounts = SQLiteAccounts(self.db)
-        self.sync_state = SQLiteSyncState(self.db)
-        self.runs = SQLiteRuns(self.db)
+        self._db = SQLiteConnection(path, timeout_ms, SCHEMA)
+        self.accounts = SQLiteAccounts(self._db)
+        self.sync_state = SQLiteSyncState(self._db)
+        self.runs = SQLiteRuns(self._db)
 
     @property
     def path(self) -> str:
         """Absolute (or ":memory:"): file checks must not depend on a later working directory."""
-        return self.db.path
+        return self._db.path
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r})"
 
+    def observe_operations(self, observer: OperationObserver | None) -> None:
+        """Report every operation of this store and its concerns to `observer` (None: stop)."""
+        self._db.observe = observer
+
+    @operation("open")
     async def open(self) -> None:
-        await self.db.open()
+        await self._db.open()
 
     async def close(self) -> None:
-        await self.db.close()
+        await self._db.close()
 
+    @operation("ping")
     async def ping(self) -> None:
-        await self.db.ping()
+        await self._db.ping()
 
+    @operation("write_cycle")
     async def write_cycle(self, updates: Sequence[AccountUpdate], states: Sequence[AccountSyncState]) -> None:
         """One transaction for the whole cycle; the last entry per account wins."""
         updates, states = last_per_account(updates), last_per_account(states)
@@ -68,7 +76,7 @@ class SQLiteStore(FlatStoreMethods):
                 write_update_rows(conn, account_rows)
                 write_state_rows(conn, states_rows)
 
-        await self.db.run("write_cycle", write_sync)
+        await self._db.run("write_cycle", write_sync)
 
 
 __all__ = ["MEMORY", "SQLiteStore"]

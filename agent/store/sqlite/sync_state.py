@@ -10,6 +10,7 @@ from typing import Any
 from agent.domain.accounts import AccountSyncState
 from agent.store.checks import check_storable
 from agent.store.codec import STATE_FIELDS, last_per_account, state_from_doc, state_to_doc
+from agent.store.observe import operation
 from agent.store.sqlite.connection import SQLiteConnection, transaction
 from agent.store.sqlite.encoding import IsoMemo
 
@@ -50,6 +51,7 @@ class SQLiteSyncState:
     def __init__(self, db: SQLiteConnection) -> None:
         self._db = db
 
+    @operation("get_sync_states")
     async def get_sync_states(self) -> dict[int, AccountSyncState]:
         def read_sync(conn: sqlite3.Connection) -> dict[int, AccountSyncState]:
             cur = conn.execute(f"SELECT {', '.join(STATE_FIELDS)} FROM mt5_sync_state ORDER BY account")
@@ -57,6 +59,7 @@ class SQLiteSyncState:
 
         return await self._db.run("get_sync_states", read_sync, read=True)
 
+    @operation("write_states")
     async def write_states(self, states: Sequence[AccountSyncState]) -> None:
         states = last_per_account(states)
         if not states:

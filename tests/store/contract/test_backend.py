@@ -173,3 +173,50 @@ async def test_the_flat_names_delegate_to_the_concerns(store: Store) -> None:
     assert await store.get_sync_states() == await store.sync_state.get_sync_states() != {}
     assert await store.list_runs(limit=1) == await store.runs.list_runs(limit=1) != []
     assert await store.count_runs() == await store.runs.count_runs() == 1
+
+
+async def test_every_operation_is_reported_once_to_the_observer(backend: Backend) -> None:
+    """Telemetry times the store through this hook (no proxy): the backend's and each concern's
+    operations, failed ones included, by name; a flat name reports its concern's operation once."""
+    seen: list[tuple[str, float]] = []
+    s = backend.make()
+    s.observe_operations(lambda op, seconds: seen.append((op, seconds)))
+    await s.open()
+    try:
+        await s.ping()
+        await s.write_cycle([update(1)], [AccountSyncState(1)])
+        await s.accounts.write_updates([update(2)])
+        await s.sync_state.write_states([AccountSyncState(2)])
+        await s.accounts.get_accounts()
+        await s.get_accounts(client_id="c")  # SHIM(issue 11): flat name
+        await s.accounts.get_account(1)
+        await s.accounts.set_client(1, "c")
+        await s.accounts.put_account_documents([{"account": 3}])
+        await s.sync_state.get_sync_states()
+        await s.runs.record_run(SyncRun("r", started_at=T0))
+        await s.runs.list_runs()
+        await s.runs.count_runs()
+        with pytest.raises(StoreRejected):
+            await s.write_cycle([update(4, float("nan"))], [])
+        s.observe_operations(None)
+        await s.ping()  # no longer reported
+    finally:
+        await s.close()
+    assert [op for op, _ in seen] == [
+        "open",
+        "ping",
+        "write_cycle",
+        "write_updates",
+        "write_states",
+        "get_accounts",
+        "get_accounts",
+        "get_account",
+        "set_client",
+        "put_account_documents",
+        "get_sync_states",
+        "record_run",
+        "list_runs",
+        "count_runs",
+        "write_cycle",
+    ]
+    assert all(seconds >= 0 for _, seconds in seen)
