@@ -4,8 +4,10 @@ requests, and OTLP export only when configured."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import importlib
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -16,6 +18,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from agent.models import RunResult
+from agent.store.errors import StoreError
 from agent.telemetry.tracing import otlp_configured, setup_tracing
 from tests.agent.fake_seed_bridge import SEED_ACCOUNTS
 from tests.observability.conftest import MakeAgent, Seed, Spans, remove_db
@@ -28,6 +31,12 @@ STAGES = ["bridge.health", "bridge.accounts", "bridge.fetch", "store.write"]
 def _one(spans: list[ReadableSpan]) -> ReadableSpan:
     assert len(spans) == 1, [s.name for s in spans]
     return spans[0]
+
+
+def _exception_type(attributes: Mapping[str, Any] | None) -> type:
+    """The class an `exception` span event names (`exception.type` is its dotted path)."""
+    module, _, name = str(dict(attributes or {})["exception.type"]).rpartition(".")
+    return getattr(importlib.import_module(module), name)
 
 
 def _url(span: ReadableSpan) -> str:
@@ -113,7 +122,7 @@ async def test_store_failure_is_recorded_on_the_store_span(
     write = _one(spans.named("store.write"))
     assert write.parent is not None and write.parent.span_id == cycle.context.span_id
     assert write.status.status_code is StatusCode.ERROR
-    assert "StoreError" in str(dict(_one(list(write.events)).attributes or {})["exception.type"])
+    assert issubclass(_exception_type(_one(list(write.events)).attributes), StoreError)
 
 
 async def test_server_spans_for_api_requests(seed: Seed, make_agent: MakeAgent, spans: Spans):
