@@ -1,10 +1,10 @@
-"""Wiring: settings -> store, bridge client, sync service, scheduler, HTTP app (API + metrics).
+"""Wiring: settings -> store, bridge source, sync service and fleet, scheduler, HTTP app (API, metrics).
 
 The agent starts even when the store or the bridge is down: it keeps serving its own metrics and
 health, and each cycle retries by itself. When scheduling, the store is opened by the first cycle (under
 the cycle lock, so nothing else opens it concurrently), never before the HTTP server listens: /healthz and
 /metrics answer at once even while MongoDB is unreachable. Bridge reachability is probed on its own period
-(`agent.probe`), started and stopped with the scheduler.
+(`agent.sync.probe`), started and stopped with the scheduler.
 """
 
 from __future__ import annotations
@@ -17,14 +17,15 @@ from datetime import UTC, datetime
 from aiohttp import web
 from opentelemetry.trace import TracerProvider
 
-from agent.bridge_client import BridgeClient
 from agent.config import SECRET_FIELDS, Settings
 from agent.logs import register_secrets
 from agent.metrics import AgentMetrics
-from agent.probe import BridgeProber
+from agent.sources.bridge import BridgeClient, BridgeSource
 from agent.store import open_store
 from agent.store.base import Store
-from agent.sync import SyncService
+from agent.sync.cycle import SyncService
+from agent.sync.fleet import Fleet
+from agent.sync.probe import SourceProber
 from agent.tracing import client_trace_config
 
 log = logging.getLogger("mt5_agent")
@@ -39,10 +40,15 @@ class Agent:
     bridge: BridgeClient
     service: SyncService
     scheduler: object | None = None  # agent.scheduler.SyncScheduler when scheduling
-    prober: BridgeProber | None = None  # started with the scheduler
+    prober: SourceProber | None = None  # started with the scheduler
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     metrics: AgentMetrics | None = None  # this agent's own Prometheus registry (never the global one)
     tracer_provider: TracerProvider | None = None  # None: the global provider
+
+    @property
+    def fleet(self) -> Fleet:
+        """The read model of the fleet (accounts, failures, status) the API and the metrics read."""
+        return self.service.fleet
 
 
 AGENT_KEY = web.AppKey("agent", Agent)
@@ -70,14 +76,13 @@ def build_agent(
         observer=metrics.observe_bridge_request,
         trace_configs=[client_trace_config(tracer_provider)],
     )
+    source = BridgeSource(bridge, use_batch=settings.use_batch, concurrency=settings.concurrency)
     service = SyncService(
         store,
-        bridge,
-        concurrency=settings.concurrency,
+        source,
         cycle_deadline=settings.cycle_deadline,
         health_retries=settings.health_retries,
         health_backoff=settings.health_backoff,
-        use_batch=settings.use_batch,
         tracer_provider=tracer_provider,
     )
     metrics.attach(service, settings.thresholds)
@@ -111,14 +116,14 @@ async def close_agent(agent: Agent) -> None:
 def start_background(agent: Agent) -> None:
     """Scheduler (its first tick runs a cycle at once, which opens the store and loads state) and the
     bridge prober. Returns at once: nothing here waits on the store or the bridge."""
-    from agent.scheduler import SyncScheduler
+    from agent.sync.scheduler import SyncScheduler
 
     settings = agent.settings
     agent.scheduler = scheduler = SyncScheduler(agent.service, settings.parsed_schedule)
     scheduler.start()
-    agent.prober = BridgeProber(
-        agent.bridge,
-        agent.service.state,
+    agent.prober = SourceProber(
+        agent.service.source,
+        agent.service.fleet,
         interval=settings.probe_interval,
         timeout=settings.request_timeout,
     )

@@ -14,12 +14,13 @@ from typing import Any
 
 import pytest
 
-import agent.bridge_client as bridge_client
-from agent.bridge_client import BridgeClient
-from agent.models import REASONS, DataSource, Reason, RunResult
+import agent.sources.bridge.client as bridge_client
+from agent.domain.accounts import REASONS, DataSource, Reason
+from agent.domain.runs import RunResult
+from agent.sources.bridge import BridgeClient, BridgeSource
 from agent.store import open_store
 from agent.store.base import Store
-from agent.sync import SyncService
+from agent.sync.cycle import SyncService
 from tests.agent.fake_seed_bridge import SEED_ACCOUNTS, SeedBridge, serve_seed_bridge
 
 PRE_BALANCE = -1.0  # a value no bridge sends: shows when an account was NOT written
@@ -51,6 +52,7 @@ async def seed() -> AsyncIterator[tuple[SeedBridge, str]]:
 
 
 MakeService = Callable[..., Awaitable[SyncService]]
+SOURCE_OPTIONS = ("use_batch", "concurrency")  # BridgeSource's; the rest are SyncService's
 
 
 @pytest.fixture
@@ -62,7 +64,8 @@ async def make_service(store: Store) -> AsyncIterator[MakeService]:
         clients.append(bc)
         kw.setdefault("health_backoff", 0.01)
         kw.setdefault("health_retries", 1)
-        svc = SyncService(store, bc, **kw)
+        source = BridgeSource(bc, **{k: kw.pop(k) for k in SOURCE_OPTIONS if k in kw})
+        svc = SyncService(store, source, **kw)
         assert await svc.ensure_ready()
         return svc
 

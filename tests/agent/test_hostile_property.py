@@ -16,12 +16,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.bridge_client import BridgeClient
-from agent.models import REASONS, DataSource, RunResult
-from agent.payloads import MAX_ABS_VALUE, PayloadError, parse_info
+from agent.domain.accounts import REASONS, DataSource
+from agent.domain.runs import RunResult
+from agent.sources.bridge import BridgeClient, BridgeSource
+from agent.sources.bridge.parse import MAX_ABS_VALUE, PayloadError, parse_info
 from agent.store import open_store
 from agent.store.base import Store
-from agent.sync import SyncService
+from agent.sync.cycle import SyncService
 from tests.agent.fake_seed_bridge import DROP, SEED_ACCOUNTS, SeedBridge, serve_seed_bridge
 
 BAD = 891215
@@ -147,7 +148,7 @@ async def seed() -> AsyncIterator[tuple[SeedBridge, str]]:
 async def service(seed, store) -> AsyncIterator[SyncService]:
     _, url = seed
     client = BridgeClient(url, timeout=5.0)
-    svc = SyncService(store, client, health_backoff=0.01, health_retries=1, prune_after=0)
+    svc = SyncService(store, BridgeSource(client), health_backoff=0.01, health_retries=1, prune_after=0)
     assert await svc.ensure_ready()
     yield svc
     await client.close()

@@ -17,11 +17,12 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from agent.bridge_client import BridgeClient, BridgeError
-from agent.models import Reason, RunResult
+from agent.domain.accounts import Reason
+from agent.domain.runs import RunResult
+from agent.sources.bridge import BridgeClient, BridgeError, BridgeSource
 from agent.store import open_store
 from agent.store.base import Store
-from agent.sync import SyncService
+from agent.sync.cycle import SyncService
 from tests.agent.fake_seed_bridge import SEED_ACCOUNTS, SeedBridge
 
 MiB = 1024 * 1024
@@ -146,7 +147,7 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 async def service(big, store) -> AsyncIterator[SyncService]:
     _, url = big
     client = BridgeClient(url, timeout=30.0, max_response_bytes=CAP)
-    svc = SyncService(store, client, health_backoff=0.01, health_retries=1)
+    svc = SyncService(store, BridgeSource(client), health_backoff=0.01, health_retries=1)
     assert await svc.ensure_ready()
     yield svc
     await client.close()
@@ -197,7 +198,7 @@ async def test_gzip_bomb_in_one_info_fails_only_that_account(big, service, store
 async def test_huge_body_is_abandoned_as_soon_as_the_cap_is_passed(big, service, declared):
     bridge, _ = big
     bridge.summary_mode = "huge_declared" if declared else "huge"
-    client = service.bridge
+    client = service.source.client
     t0 = asyncio.get_running_loop().time()
     (result, peak, _) = await _measured(_listing_error(client))
     elapsed = asyncio.get_running_loop().time() - t0

@@ -23,10 +23,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from agent.app import Agent, build_agent, create_app
-from agent.bridge_client import BridgeClient, BridgeHealth
 from agent.config import ENV_PREFIX, load_settings
-from agent.probe import BridgeProber
-from agent.sync import SyncState
+from agent.sources.base import SourceHealth
+from agent.sources.bridge import BridgeClient, BridgeSource
+from agent.sync.fleet import Fleet, SyncStatus
+from agent.sync.probe import SourceProber
 from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -106,8 +107,8 @@ async def _bridge_up_metric(session: aiohttp.ClientSession, base: str) -> float:
     return float(m.group(1))
 
 
-def _runs(state: SyncState) -> int:
-    return sum(state.runs.values())
+def _runs(status: SyncStatus) -> int:
+    return sum(status.runs.values())
 
 
 async def test_probe_follows_the_bridge_down_and_back_without_any_cycle(
@@ -123,34 +124,37 @@ async def test_probe_follows_the_bridge_down_and_back_without_any_cycle(
     agent: Agent = build_agent(settings)
     server = TestServer(create_app(agent), host="127.0.0.1", port=0)
     await server.start_server()
-    state = agent.service.state
+    fleet = agent.fleet
     try:
         base = f"http://127.0.0.1:{server.port}"
         # The start-up cycle runs once; after it, only probes may reach the bridge.
-        await _until(lambda: state.last_run is not None and state.bridge_up is True, 10, "first cycle")
-        runs, summaries = _runs(state), bridge.requests.count("summary")
+        await _until(
+            lambda: fleet.status.last_run is not None and fleet.status.bridge_up is True, 10, "first cycle"
+        )
+        runs, summaries = _runs(fleet.status), bridge.requests.count("summary")
         assert agent.prober is not None and agent.prober.running
 
         async with aiohttp.ClientSession() as s:
             assert await _bridge_up_metric(s, base) == 1
             await bridge.stop()
-            took = await _until(lambda: state.bridge_up is False, 5, "bridge_up False after stop")
+            took = await _until(lambda: fleet.status.bridge_up is False, 5, "bridge_up False after stop")
             assert took < INTERVAL + 1.0
             assert await _bridge_up_metric(s, base) == 0
-            assert getattr(state, "last_probe_at", None) is not None
+            assert fleet.status.last_probe_at is not None
 
             await bridge.start()
-            took = await _until(lambda: state.bridge_up is True, 5, "bridge_up True after restart")
+            took = await _until(lambda: fleet.status.bridge_up is True, 5, "bridge_up True after restart")
             assert took < INTERVAL + 1.0
             assert await _bridge_up_metric(s, base) == 1
 
             # A bridge that answers but says it is unhealthy counts as down.
             bridge.status = "unhealthy"
-            await _until(lambda: state.bridge_up is False, 5, "bridge_up False when unhealthy")
-            assert state.last_health is not None and state.last_health.status == "unhealthy"
+            await _until(lambda: fleet.status.bridge_up is False, 5, "bridge_up False when unhealthy")
+            health = fleet.status.last_health
+            assert health is not None and health.status == "unhealthy"
             assert await _bridge_up_metric(s, base) == 0
 
-        assert _runs(state) == runs  # no cycle ran: the probe alone moved bridge_up
+        assert _runs(fleet.status) == runs  # no cycle ran: the probe alone moved bridge_up
         assert bridge.requests.count("summary") == summaries
         assert bridge.requests.count("health") >= 4
     finally:
@@ -166,7 +170,7 @@ class _CountingBridge(BridgeClient):
     max_active = 0
     finished = 0
 
-    async def health(self) -> BridgeHealth:
+    async def health(self) -> SourceHealth:
         self.active += 1
         self.max_active = max(self.max_active, self.active)
         try:
@@ -182,8 +186,8 @@ async def test_probe_never_overlaps_times_out_within_its_period_and_stops_cleanl
     loop.set_exception_handler(lambda _loop, ctx: loop_errors.append(ctx))
     bridge.health_delay = 30.0  # a hung bridge: every probe must give up within its period
     client = _CountingBridge(bridge.url, timeout=30.0)
-    state = SyncState()
-    prober = BridgeProber(client, state, interval=INTERVAL, timeout=30.0)
+    fleet = Fleet()
+    prober = SourceProber(BridgeSource(client), fleet, interval=INTERVAL, timeout=30.0)
     assert prober.timeout == INTERVAL  # never longer than the period
     try:
         started = time.monotonic()
@@ -191,7 +195,7 @@ async def test_probe_never_overlaps_times_out_within_its_period_and_stops_cleanl
         prober.start()  # idempotent: still one loop
         await _until(lambda: prober.probes >= 5, 10, "five probes")
         elapsed = time.monotonic() - started
-        assert state.bridge_up is False
+        assert fleet.status.bridge_up is False
         assert client.max_active == 1
         assert prober.probes <= elapsed / INTERVAL + 1  # one probe per period, no burst
         await asyncio.sleep(INTERVAL / 2)  # stop while a probe is in flight

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from agent.bridge_client import BridgeClient
-from agent.models import DataSource, Reason, RunResult
+from agent.domain.accounts import DataSource, Reason
+from agent.domain.runs import RunResult
+from agent.sources.bridge import BridgeClient, BridgeSource
 from agent.store.mongo import MongoStore
-from agent.sync import SyncService
+from agent.sync.cycle import SyncService
 from tests.agent.fake_seed_bridge import SEED_ACCOUNTS, serve_seed_bridge
 from tests.store.mongo_server import MongoServer, require_secantusd
 
@@ -52,7 +53,7 @@ async def test_mongo_sync_outage_and_recovery(mongo: MongoServer, seed: str) -> 
         )
     store = MongoStore(mongo.url, database=DB, timeout_ms=1500)
     client = BridgeClient(seed, timeout=2.0)
-    svc = SyncService(store, client, health_backoff=0.01)
+    svc = SyncService(store, BridgeSource(client), health_backoff=0.01)
     try:
         assert await svc.ensure_ready()
         run = await svc.run_cycle()

@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestServer
 
-from agent.bridge_client import BridgeClient
-from agent.models import DataSource, Reason, RunResult
+from agent.domain.accounts import DataSource, Reason
+from agent.domain.runs import RunResult
+from agent.sources.bridge import BridgeClient, BridgeSource
 from agent.store import open_store
 from agent.store.base import Store
-from agent.sync import SyncService
+from agent.sync.cycle import SyncService
 from bridge.api import create_app
 from bridge.simulated import simulated_pool
 
@@ -38,9 +39,9 @@ async def bridge() -> AsyncIterator[tuple[object, str]]:
     pool.close()
 
 
-async def _service(store: Store, url: str, **kw: object) -> tuple[SyncService, BridgeClient]:
+async def _service(store: Store, url: str, *, use_batch: bool = True) -> tuple[SyncService, BridgeClient]:
     client = BridgeClient(url, token=TOKEN, timeout=5.0)
-    svc = SyncService(store, client, health_backoff=0.01, **kw)  # type: ignore[arg-type]
+    svc = SyncService(store, BridgeSource(client, use_batch=use_batch), health_backoff=0.01)
     assert await svc.ensure_ready()
     return svc, client
 

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from agent.bridge_client import BridgeClient
-from agent.models import DataSource, Reason, RunResult
+from agent.domain.accounts import DataSource, Reason
+from agent.domain.runs import RunResult
+from agent.sources.bridge import BridgeClient, BridgeSource
 from agent.store import open_store
 from agent.store.base import Store
-from agent.sync import AlreadyRunning, SyncService
+from agent.sync.cycle import AlreadyRunning, SyncService
 from tests.agent.fake_seed_bridge import SEED_ACCOUNTS, SeedBridge, serve_seed_bridge
 from tests.ports import free_port
 
@@ -52,6 +53,7 @@ async def seed() -> AsyncIterator[tuple[SeedBridge, str]]:
 
 
 MakeService = Callable[..., Awaitable[SyncService]]
+SOURCE_OPTIONS = ("use_batch", "concurrency")  # BridgeSource's; the rest are SyncService's
 
 
 @pytest.fixture
@@ -62,7 +64,8 @@ async def make_service(store: Store) -> AsyncIterator[MakeService]:
         client = BridgeClient(url, timeout=timeout)
         clients.append(client)
         kw.setdefault("health_backoff", 0.01)
-        svc = SyncService(store, client, **kw)  # type: ignore[arg-type]
+        source = BridgeSource(client, **{k: kw.pop(k) for k in SOURCE_OPTIONS if k in kw})  # type: ignore[arg-type]
+        svc = SyncService(store, source, **kw)  # type: ignore[arg-type]
         assert await svc.ensure_ready()
         return svc
 
@@ -239,7 +242,7 @@ async def test_restart_keeps_consecutive_failures_and_last_sync(seed, tmp_path, 
     store2 = open_store(f"sqlite:///{tmp_path / 'agent.db'}")
     client = BridgeClient(url, timeout=2.0)
     try:
-        svc2 = SyncService(store2, client, health_backoff=0.01)
+        svc2 = SyncService(store2, BridgeSource(client), health_backoff=0.01)
         assert await svc2.ensure_ready()
         assert svc2.state.sync_states[bad].consecutive_failures == 2
         assert svc2.state.sync_states[bad].last_reason is Reason.HTTP_STATUS

@@ -1,0 +1,186 @@
+"""Accounts as the agent knows them: values, updates, stored records, sync bookkeeping, and what a
+source gives for one account (a snapshot or a read failure). Plain types, no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+def to_ms(dt: datetime) -> datetime:
+    """Truncate to milliseconds, the precision both stores keep (BSON dates), so memory and store agree."""
+    return dt.replace(microsecond=dt.microsecond // 1000 * 1000)
+
+
+class DataSource(StrEnum):
+    LIVE = "VPS_LIVE_MT5"
+    STORED = "VPS_STORED"
+
+
+class Reason(StrEnum):
+    """Closed set of per-account failure reasons (DESIGN.md section 7); never free text in a label.
+
+    `login_failed` and `no_live_data` are told apart from `http_status` because they call for different
+    actions: credentials (the terminal could not log in to the account) versus the terminal itself
+    (disconnected from the trade server, or it gave no account data).
+    """
+
+    TIMEOUT = "timeout"
+    CONNECTION = "connection"
+    HTTP_STATUS = "http_status"
+    INVALID_PAYLOAD = "invalid_payload"
+    ACCOUNT_MISMATCH = "account_mismatch"
+    NOT_FOUND = "not_found"
+    STORE = "store"
+    LOGIN_FAILED = "login_failed"
+    NO_LIVE_DATA = "no_live_data"
+
+
+REASONS: tuple[Reason, ...] = tuple(Reason)
+
+
+# The fields a sync writes into an account document ($set), and nothing else (DESIGN.md section 5).
+VALUE_FIELDS: tuple[str, ...] = (
+    "balance",
+    "equity",
+    "profit",
+    "margin",
+    "margin_free",
+    "margin_level",
+    "leverage",
+    "currency",
+    "trade_allowed",
+)
+SYNC_META_FIELDS: tuple[str, ...] = (
+    "updated_at",
+    "synced_from_vps",
+    "vps_sync_timestamp",
+    "data_source",
+    "live_data_at",
+)
+SYNCED_FIELDS: tuple[str, ...] = VALUE_FIELDS + SYNC_META_FIELDS
+# Written only when a sync creates a document ($setOnInsert); an existing value is never overwritten.
+INSERT_ONLY_FIELDS: tuple[str, ...] = ("name", "server")
+
+
+@dataclass(frozen=True)
+class AccountValues:
+    """Values read from the terminal, already validated (finite numbers, right types).
+
+    A field the bridge did not send is None and is not written: the seed's bridge sends only some
+    fields, and a missing value is never replaced by a default.
+    """
+
+    balance: float
+    equity: float | None = None
+    profit: float | None = None
+    margin: float | None = None
+    margin_free: float | None = None
+    margin_level: float | None = None
+    leverage: int | None = None
+    currency: str | None = None
+    trade_allowed: bool | None = None
+
+
+@dataclass(frozen=True)
+class AccountUpdate:
+    """One account's write for one cycle."""
+
+    account: int
+    values: AccountValues
+    data_source: DataSource
+    synced_at: datetime
+    live_data_at: datetime | None  # None for VPS_STORED: the fallback never resets freshness
+    name: str | None = None
+    server: str | None = None
+
+    def set_fields(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {f: v for f in VALUE_FIELDS if (v := getattr(self.values, f)) is not None}
+        doc.update(
+            updated_at=self.synced_at,
+            synced_from_vps=True,
+            vps_sync_timestamp=self.synced_at,
+            data_source=self.data_source.value,
+        )
+        if self.live_data_at is not None:
+            doc["live_data_at"] = self.live_data_at
+        return doc
+
+    def insert_fields(self) -> dict[str, Any]:
+        return {k: v for k in INSERT_ONLY_FIELDS if (v := getattr(self, k)) is not None}
+
+
+@dataclass
+class AccountRecord:
+    """An account as read from the store, built from an allow-list: credentials never get in here."""
+
+    account: int
+    name: str | None = None
+    server: str | None = None
+    client_id: str | None = None  # used for access checks; not part of public responses by default
+    balance: float | None = None
+    equity: float | None = None
+    profit: float | None = None
+    margin: float | None = None
+    margin_free: float | None = None
+    margin_level: float | None = None
+    leverage: int | None = None
+    currency: str | None = None
+    trade_allowed: bool | None = None
+    updated_at: datetime | None = None
+    synced_from_vps: bool | None = None
+    vps_sync_timestamp: datetime | None = None
+    data_source: str | None = None
+    live_data_at: datetime | None = None
+
+
+RECORD_FIELDS: tuple[str, ...] = tuple(AccountRecord.__dataclass_fields__)
+
+
+@dataclass
+class AccountSyncState:
+    """Per-account sync bookkeeping, kept apart from the account documents so a sync writes only
+    the contract's fields there; persisted so counts survive a restart."""
+
+    account: int
+    consecutive_failures: int = 0
+    last_reason: Reason | None = None
+    last_failure_at: datetime | None = None
+    last_attempt_at: datetime | None = None
+    last_live_at: datetime | None = None
+
+
+def merge_values(old: AccountValues | None, new: AccountValues) -> AccountValues:
+    """What an account holds after `new` is written over `old`: a write sets only the fields that came
+    (None is "not sent"), so the others keep their value. The stores' $set and the fleet both follow it."""
+    if old is None:
+        return new
+    fresh = [getattr(new, f) for f in VALUE_FIELDS]
+    if not any(v is None for v in fresh):
+        return new  # every field came (our bridge sends them all): nothing to keep from `old`
+    merged = {f: v if v is not None else getattr(old, f) for f, v in zip(VALUE_FIELDS, fresh, strict=True)}
+    return AccountValues(**merged)
+
+
+@dataclass(frozen=True)
+class AccountSnapshot:
+    """What a source gave for one account: live values, or (the seed's fallback) stored values."""
+
+    values: AccountValues
+    live: bool
+    read_at: datetime | None  # terminal read time for live data, never later than the receive time
+    name: str | None = None
+    server: str | None = None
+    ahead_seconds: float = 0.0  # how far the source timestamp was ahead of the receive time (tolerated)
+
+
+@dataclass(frozen=True)
+class ReadFailure:
+    """One account a source could not read, with a reason from the closed set (never free text in a
+    label); `message` is for logs only."""
+
+    reason: Reason
+    message: str
+    ahead_seconds: float | None = None  # set when live data was refused for clock skew

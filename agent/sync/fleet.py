@@ -1,0 +1,299 @@
+"""The fleet: the one in-memory read model of every account the agent knows (DESIGN.md section 2).
+
+The API and the metrics both read it; nothing else rebuilds it. It is loaded from the store at start
+(values, client assignments, sync bookkeeping) and then applied from each cycle's outcome: what the
+cycle wrote, with the same merge rule as the store (`agent.domain.accounts.merge_values`).
+
+Two frozen values, each replaced whole and never mutated, so a reader holding one sees one instant:
+- `Fleet.snapshot() -> FleetSnapshot`: `version`, `accounts` (an `AccountState` per account, read-only,
+  ordered by account) and `failures` (per (account, reason) since process start; a missing key reads
+  0). The version moves whenever accounts or failures change (store loaded, cycle applied, accounts
+  pruned, client assigned): a reader may cache whatever it derives from a snapshot per version.
+- `Fleet.status -> SyncStatus`: is the source up, the store, the terminal; last health and probe; last
+  and running run; run and malformed-entry counters; clock skew; pruned total. Kept apart from the
+  snapshot because it changes far more often (every probe) and must not invalidate per-version caches.
+
+Writers: the sync cycle (`load`, `apply`, `prune`, `update_status`), the prober (`update_status`), the
+client assignment (`set_client`). All run on the event loop: no locks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import MappingProxyType
+from typing import Any
+
+from agent.domain.accounts import (
+    AccountRecord,
+    AccountSyncState,
+    AccountUpdate,
+    AccountValues,
+    Reason,
+    merge_values,
+)
+from agent.domain.runs import RunResult, SyncRun
+from agent.sources.base import ListedAccount, SourceHealth
+
+_EMPTY: Mapping[Any, Any] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class AccountState:
+    """One account as the fleet knows it: its last written values and its sync bookkeeping."""
+
+    account: int
+    name: str | None = None
+    server: str | None = None
+    client_id: str | None = None  # for access checks; never part of public responses by default
+    values: AccountValues | None = None
+    data_source: str | None = None  # a DataSource value, as stored
+    live_data_at: datetime | None = None
+    updated_at: datetime | None = None
+    consecutive_failures: int = 0
+    last_reason: Reason | None = None
+    last_failure_at: datetime | None = None
+    last_attempt_at: datetime | None = None
+    last_live_at: datetime | None = None
+    has_sync_state: bool = False  # a cycle attempted it (or the store had its bookkeeping)
+
+    @property
+    def currency(self) -> str | None:
+        return self.values.currency if self.values else None
+
+    def sync_state(self) -> AccountSyncState:
+        return AccountSyncState(
+            account=self.account,
+            consecutive_failures=self.consecutive_failures,
+            last_reason=self.last_reason,
+            last_failure_at=self.last_failure_at,
+            last_attempt_at=self.last_attempt_at,
+            last_live_at=self.last_live_at,
+        )
+
+    @classmethod
+    def from_record(cls, r: AccountRecord) -> AccountState:
+        values = None
+        if r.balance is not None:
+            values = AccountValues(
+                balance=r.balance,
+                equity=r.equity,
+                profit=r.profit,
+                margin=r.margin,
+                margin_free=r.margin_free,
+                margin_level=r.margin_level,
+                leverage=r.leverage,
+                currency=r.currency,
+                trade_allowed=r.trade_allowed,
+            )
+        return cls(
+            account=r.account,
+            name=r.name,
+            server=r.server,
+            client_id=r.client_id,
+            values=values,
+            data_source=r.data_source,
+            live_data_at=r.live_data_at,
+            updated_at=r.updated_at,
+        )
+
+
+def _with_sync_state(a: AccountState, st: AccountSyncState) -> AccountState:
+    return dataclasses.replace(
+        a,
+        consecutive_failures=st.consecutive_failures,
+        last_reason=st.last_reason,
+        last_failure_at=st.last_failure_at,
+        last_attempt_at=st.last_attempt_at,
+        last_live_at=st.last_live_at,
+        has_sync_state=True,
+    )
+
+
+@dataclass(frozen=True)
+class FleetSnapshot:
+    version: int
+    accounts: Mapping[int, AccountState]
+    failures: Mapping[tuple[int, Reason], int]
+
+
+@dataclass(frozen=True)
+class SyncStatus:
+    """Everything but the accounts. `bridge_up` means "the source answers" (written by each cycle and
+    between cycles by the prober); `terminal_up` is False when the source answered but no account came
+    back live."""
+
+    bridge_up: bool | None = None
+    store_up: bool | None = None
+    terminal_up: bool | None = None
+    last_health: SourceHealth | None = None
+    last_probe_at: datetime | None = None
+    last_run: SyncRun | None = None
+    last_success_at: datetime | None = None
+    running: SyncRun | None = None
+    runs: Mapping[RunResult, int] = field(default_factory=lambda: _EMPTY)  # by result, since process start
+    invalid_entries: Mapping[str, int] = field(
+        default_factory=lambda: _EMPTY
+    )  # malformed entries skipped, by endpoint
+    clock_skew_total: int = 0  # accounts' live data refused for a timestamp too far ahead
+    clock_skew_seconds: float | None = None  # largest lead of a source timestamp in the last read
+    pruned_total: int = 0  # accounts dropped after leaving the source's listing
+
+
+class Fleet:
+    def __init__(self) -> None:
+        self._snapshot = FleetSnapshot(0, MappingProxyType({}), MappingProxyType(Counter()))
+        self._status = SyncStatus()
+        self._clients: dict[int, str | None] = {}  # assignments to accounts not in the fleet yet
+        self.loaded = False  # the store's accounts are in
+
+    # Reads ---------------------------------------------------------------------------------------
+    def snapshot(self) -> FleetSnapshot:
+        return self._snapshot
+
+    @property
+    def version(self) -> int:
+        return self._snapshot.version
+
+    @property
+    def status(self) -> SyncStatus:
+        return self._status
+
+    # Writes --------------------------------------------------------------------------------------
+    def _publish(
+        self,
+        accounts: dict[int, AccountState] | None = None,
+        failures: Counter[tuple[int, Reason]] | None = None,
+        *,
+        resort: bool = False,
+    ) -> FleetSnapshot:
+        old = self._snapshot
+        acc: Mapping[int, AccountState] = old.accounts
+        if accounts is not None:
+            if resort:
+                accounts = dict(sorted(accounts.items()))
+            acc = MappingProxyType(accounts)
+        fail = old.failures if failures is None else MappingProxyType(failures)
+        self._snapshot = FleetSnapshot(old.version + 1, acc, fail)
+        return self._snapshot
+
+    def update_status(self, **changes: Any) -> SyncStatus:
+        self._status = dataclasses.replace(self._status, **changes)
+        return self._status
+
+    def count_run(self, run: SyncRun) -> None:
+        """A finished run: counted by result, and the last (successful) run."""
+        assert run.result is not None
+        runs = Counter(self._status.runs)
+        runs[run.result] += 1
+        changes: dict[str, Any] = {"runs": MappingProxyType(runs), "last_run": run}
+        if run.result in (RunResult.SUCCESS, RunResult.PARTIAL):
+            changes["last_success_at"] = run.finished_at
+        self.update_status(**changes)
+
+    def count_invalid(self, endpoint: str, n: int) -> None:
+        entries = Counter(self._status.invalid_entries)
+        entries[endpoint] += n
+        self.update_status(invalid_entries=MappingProxyType(entries))
+
+    def load(self, records: Iterable[AccountRecord], states: Mapping[int, AccountSyncState]) -> None:
+        """The store's accounts at start. What this process already learnt (while the store was down)
+        wins over what was stored; the client assignment only the store knows."""
+        accounts = dict(self._snapshot.accounts)
+        learnt = set(accounts)
+        for r in records:
+            if r.account in learnt:
+                if accounts[r.account].client_id != r.client_id:
+                    accounts[r.account] = dataclasses.replace(accounts[r.account], client_id=r.client_id)
+            elif r.account not in accounts:
+                accounts[r.account] = AccountState.from_record(r)
+        for account, st in states.items():
+            a = accounts.get(account) or AccountState(account=account)
+            if not a.has_sync_state:
+                accounts[account] = _with_sync_state(a, st)
+        for account, client_id in self._clients.items():
+            if account in accounts:
+                accounts[account] = dataclasses.replace(accounts[account], client_id=client_id)
+        self._clients = {a: c for a, c in self._clients.items() if a not in accounts}
+        self.loaded = True
+        self._publish(accounts, resort=True)
+
+    def apply(
+        self,
+        listed: Sequence[ListedAccount],
+        updates: Sequence[AccountUpdate],
+        failures: Mapping[int, Reason],
+        states: Mapping[int, AccountSyncState],
+    ) -> FleetSnapshot:
+        """A cycle's outcome: the listed accounts, what was written for them (updates and their new
+        bookkeeping), and the failures to count."""
+        accounts = dict(self._snapshot.accounts)
+        added = False
+        clients = self._clients
+        for s in listed:
+            a = accounts.get(s.account)
+            if a is None:
+                added = True
+                accounts[s.account] = AccountState(
+                    account=s.account, name=s.name, server=s.server, client_id=clients.pop(s.account, None)
+                )
+            elif (a.name is None and s.name is not None) or (a.server is None and s.server is not None):
+                accounts[s.account] = dataclasses.replace(
+                    a, name=a.name or s.name, server=a.server or s.server
+                )
+        for u in updates:
+            a = accounts[u.account]
+            st = states.get(u.account)
+            accounts[u.account] = AccountState(
+                account=a.account,
+                name=a.name or u.name,
+                server=a.server or u.server,
+                client_id=a.client_id,
+                values=merge_values(a.values, u.values),
+                data_source=u.data_source.value,
+                live_data_at=u.live_data_at if u.live_data_at is not None else a.live_data_at,
+                updated_at=u.synced_at,
+                consecutive_failures=st.consecutive_failures if st else a.consecutive_failures,
+                last_reason=st.last_reason if st else a.last_reason,
+                last_failure_at=st.last_failure_at if st else a.last_failure_at,
+                last_attempt_at=st.last_attempt_at if st else a.last_attempt_at,
+                last_live_at=st.last_live_at if st else a.last_live_at,
+                has_sync_state=a.has_sync_state or st is not None,
+            )
+        written = {u.account for u in updates}
+        for account, st in states.items():
+            if account not in written:
+                accounts[account] = _with_sync_state(accounts.get(account) or AccountState(account), st)
+        counts = None
+        if failures:
+            counts = Counter(self._snapshot.failures)
+            for account, reason in failures.items():
+                counts[(account, reason)] += 1
+        return self._publish(accounts, counts, resort=added)
+
+    def prune(self, gone: Iterable[int]) -> int:
+        """Drop accounts (and their failure counts) from the fleet; how many were in it."""
+        snap = self._snapshot
+        gone = {a for a in gone if a in snap.accounts}
+        if not gone:
+            return 0
+        accounts = {a: s for a, s in snap.accounts.items() if a not in gone}
+        failures = Counter({k: n for k, n in snap.failures.items() if k[0] not in gone})
+        self._publish(accounts, failures)
+        self.update_status(pruned_total=self._status.pruned_total + len(gone))
+        return len(gone)
+
+    def set_client(self, account: int, client_id: str | None) -> None:
+        """The client an account is assigned to (the store holds it; this keeps the fleet in step).
+        An account not in the fleet yet gets it when it arrives."""
+        a = self._snapshot.accounts.get(account)
+        if a is None:
+            self._clients[account] = client_id
+            return
+        if a.client_id != client_id:
+            accounts = dict(self._snapshot.accounts)
+            accounts[account] = dataclasses.replace(a, client_id=client_id)
+            self._publish(accounts)
