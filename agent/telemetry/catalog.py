@@ -80,6 +80,8 @@ STORE_OPERATIONS: tuple[str, ...] = (
     "get_sync_states",
     "put_account_documents",
     "set_client",
+    "write_updates",  # the halves of write_cycle, for callers of the concern stores
+    "write_states",
 )
 STORE_OPERATIONS_EXPORTED_AT_START: tuple[str, ...] = ("write_cycle", "record_run")  # series before any call
 DATA_SOURCES: tuple[str, ...] = tuple(s.value for s in DataSource)

@@ -83,6 +83,12 @@ class AgentMetrics:
         self.store_operation_duration.labels(label).observe(seconds)
 
     def timed_store(self, store: Any) -> Any:
+        """`store`, reporting its operations' durations here: by itself when it can
+        (`observe_operations`, the SQLite and MongoDB stores), else through a `TimedStore` proxy."""
+        observe = getattr(store, "observe_operations", None)
+        if callable(observe) and not isinstance(store, TimedStore):
+            observe(self.observe_store_operation)
+            return store
         if isinstance(store, TimedStore):
             return store
         return TimedStore(store, self.observe_store_operation)
