@@ -14,7 +14,7 @@ from agent.config import (
     load_settings,
     unknown_env_warnings,
 )
-from agent.freshness import State, Thresholds
+from agent.domain.freshness import State, Thresholds
 
 
 @pytest.fixture(autouse=True)
