@@ -68,7 +68,7 @@ class MongoStore(FlatStoreMethods):
     async def write_cycle(self, updates: Sequence[AccountUpdate], states: Sequence[AccountSyncState]) -> None:
         updates, states = last_per_account(updates), last_per_account(states)
         if not updates and not states:
-            await self.ping()  # nothing to write, but a down store must still say so
+            await self._db.ping()  # nothing to write, but a down store must still say so
             return
         check_storable(updates, states)  # before any chunk is sent: refused means nothing written
         await self._db.ensure_indexes("write_cycle")

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from agent.domain.accounts import AccountSyncState, AccountUpdate
 from agent.store.checks import check_storable
 from agent.store.codec import last_per_account
+from agent.store.errors import StoreConfigError
 from agent.store.facade import FlatStoreMethods
 from agent.store.observe import OperationObserver, operation
 from agent.store.sqlite.accounts import SCHEMA as ACCOUNTS_SCHEMA
@@ -29,7 +30,7 @@ class SQLiteStore(FlatStoreMethods):
 
     def __init__(self, path: str, timeout_ms: int = 5000) -> None:
         if not path:
-            raise ValueError("SQLite store path is empty")
+            raise StoreConfigError("SQLite store path is empty")
         self._db = SQLiteConnection(path, timeout_ms, SCHEMA)
         self.accounts = SQLiteAccounts(self._db)
         self.sync_state = SQLiteSyncState(self._db)
@@ -63,7 +64,7 @@ class SQLiteStore(FlatStoreMethods):
         """One transaction for the whole cycle; the last entry per account wins."""
         updates, states = last_per_account(updates), last_per_account(states)
         if not updates and not states:
-            await self.ping()  # nothing to write, but a down store must still say so
+            await self._db.ping()  # nothing to write, but a down store must still say so
             return
 
         def write_sync(conn: sqlite3.Connection) -> None:
