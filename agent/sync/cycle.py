@@ -61,7 +61,8 @@ log = logging.getLogger("mt5_agent.sync")
 
 MAX_UNRECORDED_RUNS = 1000  # runs kept in memory while the store is down
 PRUNE_AFTER = 3  # successful listings an account may be absent from before it leaves the fleet
-INVALID_ENTRY_ENDPOINTS: tuple[str, ...] = ("summary", "live")  # where malformed entries are counted
+# Where malformed entries are counted: in the listing, in a batch read (the bridge's endpoint names).
+INVALID_ENTRY_ENDPOINTS: tuple[str, ...] = ("summary", "live")
 YIELD_EVERY = 1000  # accounts handled between two yields to the event loop (before anything is applied)
 RunListener = Callable[[SyncRun], None]
 

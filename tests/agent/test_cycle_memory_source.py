@@ -158,6 +158,7 @@ async def test_fetch_mode_is_recorded(make_service: MakeService, source: MemoryS
     assert run.bridge_batch is batch
     stored = await svc.store.list_runs(limit=1)
     assert stored[0].bridge_batch is batch
+    assert (stored[0].source, stored[0].fetch_mode) == (run.source, run.fetch_mode)
 
 
 async def test_deadline_fails_slow_accounts_with_timeout(

@@ -48,23 +48,22 @@ class BridgeSource:
         self.name = name
         self.use_batch = use_batch
         self.concurrency = concurrency
-        self._features: frozenset[str] = frozenset()  # from the last health document
-
-    def _seen(self, health: SourceHealth) -> SourceHealth:
-        self._features = health.features
-        return health
+        self._features: frozenset[str] = frozenset()  # advertised by the last usable health check
 
     async def health(self) -> SourceHealth:
         try:
-            return self._seen(await self.client.health())
+            return await self.client.health()
         except BridgeError as exc:
             raise _source_error(exc) from None
 
     async def usable_health(self, attempts: int, backoff: float) -> SourceHealth:
         try:
-            return self._seen(await self.client.health_with_retries(attempts, backoff))
+            health = await self.client.health_with_retries(attempts, backoff)
         except BridgeError as exc:
             raise _source_error(exc, answered=False) from None
+        # What the next read may use: the cycle's own check, not a probe's in between.
+        self._features = health.features
+        return health
 
     async def list_accounts(self) -> AccountListing:
         try:
