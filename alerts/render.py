@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from agent.freshness import State, Thresholds
+from agent.domain.freshness import State, Thresholds
 from agent.telemetry import catalog as m
 from agent.telemetry.alerting import (
     ERROR_BUDGET,

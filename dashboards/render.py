@@ -1,6 +1,6 @@
 """Generate the Grafana dashboards (JSON) from code with grafana-foundation-sdk.
 
-Colour thresholds for data age come from `agent.freshness.Thresholds`, like the alert rules' fallback;
+Colour thresholds for data age come from `agent.domain.freshness.Thresholds`, like the alert rules' fallback;
 the data-age panel also draws the thresholds the agent classifies with (`mt5_freshness_threshold_seconds`).
 Every metric and label name comes from the agent's metric catalog (agent.telemetry.catalog). Render options
 shared with alerts/render.py (from agent.telemetry): the job selector (label matchers of the agent's targets,
@@ -17,8 +17,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from agent.freshness import STATES, Thresholds
-from agent.models import DataSource
+from agent.domain.accounts import DataSource
+from agent.domain.freshness import STATES, Thresholds
 from agent.telemetry import catalog as m
 from agent.telemetry.alerting import (
     RUNBOOK_URL,

@@ -15,8 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from agent.freshness import STATES, State
-from agent.models import REASONS, RUN_RESULTS, DataSource
+from agent.domain.accounts import REASONS, DataSource
+from agent.domain.freshness import STATES, State
+from agent.domain.runs import RUN_RESULTS
 
 
 class Kind(StrEnum):

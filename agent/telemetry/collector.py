@@ -1,9 +1,10 @@
 """The fleet collector: account values, freshness, failure counts and bridge/store status, read from the
-fleet read model at scrape time (memory only: it answers while the bridge and the store are down).
+fleet read model (`agent.sync.fleet`) at scrape time (memory only: it answers while the bridge and the
+store are down).
 
 A value that was not refreshed keeps its old timestamp and its age keeps growing, so a cached value is
-never presented as fresh. Ages and states come from `agent.freshness` (`age_seconds`, `Thresholds.classify`),
-the one definition of freshness; names, help and labels from the catalog.
+never presented as fresh. Ages and states come from `agent.domain.freshness` (`age_seconds`,
+`Thresholds.classify`), the one definition of freshness; names, help and labels from the catalog.
 
 Two ways out, the same bytes (tests/observability/test_fast_exposition.py):
 - `collect()`: prometheus_client families, for any registry user (the `name[]` filter, unusual escapings);
@@ -18,18 +19,26 @@ import asyncio
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from agent.freshness import STATES, State, Thresholds, age_seconds
-from agent.models import REASONS, DataSource
-from agent.sync import INVALID_ENTRY_ENDPOINTS
+from agent.domain.accounts import REASONS, DataSource
+from agent.domain.freshness import STATES, State, Thresholds, age_seconds
+from agent.sync.cycle import INVALID_ENTRY_ENDPOINTS
+from agent.sync.fleet import FleetSnapshot, SyncStatus
 from agent.telemetry import catalog as m
 from agent.telemetry.catalog import Kind
-from agent.telemetry.read_model import FleetReader, Snapshot, Status
 from agent.telemetry.textformat import Encoder, count_text, encode, float_text, label
+
+
+class FleetReader(Protocol):
+    """What the collector reads: `agent.sync.fleet.Fleet`, the one read model (tests may stand in)."""
+
+    def snapshot(self) -> FleetSnapshot: ...
+    @property
+    def status(self) -> SyncStatus: ...
 
 
 def _utc(dt: datetime) -> datetime:
@@ -84,7 +93,7 @@ assert m.ACCOUNT < m.SOURCE and m.ACCOUNT < m.REASON and m.ACCOUNT < m.STATE  # 
 
 @dataclass
 class _StaticText:
-    version: Any  # the snapshot version rendered
+    version: int  # the snapshot version rendered
     bodies: dict[str, bytes]  # per-account family -> its sample lines (not the ages and freshness)
     rows: list[tuple[str, str, datetime | None]]  # per account: label value, freshness prefix, live data at
     fresh_states: list[State] | None = None  # the states `fresh_text` shows
@@ -141,7 +150,7 @@ class FleetCollector(Collector):
         self._global_families(f, status)
         return list(f.values())
 
-    def _global_families(self, f: dict[str, Any], status: Status) -> None:
+    def _global_families(self, f: dict[str, Any], status: SyncStatus) -> None:
         for result in m.RESULTS:
             f[m.SYNC_RUNS.name].add_metric([result], status.runs.get(result, 0))
         if status.last_success_at is not None:
@@ -198,7 +207,7 @@ class FleetCollector(Collector):
         parts.append(encode(encoder, list(f.values())))
         return parts
 
-    def _static_for(self, snap: Snapshot) -> _StaticText:
+    def _static_for(self, snap: FleetSnapshot) -> _StaticText:
         cached = self._static
         if cached is None or cached.version != snap.version:
             self._static = cached = self._render_static(snap)
@@ -217,7 +226,7 @@ class FleetCollector(Collector):
             self._static = await asyncio.to_thread(self._render_static, snap)
 
     @staticmethod
-    def _render_static(snap: Snapshot) -> _StaticText:
+    def _render_static(snap: FleetSnapshot) -> _StaticText:
         """Every per-account sample line that does not depend on the time of the scrape (a pure function
         of the snapshot: safe on a worker thread)."""
         reason_index = {reason: i for i, reason in enumerate(REASONS)}

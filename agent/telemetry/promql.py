@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from agent.models import RunResult
+from agent.domain.runs import RunResult
 from agent.telemetry.alerting import SUCCESS_WINDOW
 from agent.telemetry.catalog import JOB_SELECTOR, RESULT, SYNC_RUNS
 

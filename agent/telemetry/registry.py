@@ -10,11 +10,10 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Gauge, Histogram
 
 from agent import __version__
-from agent.freshness import Thresholds
-from agent.models import SyncRun
+from agent.domain.freshness import Thresholds
+from agent.domain.runs import SyncRun
 from agent.telemetry import catalog as m
-from agent.telemetry.collector import FleetCollector
-from agent.telemetry.read_model import FleetReader, fleet_of
+from agent.telemetry.collector import FleetCollector, FleetReader
 from agent.telemetry.store_timing import TimedStore
 
 
@@ -52,11 +51,11 @@ class AgentMetrics:
         self._collector: FleetCollector | None = None
 
     def attach(self, service: Any, thresholds: Thresholds) -> None:
-        """Register the fleet collector over `service`'s read model (the scrape time from its clock),
+        """Register the fleet collector over `service.fleet` (the scrape time from the service's clock),
         and the cycle listener (once)."""
         if self._collector is not None:
             return
-        self.attach_fleet(fleet_of(service), thresholds, lambda: service.clock())
+        self.attach_fleet(service.fleet, thresholds, lambda: service.clock())
         service.listeners.append(self.on_run)
 
     def attach_fleet(self, fleet: FleetReader, thresholds: Thresholds, clock: Callable[[], datetime]) -> None:

@@ -1,15 +1,16 @@
 """/metrics renders the per-account families itself (agent.telemetry.collector.FleetCollector.render,
 cached per fleet version, ages at scrape time): its bytes must be exactly what prometheus_client's own
 encoders write for the same registry, in every format we serve, before and after time passes and the
-fleet changes. The collector reads a stub fleet here (the read model's protocol); test_metrics.py scrapes
+fleet changes. The collector reads a stub fleet here (the fleet's own snapshot types); test_metrics.py scrapes
 a real agent."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -17,8 +18,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.exposition import choose_encoder
 
-from agent.freshness import Thresholds
-from agent.models import AccountValues, Reason, RunResult, SyncRun
+from agent.domain.accounts import AccountValues, Reason
+from agent.domain.freshness import Thresholds
+from agent.domain.runs import RunResult, SyncRun
+from agent.sync.fleet import AccountState, FleetSnapshot, SyncStatus
 from agent.telemetry.collector import FleetCollector
 from agent.telemetry.exposition import add_metrics_route, render
 from agent.telemetry.registry import AgentMetrics
@@ -42,53 +45,46 @@ def _values(balance: float, **kw: object) -> AccountValues:
     return AccountValues(balance=balance, **kw)  # type: ignore[arg-type]
 
 
-@dataclass(frozen=True)
-class Account:
-    """What the collector reads of one account (agent.telemetry.read_model.AccountRow)."""
-
-    account: int
-    name: str | None = None
-    server: str | None = None
-    values: AccountValues | None = None
-    data_source: str | None = None
-    live_data_at: datetime | None = None
-    consecutive_failures: int = 0
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    version: int
-    accounts: Mapping[int, Account]
-    failures: Mapping[tuple[int, Reason], int]
-
-
-@dataclass(frozen=True)
-class Status:
-    runs: Mapping[RunResult, int] = field(default_factory=dict)
-    last_success_at: datetime | None = None
-    last_run: SyncRun | None = None
-    running: SyncRun | None = None
-    bridge_up: bool | None = None
-    store_up: bool | None = None
-    terminal_up: bool | None = None
-    invalid_entries: Mapping[str, int] = field(default_factory=dict)
-    clock_skew_total: int = 0
-    clock_skew_seconds: float | None = None
-    pruned_total: int = 0
+def account_state(  # the fields the collector reads; the rest keep their defaults
+    account: int,
+    name: str | None = None,
+    server: str | None = None,
+    values: AccountValues | None = None,
+    data_source: str | None = None,
+    live_data_at: datetime | None = None,
+    consecutive_failures: int = 0,
+) -> AccountState:
+    return AccountState(
+        account=account,
+        name=name,
+        server=server,
+        values=values,
+        data_source=data_source,
+        live_data_at=live_data_at,
+        consecutive_failures=consecutive_failures,
+        has_sync_state=consecutive_failures > 0,
+    )
 
 
 class StubFleet:
-    """A read model whose snapshots the test publishes (each with a new version, as the fleet does)."""
+    """The fleet's read side (FleetReader) with snapshots the test publishes, each a new version as
+    `agent.sync.fleet.Fleet` publishes them: every branch is reachable without running cycles."""
 
     def __init__(self) -> None:
-        self.snap = Snapshot(0, {}, {})
-        self.status = Status()
+        self.snap = FleetSnapshot(0, MappingProxyType({}), MappingProxyType({}))
+        self.status = SyncStatus()
 
-    def snapshot(self) -> Snapshot:
+    def snapshot(self) -> FleetSnapshot:
         return self.snap
 
-    def publish(self, accounts: Mapping[int, Account], failures: Mapping[tuple[int, Reason], int]) -> None:
-        self.snap = Snapshot(self.snap.version + 1, dict(sorted(accounts.items())), dict(failures))
+    def publish(
+        self, accounts: Mapping[int, AccountState], failures: Mapping[tuple[int, Reason], int]
+    ) -> None:
+        self.snap = FleetSnapshot(
+            self.snap.version + 1,
+            MappingProxyType(dict(sorted(accounts.items()))),
+            MappingProxyType(dict(failures)),
+        )
 
 
 @dataclass
@@ -118,10 +114,10 @@ def _fill(fleet: StubFleet) -> None:
         trade_allowed=True,
     )
     accounts = {
-        886557: Account(
+        886557: account_state(
             886557, "Main", "MEXAtlantic-Real", full, "VPS_LIVE_MT5", T0 - timedelta(seconds=12.5)
         ),
-        886066: Account(
+        886066: account_state(
             886066,
             'Quote " backslash \\ newline \n label',
             "Server\\2",
@@ -130,10 +126,10 @@ def _fill(fleet: StubFleet) -> None:
             T0 - timedelta(seconds=400, microseconds=7),
             consecutive_failures=2,
         ),
-        886602: Account(
+        886602: account_state(
             886602, None, None, _values(0.0, margin_level=0.0), "VPS_LIVE_MT5", datetime(2026, 11, 22, 11, 49)
         ),  # naive: UTC
-        885822: Account(
+        885822: account_state(
             885822,
             "Tz",
             "S",
@@ -141,16 +137,16 @@ def _fill(fleet: StubFleet) -> None:
             "VPS_LIVE_MT5",
             datetime(2026, 11, 22, 13, 0, tzinfo=timezone(timedelta(hours=2))),  # 11:00 UTC: critical
         ),
-        886528: Account(886528, "Future", "S", _values(1.5), "VPS_LIVE_MT5", T0 + timedelta(seconds=3)),
-        891215: Account(891215, "Never", "S", consecutive_failures=7),
-        999999: Account(999999, consecutive_failures=1),  # a sync state only
+        886528: account_state(886528, "Future", "S", _values(1.5), "VPS_LIVE_MT5", T0 + timedelta(seconds=3)),
+        891215: account_state(891215, "Never", "S", consecutive_failures=7),
+        999999: account_state(999999, consecutive_failures=1),  # a sync state only
     }
     failures = {(886066, Reason.TIMEOUT): 2, (891215, Reason.NOT_FOUND): 7, (999999, Reason.CONNECTION): 1}
     fleet.publish(accounts, failures)
     run = SyncRun(run_id="r", started_at=T0, finished_at=T0, duration_seconds=0.5, result=RunResult.PARTIAL)
     run.synced_live, run.synced_stored, run.failed = 4, 1, 2
-    fleet.status = Status(
-        runs={RunResult.SUCCESS: 3, RunResult.PARTIAL: 1},
+    fleet.status = SyncStatus(
+        runs=MappingProxyType({RunResult.SUCCESS: 3, RunResult.PARTIAL: 1}),
         last_run=run,
         last_success_at=T0,
         bridge_up=True,
@@ -204,7 +200,7 @@ def test_a_new_fleet_version_is_rendered_again(scrapes: Scrapes) -> None:
     failures = {**fleet.snap.failures, (886557, Reason.STORE): 1}
     fleet.publish(accounts, failures)
     _assert_same(scrapes)
-    fleet.publish({**accounts, 123: Account(123, "New")}, failures)
+    fleet.publish({**accounts, 123: account_state(123, "New")}, failures)
     _assert_same(scrapes)
 
 
