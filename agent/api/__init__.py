@@ -23,28 +23,31 @@ from agent.api import openapi as openapi_area
 from agent.api.auth import metrics_auth_middleware
 from agent.api.cors import cors_middleware
 from agent.api.errors import error_middleware
-from agent.api.keys import MANUAL_CYCLES, OPENAPI_DOCUMENT, SETTINGS, STORE, SYNC
+from agent.api.keys import FLEET, MANUAL_CYCLES, OPENAPI_DOCUMENT, SETTINGS, STORE, SYNC
 from agent.api.protocol import setup_protocol
 
 AREAS = (ops, seed, admin, accounts, runs, page, openapi_area)
 
 
-def provide(app: web.Application, *, settings: Any, store: Any, sync: Any) -> None:
+def provide(app: web.Application, *, settings: Any, store: Any, sync: Any, fleet: Any) -> None:
     """Put what the handlers read into the app (the composition root's call)."""
     app[SETTINGS] = settings
     app[STORE] = store
     app[SYNC] = sync
+    app[FLEET] = fleet
 
 
 def setup_api(app: web.Application, agent: Any = None) -> None:
     """Middlewares, hooks and every area's routes; then the OpenAPI document of the whole app (so
-    register /metrics before). The app must hold SETTINGS, STORE and SYNC (agent.api.keys).
+    register /metrics before). The app must hold SETTINGS, STORE, SYNC and FLEET (agent.api.keys).
 
     `agent`: SHIM(issue 11) for agent/app.py's current call `setup_api(app, agent)`; the keys are then
     taken from it. The lead replaces that call with `provide(...)` then `setup_api(app)`."""
     if agent is not None and SETTINGS not in app:
-        provide(app, settings=agent.settings, store=agent.store, sync=agent.service)
-    missing = [k for k in (SETTINGS, STORE, SYNC) if k not in app]
+        provide(
+            app, settings=agent.settings, store=agent.store, sync=agent.service, fleet=agent.service.fleet
+        )
+    missing = [k for k in (SETTINGS, STORE, SYNC, FLEET) if k not in app]
     if missing:
         raise RuntimeError(f"setup_api: the app lacks {', '.join(map(repr, missing))} (agent.api.keys)")
     settings = app[SETTINGS]

@@ -11,13 +11,11 @@ from agent.api import queries, schema
 from agent.api.auth import require_read
 from agent.api.common import (
     ACCOUNT_PARAM,
-    fleet,
-    from_store,
+    accounts,
     now,
     parse_account,
     query_one,
     settings,
-    store,
     thresholds,
 )
 from agent.api.errors import ApiError
@@ -57,7 +55,7 @@ async def list_accounts(request: web.Request) -> web.Response:
     if wanted is not None and wanted not in _STATE_NAMES:
         raise ApiError(400, "invalid_parameter", f"state must be one of {', '.join(_STATE_NAMES)}")
     client_id = None if caller.sees_all else caller.client_id
-    records = await from_store(queries.read_accounts(store(request), fleet(request), client_id))
+    records = queries.account_records(accounts(request), client_id)
     t, limits = now(request), thresholds(request)
 
     def body() -> str:
@@ -84,7 +82,7 @@ async def list_accounts(request: web.Request) -> web.Response:
 async def get_account(request: web.Request) -> web.Response:
     caller = require_read(request, settings(request))
     account = parse_account(request)
-    record = await from_store(queries.read_account(store(request), fleet(request), account))
+    record = queries.account_record(accounts(request), account)
     if record is None:
         raise ApiError(404, "account_not_found", f"account {account} is neither stored nor listed")
     caller.check_client(record.client_id)

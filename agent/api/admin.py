@@ -22,10 +22,10 @@ from agent.api import queries, schema
 from agent.api.auth import require_admin
 from agent.api.common import (
     ACCOUNT_PARAM,
-    fleet,
+    accounts,
     from_store,
+    known_accounts,
     now,
-    or_none,
     parse_account,
     settings,
     store,
@@ -33,7 +33,7 @@ from agent.api.common import (
     thresholds,
 )
 from agent.api.errors import ApiError
-from agent.api.keys import MANUAL_CYCLES, SYNC
+from agent.api.keys import FLEET, MANUAL_CYCLES, SYNC
 from agent.api.serialize import account_json
 from agent.api.spec import Operation, documented
 from agent.domain.runs import SyncRun
@@ -122,7 +122,8 @@ async def stop_manual_cycles(app: web.Application) -> None:
 async def get_health(request: web.Request) -> web.Response:
     require_admin(request, settings(request))
     sync, t = sync_view(request), now(request)
-    records = await or_none(queries.read_accounts(store(request), fleet(request)))
+    known = known_accounts(request)
+    records = None if known is None else queries.account_records(known)
     return web.json_response(queries.health_summary(sync, records, t, thresholds(request)))
 
 
@@ -149,17 +150,20 @@ async def _client_id_from_body(request: web.Request) -> str:
 
 
 async def _assigned(request: web.Request, account: int, client_id: str | None) -> web.Response:
-    accounts, listed = store(request), fleet(request)
-    if await from_store(queries.read_account(accounts, listed, account)) is None:
+    documents = store(request)
+    if not await from_store(queries.known_account(documents, accounts(request), account)):
         raise ApiError(404, "account_not_found", f"account {account} is neither stored nor listed")
-    await from_store(accounts.set_client(account, client_id))
+    await from_store(documents.set_client(account, client_id))
+    request.app[FLEET].set_client(account, client_id)  # the read model follows the store
     log.info(
         "account %s %s",
         account,
         "assigned to a client" if client_id is not None else "unassigned from its client",
         extra={"account": account},
     )
-    record = await from_store(queries.read_account(accounts, listed, account))
+    record = queries.account_record(accounts(request), account)
+    if record is None:  # a document another process wrote since the fleet was loaded
+        record = await from_store(documents.get_account(account))
     if record is None:  # deleted behind our back between the two reads
         raise ApiError(404, "account_not_found", f"account {account} is neither stored nor listed")
     return web.json_response(account_json(record, now(request), thresholds(request)))

@@ -12,8 +12,8 @@ from typing import TypeVar
 from aiohttp import web
 
 from agent.api.errors import ApiError
-from agent.api.keys import SETTINGS, STORE, SYNC
-from agent.api.queries import Fleet, SyncView
+from agent.api.keys import FLEET, SETTINGS, STORE, SYNC
+from agent.api.queries import Accounts, SyncView
 from agent.api.spec import Param
 from agent.config import Settings
 from agent.domain.freshness import Thresholds
@@ -44,13 +44,23 @@ def store(request: web.Request) -> Store:
     return request.app[STORE]
 
 
-def fleet(request: web.Request) -> Fleet:
-    """The accounts the source lists (name and server of each)."""
-    return request.app[SYNC].state.accounts
+def known_accounts(request: web.Request) -> Accounts | None:
+    """The read model's accounts now (one snapshot); None while the store's were never loaded."""
+    fleet = request.app[FLEET]
+    return fleet.snapshot().accounts if fleet.loaded else None
+
+
+def accounts(request: web.Request) -> Accounts:
+    """The read model's accounts now (one snapshot). Until the store's accounts are loaded (the store
+    has been down since start) they are unknown: 503, as any read from a store that is down."""
+    found = known_accounts(request)
+    if found is None:
+        raise store_unavailable()
+    return found
 
 
 def sync_view(request: web.Request) -> SyncView:
-    return request.app[SYNC].state
+    return request.app[FLEET].status
 
 
 def now(request: web.Request) -> datetime:
@@ -58,23 +68,17 @@ def now(request: web.Request) -> datetime:
     return request.app[SYNC].clock()
 
 
+def store_unavailable() -> ApiError:
+    return ApiError(503, "store_unavailable", "the account store is unavailable; try again later")
+
+
 async def from_store(call: Awaitable[T]) -> T:
-    """Await a store read; a store that is down is a 503 JSON answer, its details only in the log."""
+    """Await a store call; a store that is down is a 503 JSON answer, its details only in the log."""
     try:
         return await call
     except StoreError as exc:
-        log.warning("store read failed: %s", exc)
-        raise ApiError(
-            503, "store_unavailable", "the account store is unavailable; try again later"
-        ) from None
-
-
-async def or_none(call: Awaitable[T]) -> T | None:
-    """Await a store read for a summary that still answers when the store is down (None then)."""
-    try:
-        return await call
-    except StoreError:
-        return None
+        log.warning("store call failed: %s", exc)
+        raise store_unavailable() from None
 
 
 def parse_int(text: str, name: str, *, minimum: int, maximum: int) -> int:

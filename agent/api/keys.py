@@ -14,11 +14,14 @@ from agent.config import Settings
 from agent.domain.runs import SyncRun
 from agent.store.base import Store
 from agent.sync.cycle import SyncService
+from agent.sync.fleet import Fleet
 
 SETTINGS = web.AppKey("mt5_settings", Settings)
 STORE = web.AppKey("mt5_store", Store)
-# The sync service: its cycle (manual trigger), its clock and, until the fleet read model lands, its state.
+# The sync service: its cycle (the manual trigger) and its clock.
 SYNC = web.AppKey("mt5_sync", SyncService)
+# The one read model: every account read (and the status summaries) comes from its snapshot.
+FLEET = web.AppKey("mt5_fleet", Fleet)
 # Manual cycles still running, cancelled at shutdown (set by setup_api).
 MANUAL_CYCLES = web.AppKey("mt5_manual_cycles", set[asyncio.Task[SyncRun]])
 # The generated OpenAPI document (JSON bytes), built once the routes are registered (set by setup_api).

@@ -1,18 +1,17 @@
 """What the API answers, as plain functions: views, freshness, portfolio, health and status summaries.
 
-No aiohttp here: every function takes what it reads (records, the fleet's listing, the sync's state, the
-time and thresholds) and returns the JSON-ready body, so each can be tested without HTTP. The handlers
-only authenticate, parse, call these and write the answer. Store reads raise `StoreError`; the handler
-layer turns that into its 503.
+No aiohttp here: every function takes what it reads (the fleet's accounts, the sync's status, the time
+and thresholds) and returns the JSON-ready body, so each can be tested without HTTP. The handlers only
+authenticate, parse, call these and write the answer.
 
-The accounts the API shows are the store's documents plus every account of the fleet (what the source
-lists, loaded from the store at start) that has no document yet: a listed account that never synced is
-shown as `critical` with null values, exactly as /metrics and the alert rules see it.
+Accounts come from the one read model, the fleet (`agent.sync.fleet`): every account the store held at
+start or the source lists, kept current by each cycle. A listed account that never synced is shown as
+`critical` with null values, exactly as /metrics and the alert rules see it. The store is not read per
+request (the sync history is: runs stay in the store).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
@@ -27,22 +26,34 @@ from agent.api.serialize import (
     thresholds_json,
     worst_state,
 )
-from agent.domain.accounts import AccountRecord
+from agent.domain.accounts import AccountRecord, AccountValues
 from agent.domain.freshness import State, Thresholds
 from agent.domain.runs import RunResult, SyncRun
-from agent.store.base import Store
+from agent.store.base import AccountStore
 
 
-class Listed(Protocol):
-    """What the fleet's listing says of an account the source lists."""
+class AccountState(Protocol):
+    """What the read model holds of an account (agent.sync.fleet.AccountState)."""
 
+    @property
+    def account(self) -> int: ...
     @property
     def name(self) -> str | None: ...
     @property
     def server(self) -> str | None: ...
+    @property
+    def client_id(self) -> str | None: ...
+    @property
+    def values(self) -> AccountValues | None: ...
+    @property
+    def data_source(self) -> str | None: ...
+    @property
+    def live_data_at(self) -> datetime | None: ...
+    @property
+    def updated_at(self) -> datetime | None: ...
 
 
-Fleet = Mapping[int, Listed]
+Accounts = Mapping[int, AccountState]  # the fleet snapshot's accounts, ordered by account
 
 
 class BridgeHealthView(Protocol):
@@ -53,10 +64,12 @@ class BridgeHealthView(Protocol):
 
 
 class SyncView(Protocol):
-    """What the summaries read of the sync's state."""
+    """What the summaries read of the sync's status (agent.sync.fleet.SyncStatus)."""
 
     @property
     def bridge_up(self) -> bool | None: ...
+    @property
+    def store_up(self) -> bool | None: ...
     @property
     def last_health(self) -> BridgeHealthView | None: ...
     @property
@@ -67,58 +80,52 @@ class SyncView(Protocol):
     def running(self) -> SyncRun | None: ...
 
 
-# -- accounts: the store's documents merged with the fleet ------------------------------------------
+# -- accounts from the read model ---------------------------------------------------------------------
 
 
-def with_fleet_names(record: AccountRecord, fleet: Fleet) -> AccountRecord:
-    """Name and server come from the source's listing when the document has none (a sync writes them
-    only when it creates the document, so one created by an assignment never gets them)."""
-    if record.name is not None and record.server is not None:
-        return record
-    view = fleet.get(record.account)
-    if view is None or (view.name is None and view.server is None):
-        return record
-    return dataclasses.replace(record, name=record.name or view.name, server=record.server or view.server)
+def record_of(state: AccountState) -> AccountRecord:
+    """The record the serializer reads, from the read model's account. A sync sets `updated_at`,
+    `vps_sync_timestamp` and `synced_from_vps` together, so the last two follow the first."""
+    v = state.values
+    synced = state.updated_at
+    return AccountRecord(
+        account=state.account,
+        name=state.name,
+        server=state.server,
+        client_id=state.client_id,
+        balance=v.balance if v else None,
+        equity=v.equity if v else None,
+        profit=v.profit if v else None,
+        margin=v.margin if v else None,
+        margin_free=v.margin_free if v else None,
+        margin_level=v.margin_level if v else None,
+        leverage=v.leverage if v else None,
+        currency=v.currency if v else None,
+        trade_allowed=v.trade_allowed if v else None,
+        updated_at=synced,
+        synced_from_vps=True if synced is not None else None,
+        vps_sync_timestamp=synced,
+        data_source=state.data_source,
+        live_data_at=state.live_data_at,
+    )
 
 
-def fleet_record(fleet: Fleet, account: int) -> AccountRecord | None:
-    """A fleet account with no document: listed, never synced. Only what the listing said (name,
-    server); every value, its source and its times are null (critical, as in /metrics)."""
-    view = fleet.get(account)
-    if view is None:
-        return None
-    return AccountRecord(account=account, name=view.name, server=view.server)
+def account_records(accounts: Accounts, client_id: str | None = None) -> list[AccountRecord]:
+    """Every account the API shows, or (client_id given) that client's, ordered by account."""
+    if client_id is None:
+        return [record_of(s) for s in accounts.values()]
+    return [record_of(s) for s in accounts.values() if s.client_id == client_id]
 
 
-def merge_fleet(records: list[AccountRecord], fleet: Fleet) -> list[AccountRecord]:
-    """The store's records plus the fleet's accounts that have none, ordered by account."""
-    if not fleet:
-        return records
-    stored = {r.account for r in records}
-    missing = [a for a in fleet if a not in stored]
-    merged = [with_fleet_names(r, fleet) for r in records]
-    if not missing:
-        return merged
-    merged.extend(r for a in missing if (r := fleet_record(fleet, a)) is not None)
-    merged.sort(key=lambda r: r.account)
-    return merged
+def account_record(accounts: Accounts, account: int) -> AccountRecord | None:
+    state = accounts.get(account)
+    return None if state is None else record_of(state)
 
 
-async def read_accounts(store: Store, fleet: Fleet, client_id: str | None = None) -> list[AccountRecord]:
-    """A client's stored accounts, or (client_id None) every account the API shows: the store's and
-    the fleet's. Fleet accounts without a document have no client, so they never appear for one."""
-    records = await store.get_accounts(client_id=client_id)
-    if client_id is not None:
-        return [with_fleet_names(r, fleet) for r in records]
-    return merge_fleet(records, fleet)
-
-
-async def read_account(store: Store, fleet: Fleet, account: int) -> AccountRecord | None:
-    """One account as the API shows it: its document, else the fleet's never-synced entry, else None."""
-    record = await store.get_account(account)
-    if record is None:
-        return fleet_record(fleet, account)
-    return with_fleet_names(record, fleet)
+async def known_account(store: AccountStore, accounts: Accounts, account: int) -> bool:
+    """Whether an account may be assigned: the fleet knows it, or the store holds its document (one
+    written by another process since the fleet was loaded). Raises StoreError."""
+    return account in accounts or await store.get_account(account) is not None
 
 
 # -- bodies -----------------------------------------------------------------------------------------
@@ -188,6 +195,11 @@ def readiness(*, store_up: bool, cycle_ran: bool) -> tuple[bool, dict[str, Any]]
     return not problems, {"ready": not problems, "problems": problems}
 
 
+def store_is_up(sync: SyncView, records: Sequence[AccountRecord] | None) -> bool:
+    """The store is up: its accounts were loaded and the last operation on it did not fail."""
+    return records is not None and sync.store_up is not False
+
+
 def _round(value: float | None, digits: int) -> float | None:
     return round(value, digits) if value is not None else None
 
@@ -195,7 +207,8 @@ def _round(value: float | None, digits: int) -> float | None:
 def status_summary(
     sync: SyncView, records: Sequence[AccountRecord] | None, now: datetime, thresholds: Thresholds
 ) -> dict[str, Any]:
-    """What the status page shows besides the accounts. `records` None: the store is down."""
+    """What the status page shows besides the accounts. `records` None: the accounts are unknown (the
+    store has been down since start)."""
     counts: dict[str, Any] | None = None
     if records is not None:
         accounts = accounts_json(records, now, thresholds)
@@ -209,7 +222,7 @@ def status_summary(
             "status": health.status if health else None,
             "response_time": round(health.response_time, 3) if health else None,
         },
-        "store": {"up": records is not None},
+        "store": {"up": store_is_up(sync, records)},
         "sync": {
             "running": sync.running is not None,
             "last_success_at": iso(sync.last_success_at),
@@ -232,7 +245,7 @@ def health_summary(
     sync: SyncView, records: Sequence[AccountRecord] | None, now: datetime, thresholds: Thresholds
 ) -> dict[str, Any]:
     """The seed's section 6.3 shape, from what the agent already knows: the bridge is not called.
-    `records` None: the store is down."""
+    `records` None: the accounts are unknown (the store has been down since start)."""
     issues: list[str] = []
     unhealthy = False
 
@@ -250,10 +263,10 @@ def health_summary(
         issues.append("VPS bridge unreachable or unhealthy at the last sync")
 
     freshness: dict[str, Any] = {"oldest_update": None, "staleness": None, "age_seconds": None}
-    if records is None:
+    if not store_is_up(sync, records):
         unhealthy = True
         issues.append("store unreachable")
-    else:
+    if records is not None:
         accounts = accounts_json(records, now, thresholds)
         worst = worst_state(accounts)
         if worst is None:

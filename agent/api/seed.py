@@ -14,12 +14,10 @@ from agent.api import queries, schema
 from agent.api.auth import require_admin, require_read
 from agent.api.common import (
     CLIENT_ID_PARAM,
-    fleet,
-    from_store,
+    accounts,
     now,
     parse_client_id,
     settings,
-    store,
     thresholds,
 )
 from agent.api.errors import ApiError
@@ -31,11 +29,11 @@ routes = web.RouteTableDef()
 CLIENT_ERRORS = (400, 401, 403, 404, 503)
 
 
-async def _client_records(request: web.Request) -> list[AccountRecord]:
+def _client_records(request: web.Request) -> list[AccountRecord]:
     caller = require_read(request, settings(request))
     client_id = parse_client_id(request)
     caller.check_client(client_id)
-    records = await from_store(queries.read_accounts(store(request), fleet(request), client_id))
+    records = queries.account_records(accounts(request), client_id)
     if not records:
         raise ApiError(404, "client_not_found", "no accounts are stored for this client")
     return records
@@ -57,7 +55,7 @@ async def _client_records(request: web.Request) -> list[AccountRecord]:
     )
 )
 async def get_client_accounts(request: web.Request) -> web.Response:
-    records = await _client_records(request)
+    records = _client_records(request)
     return web.json_response(queries.accounts_page(records, now(request), thresholds(request)))
 
 
@@ -77,7 +75,7 @@ async def get_client_accounts(request: web.Request) -> web.Response:
     )
 )
 async def get_client_portfolio(request: web.Request) -> web.Response:
-    records = await _client_records(request)
+    records = _client_records(request)
     return web.json_response(queries.portfolio(records, now(request), thresholds(request)))
 
 
@@ -95,5 +93,5 @@ async def get_client_portfolio(request: web.Request) -> web.Response:
 )
 async def get_admin_accounts(request: web.Request) -> web.Response:
     require_admin(request, settings(request))
-    records = await from_store(queries.read_accounts(store(request), fleet(request)))
+    records = queries.account_records(accounts(request))
     return web.json_response(queries.accounts_page(records, now(request), thresholds(request)))

@@ -10,7 +10,17 @@ import pytest
 from agent.api.serialize import ACCOUNT_FIELDS
 from agent.models import RunResult, SyncRun
 from agent.store.base import StoreError
-from tests.api.conftest import ACCOUNTS, ADMIN, CLIENT_A, CLIENT_B, EXPECTED_STATE, READ, Api, MakeApi
+from tests.api.conftest import (
+    ACCOUNTS,
+    ADMIN,
+    CLIENT_A,
+    CLIENT_B,
+    EXPECTED_STATE,
+    READ,
+    Api,
+    MakeApi,
+    account_documents,
+)
 
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
@@ -193,7 +203,7 @@ async def test_unknown_route_and_wrong_method_are_json(api: Api):
 
 
 class _BrokenStore:
-    """Wraps the real store; once `exc` is set, account reads fail with it."""
+    """Wraps the real store; once `exc` is set, account and run reads fail with it."""
 
     def __init__(self, inner) -> None:
         self._inner, self.exc = inner, None
@@ -211,19 +221,42 @@ class _BrokenStore:
             raise self.exc
         return await self._inner.get_account(account)
 
+    async def list_runs(self, **kw):
+        if self.exc is not None:
+            raise self.exc
+        return await self._inner.list_runs(**kw)
+
 
 async def test_store_down_is_503_json_and_status_still_answers(make_api: MakeApi, tmp_path):
+    """Account reads come from the read model, loaded from the store: while the store has been down since
+    start its accounts are unknown (503, its details only in the log); the sync history is read from the
+    store on each request (503 as soon as it fails). Once loaded, the read model answers on its own."""
     from agent.store import open_store
 
-    store = _BrokenStore(open_store(f"sqlite:///{tmp_path / 'broken.db'}"))
-    api = await make_api(store=store, api_token=READ)
+    inner = open_store(f"sqlite:///{tmp_path / 'broken.db'}")
+    await inner.open()
+    await inner.put_account_documents(account_documents(datetime.now(UTC)))
+    store = _BrokenStore(inner)
     store.exc = StoreError("SQLite read failed on /secret/path.db")
-    for path in ("/api/v1/accounts", "/api/v1/accounts/100001", f"/api/client/{CLIENT_B}/mt5-accounts"):
+    api = await make_api(store=store, api_token=READ)
+    for path in (
+        "/api/v1/accounts",
+        "/api/v1/accounts/100001",
+        f"/api/client/{CLIENT_B}/mt5-accounts",
+        "/api/v1/sync/runs",
+    ):
         _, body = await api.json("GET", path, READ, status=503)
         assert body["error"]["code"] == "store_unavailable"
         assert "/secret/path.db" not in body["error"]["message"]
     _, status = await api.json("GET", "/api/v1/status", READ)
     assert status["store"] == {"up": False} and status["accounts"] is None
+
+    store.exc = None
+    assert await api.agent.service.ensure_ready()  # what the next cycle does first
+    store.exc = StoreError("SQLite read failed on /secret/path.db")
+    _, listed = await api.json("GET", "/api/v1/accounts", READ)
+    assert listed["count"] == len(ACCOUNTS)
+    await api.json("GET", "/api/v1/sync/runs", READ, status=503)
 
 
 async def test_unexpected_exception_is_json_500_without_traceback(make_api: MakeApi, tmp_path):
@@ -232,7 +265,7 @@ async def test_unexpected_exception_is_json_500_without_traceback(make_api: Make
     store = _BrokenStore(open_store(f"sqlite:///{tmp_path / 'broken.db'}"))
     api = await make_api(store=store, api_token=READ)
     store.exc = RuntimeError("boom-internal-detail")
-    _, body = await api.json("GET", "/api/v1/accounts", READ, status=500)
+    _, body = await api.json("GET", "/api/v1/sync/runs", READ, status=500)
     assert body == {"error": {"code": "internal_error", "message": "internal server error"}}
 
 
@@ -246,6 +279,7 @@ async def test_large_list_is_serialised_off_the_loop_with_the_same_answer(make_a
         {"account": 500_000 + i, "name": f"bulk {i}", "balance": float(i), "password": "x"} for i in range(n)
     ]
     await api.store.put_account_documents(big)
+    assert await api.agent.service.load_state()  # the read model takes the store's documents in
     _, body = await api.json("GET", "/api/v1/accounts", READ)
     bulk = [a for a in body["accounts"] if a["account"] >= 500_000]
     assert len(bulk) == n and body["count"] == n + len(ACCOUNTS)

@@ -93,7 +93,7 @@ async def test_a_real_server_error_still_logs_error_with_traceback(
     api = await make_api(store=store, api_token=READ)
     store.exc = RuntimeError("boom-internal-detail")
     caplog.clear()
-    await api.json("GET", "/api/v1/accounts", READ, status=500)
+    await api.json("GET", "/api/v1/sync/runs", READ, status=500)
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and errors[0].exc_info is not None
 
@@ -140,7 +140,7 @@ async def test_server_header_on_a_500_and_on_a_cors_preflight(make_api: MakeApi,
     store = _BrokenStore(open_store(f"sqlite:///{tmp_path / 'broken.db'}"))
     api = await make_api(store=store, api_token=READ, cors_origins="https://frontend.example.com")
     store.exc = RuntimeError("boom")
-    resp = await api.call("GET", "/api/v1/accounts", READ)
+    resp = await api.call("GET", "/api/v1/sync/runs", READ)
     assert resp.status == 500 and resp.headers["Server"] == SERVER_NAME
     resp = await api.client.options(
         "/api/v1/accounts",

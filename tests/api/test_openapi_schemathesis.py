@@ -25,6 +25,7 @@ async def test_schemathesis_finds_no_violation(make_api: MakeApi, fake_bridge, t
     api = await make_api(bridge_url=url, **ALL_TOKENS)
     # The document's examples (client_alejandro, 891215: the seed's) exist, so 200s get checked too.
     await seed_bridge_accounts(api.store, client_id="client_alejandro")
+    assert await api.agent.service.load_state()  # provisioned after start: the read model takes them in
     await api.json("POST", "/api/admin/sync-from-vps", ADMIN)  # /readyz is 200 from here on
     report = tmp_path / "report.ndjson"
     cmd = [

@@ -17,19 +17,14 @@ from agent.api import queries, schema
 from agent.api.openapi import build_openapi, component_schemas
 from agent.api.serialize import ACCOUNT_FIELDS, account_json, run_json
 from agent.config import load_settings
-from agent.domain.accounts import AccountRecord, DataSource, Reason
+from agent.domain.accounts import AccountRecord, AccountValues, DataSource, Reason
 from agent.domain.freshness import Thresholds
 from agent.domain.runs import RunResult, SyncRun
+from agent.sync.fleet import AccountState
 
 NOW = datetime(2025, 10, 24, 12, 0, tzinfo=UTC)
 LIMITS = Thresholds()
 API_DIR = Path(__file__).resolve().parents[2] / "agent" / "api"
-
-
-@dataclass
-class Listed:
-    name: str | None = None
-    server: str | None = None
 
 
 @dataclass
@@ -41,6 +36,7 @@ class Health:
 @dataclass
 class Sync:
     bridge_up: bool | None = None
+    store_up: bool | None = True
     last_health: Health | None = None
     last_run: SyncRun | None = None
     last_success_at: datetime | None = None
@@ -95,15 +91,48 @@ def test_no_api_module_imports_the_composition_root():
         assert not any(m == "agent.app" or m.startswith("agent.app.") for m in _imports(path)), path.name
 
 
-def test_merge_fleet_adds_never_synced_accounts_and_fills_names():
-    stored = [record(2, 1.0, name=None, server=None), record(5, 1.0, name="Five", server="S5")]
-    fleet = {1: Listed("One", "S1"), 2: Listed("Two", "S2"), 5: Listed("Other", "X")}
-    merged = queries.merge_fleet(stored, fleet)
-    assert [r.account for r in merged] == [1, 2, 5]
-    assert (merged[0].name, merged[0].balance, merged[0].live_data_at) == ("One", None, None)
-    assert (merged[1].name, merged[1].server) == ("Two", "S2")  # the listing fills what the document lacks
-    assert (merged[2].name, merged[2].server) == ("Five", "S5")  # never overrides what it has
-    assert queries.merge_fleet(stored, {}) is stored
+def test_accounts_come_from_the_read_model_with_never_synced_ones_as_nulls():
+    values = AccountValues(balance=5.0, equity=6.0, currency="EUR", leverage=100)
+    fleet = {
+        1: AccountState(account=1, name="One", server="S1"),  # listed, never synced
+        2: AccountState(
+            account=2,
+            name="Two",
+            client_id="c2",
+            values=values,
+            data_source=DataSource.LIVE.value,
+            live_data_at=NOW,
+            updated_at=NOW,
+        ),
+    }
+    never, synced = queries.account_records(fleet)
+    assert (never.account, never.name, never.server, never.balance, never.live_data_at) == (
+        1,
+        "One",
+        "S1",
+        None,
+        None,
+    )
+    assert never.synced_from_vps is None and never.vps_sync_timestamp is None
+    assert (synced.balance, synced.equity, synced.currency, synced.leverage) == (5.0, 6.0, "EUR", 100)
+    assert (synced.updated_at, synced.vps_sync_timestamp, synced.synced_from_vps) == (NOW, NOW, True)
+    assert [r.account for r in queries.account_records(fleet, "c2")] == [2]
+    assert queries.account_records(fleet, "nobody") == []
+    assert queries.account_record(fleet, 3) is None
+    body = account_json(never, NOW, LIMITS)
+    assert body["freshness"] == {"state": "critical", "age_seconds": None}
+    assert "client_id" not in account_json(synced, NOW, LIMITS)
+
+
+async def test_an_account_is_known_to_the_fleet_or_to_the_store():
+    class Documents:
+        async def get_account(self, account: int) -> AccountRecord | None:
+            return AccountRecord(account=account) if account == 9 else None
+
+    fleet = {1: AccountState(account=1)}
+    assert await queries.known_account(Documents(), fleet, 1)  # type: ignore[arg-type]
+    assert await queries.known_account(Documents(), fleet, 9)  # type: ignore[arg-type]
+    assert not await queries.known_account(Documents(), fleet, 2)  # type: ignore[arg-type]
 
 
 def test_account_list_filters_by_state_and_validates_against_the_schema():
@@ -136,6 +165,9 @@ def test_health_summary_without_store_without_bridge_without_runs():
         "no sync cycle has run yet",
     ]
     assert not list(validator(schema.Health).iter_errors(body))
+    failing = queries.health_summary(Sync(store_up=False), [record(1, 1.0)], NOW, LIMITS)
+    assert "store unreachable" in failing["issues"] and failing["status"] == "unhealthy"
+    assert failing["data_freshness"]["staleness"] == "fresh"  # what the read model knows still shows
 
 
 def test_health_summary_healthy_then_degraded_then_critical():
@@ -162,9 +194,12 @@ def test_status_summary_counts_and_store_down():
     }
     assert body["bridge"] == {"up": False, "status": None, "response_time": None}
     assert body["sync"]["last"]["accounts_synced"] == 1
-    down = queries.status_summary(sync, None, NOW, LIMITS)
+    assert body["store"] == {"up": True}
+    down = queries.status_summary(sync, None, NOW, LIMITS)  # the store's accounts were never loaded
     assert down["store"] == {"up": False} and down["accounts"] is None
-    for b in (body, down):
+    failing = queries.status_summary(Sync(store_up=False), [record(1, 1.0)], NOW, LIMITS)
+    assert failing["store"] == {"up": False} and failing["accounts"]["total"] == 1  # the read model answers
+    for b in (body, down, failing):
         assert not list(validator(schema.Status).iter_errors(b))
 
 

@@ -30,6 +30,7 @@ async def seed_bridge_accounts(store: Store, client_id: str = CLIENT_A) -> None:
 async def bridge_api(make_api: MakeApi, bridge_url: str, **overrides) -> Api:
     api = await make_api(seed=False, bridge_url=bridge_url, **{**ALL_TOKENS, **overrides})
     await seed_bridge_accounts(api.store)
+    assert await api.agent.service.load_state()  # provisioned after start: the read model takes them in
     return api
 
 
