@@ -290,23 +290,23 @@ class SyncService:
                     )
                 )
             else:
-                err = (
+                failure = (
                     res
                     if res is not None
                     else ReadFailure(Reason.TIMEOUT, "no answer before the cycle deadline")
                 )
-                if err.ahead_seconds is not None:
+                if failure.ahead_seconds is not None:
                     skewed += 1
-                    lead = max(lead, err.ahead_seconds)
-                failures[s.account] = err.reason
+                    lead = max(lead, failure.ahead_seconds)
+                failures[s.account] = failure.reason
                 trace.get_current_span().add_event(
-                    "account.failed", {"account": s.account, "reason": err.reason.value}
+                    "account.failed", {"account": s.account, "reason": failure.reason.value}
                 )
                 log.warning(
                     "account %s failed: %s",
                     s.account,
-                    err.message,
-                    extra={"account": s.account, "reason": err.reason.value},
+                    failure.message,
+                    extra={"account": s.account, "reason": failure.reason.value},
                 )
 
         if listed:

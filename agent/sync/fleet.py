@@ -28,6 +28,7 @@ from types import MappingProxyType
 from typing import Any
 
 from agent.domain.accounts import (
+    VALUE_FIELDS,
     AccountRecord,
     AccountSyncState,
     AccountUpdate,
@@ -77,18 +78,8 @@ class AccountState:
     @classmethod
     def from_record(cls, r: AccountRecord) -> AccountState:
         values = None
-        if r.balance is not None:
-            values = AccountValues(
-                balance=r.balance,
-                equity=r.equity,
-                profit=r.profit,
-                margin=r.margin,
-                margin_free=r.margin_free,
-                margin_level=r.margin_level,
-                leverage=r.leverage,
-                currency=r.currency,
-                trade_allowed=r.trade_allowed,
-            )
+        if r.balance is not None:  # a document created by a client assignment has no values yet
+            values = AccountValues(**{f: getattr(r, f) for f in VALUE_FIELDS})
         return cls(
             account=r.account,
             name=r.name,

@@ -69,7 +69,8 @@ async def test_success_writes_every_account_live(make_service: MakeService, stor
     assert all(
         a.data_source == DataSource.LIVE and a.live_data_at is not None for a in snap.accounts.values()
     )
-    assert snap.accounts[A].values is not None and snap.accounts[A].values.balance == float(A)
+    values = snap.accounts[A].values
+    assert values is not None and values.balance == float(A)
     assert snap.accounts[A].name == f"n{A}"
     records = {r.account: r for r in await store.get_accounts()}
     assert set(records) == {A, B, C}
@@ -243,7 +244,8 @@ async def test_snapshots_are_immutable_and_versioned(make_service: MakeService, 
     newer = fleet.snapshot()
     assert newer.version > after.version
     assert after.accounts[A] is held and held.values is not None and held.values.balance == float(A)
-    assert newer.accounts[A].values is not None and newer.accounts[A].values.balance == 42.0
+    values = newer.accounts[A].values
+    assert values is not None and values.balance == 42.0
     # Status changes (a probe) do not move the version.
     version = fleet.version
     fleet.update_status(bridge_up=False)
