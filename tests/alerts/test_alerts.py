@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from agent.freshness import Thresholds
+from agent.domain.freshness import Thresholds
 from alerts import render
 from tests.ports import free_port
 from tests.tools import require, require_tool

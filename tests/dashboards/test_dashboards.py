@@ -13,7 +13,7 @@ import jsonschema
 import pytest
 import yaml
 
-from agent.freshness import STATES, Thresholds
+from agent.domain.freshness import STATES, Thresholds
 from agent.telemetry.alerting import RUNBOOK_URL
 from dashboards import render
 from tests.tools import require, require_tool

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from agent.freshness import Thresholds
+from agent.domain.freshness import Thresholds
 from agent.telemetry import catalog
 from agent.telemetry.catalog import Kind
 from agent.telemetry.registry import AgentMetrics

@@ -11,7 +11,7 @@ import warnings
 import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 
-from agent.models import RunResult
+from agent.domain.runs import RunResult
 from tests.observability.conftest import Harness, MakeAgent, Seed
 
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"

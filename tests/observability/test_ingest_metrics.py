@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from agent.models import REASONS, RunResult
+from agent.domain.accounts import REASONS
+from agent.domain.runs import RunResult
 from tests.agent.fake_seed_bridge import SEED_ACCOUNTS
 from tests.observability.conftest import MakeAgent, Seed
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from opentelemetry import trace
 
-from agent.models import RunResult
+from agent.domain.runs import RunResult
 from agent.telemetry.logs import JsonFormatter, KeyValueFormatter, make_handler, register_secrets
 from tests.observability.conftest import MakeAgent, Seed, Spans
 

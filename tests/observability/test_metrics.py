@@ -12,8 +12,9 @@ import pytest
 from prometheus_client import REGISTRY
 
 from agent import __version__
-from agent.freshness import STATES
-from agent.models import REASONS, RUN_RESULTS, DataSource, RunResult
+from agent.domain.accounts import REASONS, DataSource
+from agent.domain.freshness import STATES
+from agent.domain.runs import RUN_RESULTS, RunResult
 from agent.store import open_store
 from tests.agent.fake_seed_bridge import SEED_ACCOUNTS
 from tests.observability.conftest import Harness, MakeAgent, Scrape, Seed, remove_db
@@ -138,7 +139,7 @@ async def test_partial_cycle_exact_values(seed: Seed, make_agent: MakeAgent):
     h = await make_agent(seed.url)
     run = await h.agent.service.run_cycle()
     assert run.result is RunResult.PARTIAL
-    state = h.agent.service.state
+    fleet = h.agent.service.fleet
     s = await h.scrape()
 
     good = [a for a in SEED_ACCOUNTS if a not in (BAD, STORED)]
@@ -150,7 +151,7 @@ async def test_partial_cycle_exact_values(seed: Seed, make_agent: MakeAgent):
             s.value("mt5_account_info", account=a, name=SEED_ACCOUNTS[a]["name"], server="", currency="USD")
             == 1
         )
-        live_at = state.accounts[a].live_data_at
+        live_at = fleet.snapshot().accounts[a].live_data_at
         assert live_at is not None
         assert _ts(s, a) == live_at.timestamp()
         assert 0 <= _age(s, a) < 60
@@ -189,8 +190,9 @@ async def test_partial_cycle_exact_values(seed: Seed, make_agent: MakeAgent):
         "stored": 1,
         "failed": 1,
     }
-    assert state.last_success_at is not None
-    assert s.value("mt5_sync_last_success_timestamp_seconds") == state.last_success_at.timestamp()
+    last_success_at = fleet.status.last_success_at
+    assert last_success_at is not None
+    assert s.value("mt5_sync_last_success_timestamp_seconds") == last_success_at.timestamp()
     assert s.value("mt5_bridge_up") == 1 and s.value("mt5_store_up") == 1
     assert s.value("mt5_sync_running") == 0
     assert s.value("mt5_sync_duration_seconds_count") == 1
@@ -240,7 +242,7 @@ async def test_age_and_freshness_are_computed_at_scrape_time(
 ):
     h = await make_agent(seed.url)
     await h.agent.service.run_cycle()
-    live_at = h.agent.service.state.accounts[RICH].live_data_at
+    live_at = h.agent.service.fleet.snapshot().accounts[RICH].live_data_at
     assert live_at is not None
     h.agent.service.clock = lambda: live_at + timedelta(seconds=offset)  # no cycle runs after this
     s = await h.scrape()

@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from agent.models import RunResult
+from agent.domain.runs import RunResult
 from agent.store.errors import StoreError
 from agent.telemetry.tracing import otlp_configured, setup_tracing
 from tests.agent.fake_seed_bridge import SEED_ACCOUNTS
