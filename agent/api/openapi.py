@@ -196,7 +196,11 @@ def build_openapi(app: web.Application, settings: Settings) -> dict[str, Any]:
     """The document for this app and configuration: every route of the app, described by its handler's
     `Operation`; which credentials the read endpoints (and /metrics) accept is live."""
     read_security = [] if read_is_open(settings) else _security(settings, READ_SCHEMES)
-    security = {"read": read_security, "admin": [{"adminToken": []}], "none": []}
+    security: dict[str, list[dict[str, list[str]]]] = {
+        "read": read_security,
+        "admin": [{"adminToken": []}],
+        "none": [],
+    }
     paths: dict[str, dict[str, Any]] = {}
     models: list[type[BaseModel]] = [schema.Error]
     errors_used: set[int] = set()

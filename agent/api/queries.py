@@ -29,7 +29,6 @@ from agent.api.serialize import (
 from agent.domain.accounts import AccountRecord, AccountValues
 from agent.domain.freshness import State, Thresholds
 from agent.domain.runs import RunResult, SyncRun
-from agent.store.base import AccountStore
 
 
 class AccountState(Protocol):
@@ -54,6 +53,12 @@ class AccountState(Protocol):
 
 
 Accounts = Mapping[int, AccountState]  # the fleet snapshot's accounts, ordered by account
+
+
+class AccountLookup(Protocol):
+    """The one store read the API still makes for accounts (agent.store.base.AccountStore)."""
+
+    async def get_account(self, account: int) -> AccountRecord | None: ...
 
 
 class BridgeHealthView(Protocol):
@@ -122,7 +127,7 @@ def account_record(accounts: Accounts, account: int) -> AccountRecord | None:
     return None if state is None else record_of(state)
 
 
-async def known_account(store: AccountStore, accounts: Accounts, account: int) -> bool:
+async def known_account(store: AccountLookup, accounts: Accounts, account: int) -> bool:
     """Whether an account may be assigned: the fleet knows it, or the store holds its document (one
     written by another process since the fleet was loaded). Raises StoreError."""
     return account in accounts or await store.get_account(account) is not None

@@ -20,7 +20,7 @@ from pydantic.json_schema import SkipJsonSchema
 
 from agent.domain.accounts import DataSource, Reason
 from agent.domain.freshness import STATES, State
-from agent.domain.runs import RunResult
+from agent.domain.runs import FetchMode, RunResult
 from agent.store.checks import CLIENT_ID_MAX_LENGTH, CLIENT_ID_PATTERN
 
 
@@ -135,7 +135,9 @@ class SyncRun(Schema):
     failed: int = Field(ge=0)
     failures: dict[str, Reason] = Field(description="account -> failure reason (a closed set)")
     error: str | None
-    bridge_batch: bool
+    source: str | None = Field(description="the source the run read its accounts from (`bridge`)")
+    fetch_mode: FetchMode | None = Field(description="how it read them; null when it read none")
+    bridge_batch: bool = Field(description="fetch_mode is batch (kept for existing clients)")
     summary: str
 
 

@@ -168,6 +168,8 @@ def run_json(run: SyncRun) -> dict[str, Any]:
         "failed": run.failed,
         "failures": {str(k): str(v) for k, v in run.failures.items()},
         "error": run.error,
+        "source": run.source,
+        "fetch_mode": run.fetch_mode,
         "bridge_batch": run.bridge_batch,
         "summary": run.summary_line(),
     }

@@ -8,6 +8,7 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -43,9 +44,9 @@ class Sync:
     running: SyncRun | None = None
 
 
-def record(account: int, minutes: float | None, **values: object) -> AccountRecord:
+def record(account: int, minutes: float | None, **values: Any) -> AccountRecord:
     live = None if minutes is None else NOW - timedelta(minutes=minutes)
-    base: dict[str, object] = {"balance": 100.0, "equity": 101.0, "profit": 1.0, "currency": "USD"}
+    base: dict[str, Any] = {"balance": 100.0, "equity": 101.0, "profit": 1.0, "currency": "USD"}
     return AccountRecord(account=account, live_data_at=live, **({**base, **values} if live else values))
 
 

@@ -53,6 +53,13 @@ async def test_manual_sync_runs_a_cycle(make_api: MakeApi, fake_bridge):
     assert {a["data_source"] for a in listed["accounts"]} == {"VPS_LIVE_MT5"}
     _, runs = await api.json("GET", "/api/v1/sync/runs", READ)
     assert runs["total"] == 1 and runs["runs"][0]["run_id"] == body["run_id"]
+    # The seed bridge has no batch endpoint: one call per account, and the run says so (as stored).
+    assert body["result"]["source"] == "bridge" and body["result"]["fetch_mode"] == "per_account"
+    assert {k: runs["runs"][0][k] for k in ("source", "fetch_mode", "bridge_batch")} == {
+        "source": "bridge",
+        "fetch_mode": "per_account",
+        "bridge_batch": False,
+    }
     _, ready = await api.json("GET", "/readyz")
     assert ready == {"ready": True, "problems": []}
 
