@@ -36,6 +36,7 @@ with warnings.catch_warnings():  # the v1 Dashboard builder warns at import; v1 
     from grafana_foundation_sdk.builders import dashboard as dash
     from grafana_foundation_sdk.builders import piechart, prometheus, stat, table, timeseries
 from grafana_foundation_sdk.cog import builder as cogbuilder
+from grafana_foundation_sdk.cog import variants
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
@@ -218,7 +219,7 @@ def accounts_overview(
         "draws the thresholds the agent classifies (and alerts) with.",
         job,
     )
-    per_state = [
+    per_state: list[cogbuilder.Builder[variants.Dataquery]] = [
         _q(
             f"sum(max by ({m.ACCOUNT}) ({selector(m.ACCOUNT_FRESHNESS.series, equals(m.STATE, state), acc)}))"
             " or vector(0)",
@@ -307,6 +308,9 @@ def accounts_overview(
         "state": "Freshness",
         "source": "Data source",
     }
+    table_targets: list[cogbuilder.Builder[variants.Dataquery]] = [
+        _table_q(expr, ref) for ref, expr in columns
+    ]
     accounts = (
         table.Panel()
         .title("Accounts")
@@ -314,7 +318,7 @@ def accounts_overview(
             "Every account: figures as last read from the MT5 terminal, age of the last live data (minutes), "
             "freshness state and where the stored figures came from."
         )
-        .targets([_table_q(expr, ref) for ref, expr in columns])
+        .targets(table_targets)
         .with_transformation(model.DataTransformerConfig(id_val="merge", options={}))
         .with_transformation(
             model.DataTransformerConfig(
@@ -354,7 +358,7 @@ def accounts_overview(
             .span_nulls(False)
         )
 
-    age = (
+    age_panel = (
         timeseries.Panel()
         .title("Live data age")
         .description(
@@ -387,7 +391,7 @@ def accounts_overview(
             (accounts, 0, 5, 24, 10),
             (_money("Balance", m.ACCOUNT_BALANCE), 0, 15, 12, 8),
             (_money("Equity", m.ACCOUNT_EQUITY), 12, 15, 12, 8),
-            (age, 0, 23, 24, 8),
+            (age_panel, 0, 23, 24, 8),
         ],
         start=1,
     ):
@@ -471,7 +475,7 @@ def sync_health(
         group = ", ".join(["le", *family.labels])
         legend_suffix = f" {{{{{by}}}}}" if by else ""
         buckets = sel(family.bucket)
-        targets = [
+        targets: list[cogbuilder.Builder[variants.Dataquery]] = [
             _q(
                 f"histogram_quantile({q}, sum by ({group}) (rate({buckets}[$__rate_interval])))",
                 legend=f"p{round(q * 100)}{legend_suffix}",

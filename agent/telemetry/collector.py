@@ -26,6 +26,7 @@ from prometheus_client.registry import Collector
 
 from agent.domain.accounts import REASONS, DataSource
 from agent.domain.freshness import STATES, State, Thresholds, age_seconds
+from agent.domain.runs import RUN_RESULTS
 from agent.sync.cycle import INVALID_ENTRY_ENDPOINTS
 from agent.sync.fleet import FleetSnapshot, SyncStatus
 from agent.telemetry import catalog as m
@@ -68,7 +69,7 @@ def families() -> dict[str, Any]:
 _A = m.ACCOUNT
 _DATA_SOURCES = tuple(DataSource)
 _SOURCE_PREFIX = f'{m.ACCOUNT_DATA_SOURCE.series}{{{_A}="%s",{m.SOURCE}="'
-_SOURCE_TEMPLATES = {
+_SOURCE_TEMPLATES: dict[str | None, str] = {
     source: "".join(
         f'{_SOURCE_PREFIX}{src}"}} {"1.0" if src == source else "0.0"}\n' for src in _DATA_SOURCES
     )
@@ -151,8 +152,8 @@ class FleetCollector(Collector):
         return list(f.values())
 
     def _global_families(self, f: dict[str, Any], status: SyncStatus) -> None:
-        for result in m.RESULTS:
-            f[m.SYNC_RUNS.name].add_metric([result], status.runs.get(result, 0))
+        for result in RUN_RESULTS:
+            f[m.SYNC_RUNS.name].add_metric([result.value], status.runs.get(result, 0))
         if status.last_success_at is not None:
             f[m.SYNC_LAST_SUCCESS.name].add_metric([], _utc(status.last_success_at).timestamp())
         run = status.last_run
