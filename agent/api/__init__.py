@@ -25,11 +25,17 @@ from agent.api.cors import cors_middleware
 from agent.api.errors import error_middleware
 from agent.api.keys import FLEET, MANUAL_CYCLES, OPENAPI_DOCUMENT, SETTINGS, STORE, SYNC
 from agent.api.protocol import setup_protocol
+from agent.config import Settings
+from agent.store.base import Store
+from agent.sync.cycle import SyncService
+from agent.sync.fleet import Fleet
 
 AREAS = (ops, seed, admin, accounts, runs, page, openapi_area)
 
 
-def provide(app: web.Application, *, settings: Any, store: Any, sync: Any, fleet: Any) -> None:
+def provide(
+    app: web.Application, *, settings: Settings, store: Store, sync: SyncService, fleet: Fleet
+) -> None:
     """Put what the handlers read into the app (the composition root's call)."""
     app[SETTINGS] = settings
     app[STORE] = store
