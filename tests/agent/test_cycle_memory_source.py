@@ -322,3 +322,23 @@ def test_bridge_batch_derives_from_fetch_mode() -> None:
     assert run.bridge_batch is True
     old = SyncRun(run_id="o", started_at=run.started_at, bridge_batch=True)  # stored before fetch_mode
     assert old.fetch_mode == "batch"
+
+
+def test_the_cycle_sees_only_sources_and_domain_types() -> None:
+    """agent/sync imports no bridge module (the bridge lives behind the Source protocol)."""
+    import ast
+
+    root = Path(__file__).resolve().parents[2] / "agent" / "sync"
+    for path in sorted(root.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
+            for name in names:
+                assert not name.startswith(
+                    ("agent.sources.bridge", "agent.bridge_client", "agent.payloads")
+                ), f"{path.name} imports {name}"
