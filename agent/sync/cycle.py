@@ -9,6 +9,10 @@ Whatever a bridge sends, a cycle finishes with a result: one account's failure, 
 that account's failure with a reason from the closed set, and an unexpected error anywhere else ends
 the cycle as `failed` (logged with its traceback) instead of escaping to the scheduler or the API.
 
+Issue 11: the bridge specifics (batch negotiation, the per-account fallback, the deadline, what "the
+bridge is up" means after a failed listing) live in `agent.sources.bridge.source`; a run records the
+source's name and its fetch mode. Tracing span names keep their `bridge.*` names.
+
 Decisions (issue 10):
 - A run in which the bridge listed accounts but none came back live (a terminal down while its bridge
   serves stored_data for every account) is `failed`, not `partial`: the stored values are still written
@@ -16,9 +20,8 @@ Decisions (issue 10):
   time does not move and `status.terminal_up` goes False, so ops see the outage at once instead of only
   through data age. `mt5_bridge_up` keeps meaning "the bridge answers".
 - Accounts the bridge stops listing are pruned from the fleet (their state and failure counts) once
-  absent from `prune_after` (3) consecutive successful listings: one
-  glitchy listing neither drops their series nor resets their alerts, and churn cannot grow the
-  metrics without bound. The store keeps their documents (they may carry a client); a restart loads
+  absent from `prune_after` (3) consecutive successful listings: one glitchy listing neither drops
+  their series nor resets their alerts, and churn cannot grow the metrics without bound. The store keeps their documents (they may carry a client); a restart loads
   them again and they are pruned again after the same grace.
 """
 
