@@ -25,11 +25,13 @@ from agent.store.checks import CLIENT_ID_MAX_LENGTH, CLIENT_ID_PATTERN
 
 
 class Trigger(StrEnum):
-    """What started a sync run."""
+    """What started a sync run: every value any caller of `SyncService.run_cycle` passes (the domain
+    keeps `SyncRun.trigger` a plain string; this is the closed set the API documents)."""
 
     SCHEDULE = "schedule"
     MANUAL = "manual"  # POST /api/admin/sync-from-vps
-    CLI = "cli"  # `mt5-agent sync`
+    CLI = "cli"  # `mt5-agent sync-once`
+    BENCH = "bench"  # the benchmarks in bench/
 
 
 class Schema(BaseModel):

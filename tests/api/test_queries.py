@@ -251,7 +251,7 @@ def test_document_is_openapi_31_with_named_enums():
     assert schemas["FreshnessState"]["enum"] == ["fresh", "acceptable", "degraded", "critical"]
     assert schemas["Reason"]["enum"] == [r.value for r in Reason]
     assert schemas["RunResult"]["enum"] == [r.value for r in RunResult]
-    assert schemas["Trigger"]["enum"] == ["schedule", "manual", "cli"]
+    assert schemas["Trigger"]["enum"] == ["schedule", "manual", "cli", "bench"]
     assert list(schemas["Account"]["properties"]) == list(ACCOUNT_FIELDS)
     assert schemas["Account"]["additionalProperties"] is False
     assert set(schemas["Account"]["required"]) == set(ACCOUNT_FIELDS)
