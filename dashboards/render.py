@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.domain.accounts import DataSource
-from agent.domain.freshness import STATES, Thresholds
+from agent.domain.freshness import STATES, State, Thresholds
+from agent.domain.runs import RunResult
 from agent.telemetry import catalog as m
 from agent.telemetry.alerting import (
     RUNBOOK_URL,
@@ -49,12 +50,26 @@ FILES = {OVERVIEW_UID: f"{OVERVIEW_UID}.json", SYNC_UID: f"{SYNC_UID}.json"}
 TAGS = ["mt5", "mt5-monitor"]
 DATASOURCE = common.DataSourceRef(type_val="prometheus", uid="${datasource}")
 ACCOUNT = f'{m.ACCOUNT}=~"$account"'
-STATE_COLOURS = {"fresh": "green", "acceptable": "yellow", "degraded": "orange", "critical": "red"}
+STATE_COLOURS = {
+    State.FRESH.value: "green",
+    State.ACCEPTABLE.value: "yellow",
+    State.DEGRADED.value: "orange",
+    State.CRITICAL.value: "red",
+}
+# Colours by the catalog's closed label values: the last run's outcomes and the runs' results.
+OUTCOME_COLOURS = dict(zip(m.RUN_OUTCOMES, ("green", "orange", "red"), strict=True))
+RESULT_COLOURS = {
+    RunResult.SUCCESS.value: "green",
+    RunResult.PARTIAL.value: "orange",
+    RunResult.FAILED.value: "red",
+    RunResult.SKIPPED.value: "blue",
+}
 AGE_COLUMN = "Data age (min)"
 # Grafana macros and variables -> values that make every expression plain, valid PromQL.
 SUBSTITUTIONS = {"$__rate_interval": "1m", "$__interval": "1m", "$__range": "1h", "$account": ".*"}
 
 assert set(STATE_COLOURS) == {str(s) for s in STATES}, "a freshness state without a colour"
+assert set(RESULT_COLOURS) == set(m.RESULTS), "a run result without a colour"
 
 
 def freshness_steps(thresholds: Thresholds) -> list[model.Threshold]:
@@ -468,7 +483,7 @@ def sync_health(
         .graph_mode(common.BigValueGraphMode.NONE)
         .unit("none")
     )
-    last_run = _coloured(last_run, {"live": "green", "stored": "orange", "failed": "red"})
+    last_run = _coloured(last_run, OUTCOME_COLOURS)
 
     def _quantiles(title: str, family: m.Family, quantiles: Sequence[float]) -> timeseries.Panel:
         by = ", ".join(family.labels)
@@ -494,7 +509,7 @@ def sync_health(
         .unit("none")
         .min(0)
     )
-    runs = _coloured(runs, {"success": "green", "partial": "orange", "failed": "red", "skipped": "blue"})
+    runs = _coloured(runs, RESULT_COLOURS)
     failures = (
         timeseries.Panel()
         .title("Sync failures by account and reason (per hour)")

@@ -24,6 +24,17 @@ RENDERERS = [REPO / "alerts" / "render.py", REPO / "dashboards" / "render.py"]
 _METRIC = re.compile(r"\b(mt5_[a-z0-9_]+)")
 _BY = re.compile(r"\b(?:by|without|on|group_left|group_right)\s*\(([^)]*)\)")
 _MATCHER = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*(?:=~|!~|!=|=)\s*\"")
+_EQUALS = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*!?=\s*\"([^\"]*)\"")
+# The closed value set of each label that has one.
+CLOSED = {
+    catalog.STATE: set(catalog.FRESHNESS_STATES),
+    catalog.SOURCE: set(catalog.DATA_SOURCES),
+    catalog.RESULT: set(catalog.RESULTS),
+    catalog.REASON: set(catalog.FAILURE_REASONS),
+    catalog.OUTCOME: set(catalog.RUN_OUTCOMES),
+    catalog.ENDPOINT: {*catalog.BRIDGE_ENDPOINTS, catalog.OTHER},
+    catalog.OPERATION: {*catalog.STORE_OPERATIONS, catalog.OTHER},
+}
 
 
 def _series() -> set[str]:
@@ -83,6 +94,8 @@ def test_rules_and_panels_query_only_catalog_series_and_labels(expr: str) -> Non
         assert {g.strip() for g in group.split(",") if g.strip()} <= _labels(), expr
     # label_replace's target label is new by design; every other matcher names a catalog label.
     assert set(_MATCHER.findall(expr.replace('"live_data", "never"', ""))) <= _labels(), expr
+    for name, value in _EQUALS.findall(expr):
+        assert value in CLOSED.get(name, {value}), (name, value, expr)
 
 
 @pytest.mark.parametrize("path", RENDERERS, ids=lambda p: p.parent.name)
