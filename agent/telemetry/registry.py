@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, Gauge, Histogram
 from agent import __version__
 from agent.domain.freshness import Thresholds
 from agent.domain.runs import SyncRun
+from agent.sync.cycle import SyncService
 from agent.telemetry import catalog as m
 from agent.telemetry.collector import FleetCollector, FleetReader
 from agent.telemetry.store_timing import TimedStore
@@ -50,7 +51,7 @@ class AgentMetrics:
             self.registry.register(instrument)
         self._collector: FleetCollector | None = None
 
-    def attach(self, service: Any, thresholds: Thresholds) -> None:
+    def attach(self, service: SyncService, thresholds: Thresholds) -> None:
         """Register the fleet collector over `service.fleet` (the scrape time from the service's clock),
         and the cycle listener (once)."""
         if self._collector is not None:
