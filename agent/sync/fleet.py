@@ -7,8 +7,9 @@ cycle wrote, with the same merge rule as the store (`agent.domain.accounts.merge
 Two frozen values, each replaced whole and never mutated, so a reader holding one sees one instant:
 - `Fleet.snapshot() -> FleetSnapshot`: `version`, `accounts` (an `AccountState` per account, read-only,
   ordered by account) and `failures` (per (account, reason) since process start; a missing key reads
-  0). The version moves whenever accounts or failures change (store loaded, cycle applied, accounts
-  pruned, client assigned): a reader may cache whatever it derives from a snapshot per version.
+  0, as in the status's counters). The version moves whenever accounts or failures change (store
+  loaded, cycle applied, accounts pruned, client assigned): a reader may cache whatever it derives
+  from a snapshot per version.
 - `Fleet.status -> SyncStatus`: is the source up, the store, the terminal; last health and probe; last
   and running run; run and malformed-entry counters; clock skew; pruned total. Kept apart from the
   snapshot because it changes far more often (every probe) and must not invalidate per-version caches.
@@ -39,7 +40,10 @@ from agent.domain.accounts import (
 from agent.domain.runs import RunResult, SyncRun
 from agent.sources.base import ListedAccount, SourceHealth
 
-_EMPTY: Mapping[Any, Any] = MappingProxyType({})
+
+def _counts() -> Mapping[Any, int]:
+    """A read-only count map in which a missing key reads 0 (as in Counter)."""
+    return MappingProxyType(Counter())
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,10 +129,8 @@ class SyncStatus:
     last_run: SyncRun | None = None
     last_success_at: datetime | None = None
     running: SyncRun | None = None
-    runs: Mapping[RunResult, int] = field(default_factory=lambda: _EMPTY)  # by result, since process start
-    invalid_entries: Mapping[str, int] = field(
-        default_factory=lambda: _EMPTY
-    )  # malformed entries skipped, by endpoint
+    runs: Mapping[RunResult, int] = field(default_factory=_counts)  # by result, since process start
+    invalid_entries: Mapping[str, int] = field(default_factory=_counts)  # malformed entries, by endpoint
     clock_skew_total: int = 0  # accounts' live data refused for a timestamp too far ahead
     clock_skew_seconds: float | None = None  # largest lead of a source timestamp in the last read
     pruned_total: int = 0  # accounts dropped after leaving the source's listing
@@ -136,7 +138,7 @@ class SyncStatus:
 
 class Fleet:
     def __init__(self) -> None:
-        self._snapshot = FleetSnapshot(0, MappingProxyType({}), MappingProxyType(Counter()))
+        self._snapshot = FleetSnapshot(0, MappingProxyType({}), _counts())
         self._status = SyncStatus()
         self._clients: dict[int, str | None] = {}  # assignments to accounts not in the fleet yet
         self.loaded = False  # the store's accounts are in

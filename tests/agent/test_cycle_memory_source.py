@@ -278,9 +278,25 @@ async def test_restart_keeps_counts(store: Store, make_service: MakeService, sou
     assert await svc2.ensure_ready()
     b = svc2.fleet.snapshot().accounts[B]
     assert b.consecutive_failures == 2 and b.last_reason is Reason.TIMEOUT and b.has_sync_state
-    # The compatibility view still answers the old questions.
-    assert svc2.state.sync_states[B].consecutive_failures == 2
-    assert svc2.state.accounts[A].live_data_at == svc.fleet.snapshot().accounts[A].live_data_at
+    assert svc2.fleet.snapshot().accounts[A].live_data_at == svc.fleet.snapshot().accounts[A].live_data_at
+
+
+async def test_compat_state_view_reads_the_fleet(make_service: MakeService, source: MemorySource) -> None:
+    """SHIM(issue 11): `SyncService.state` answers the old questions from the fleet; delete this test
+    with agent/sync/compat.py."""
+    svc = await make_service()
+    source.fail(B, Reason.TIMEOUT)
+    await svc.run_cycle()
+    state = svc.state
+    assert state.sync_states[B].consecutive_failures == 1 and B in state.sync_states
+    assert state.accounts[A].live_data_at == svc.fleet.snapshot().accounts[A].live_data_at
+    assert state.failures[(B, Reason.TIMEOUT)] == 1 and state.failures[(A, Reason.TIMEOUT)] == 0
+    assert state.bridge_up is True and state.runs[RunResult.PARTIAL] == 1 and state.loaded
+    state.bridge_up = False  # the prober's old write path
+    assert svc.fleet.status.bridge_up is False
+    version = state.version
+    state.version += 1
+    assert state.version == version + 1
 
 
 async def test_store_down_fails_every_account_with_store(

@@ -87,9 +87,9 @@ async def assert_only_bad_failed(
     for account in GOOD:
         assert stored[account].balance == bridge.accounts[account]["balance"], account
         assert stored[account].data_source == DataSource.LIVE.value
-    assert svc.state.failures[(BAD, reason)] == 1
-    assert svc.state.sync_states[BAD].consecutive_failures == 1
-    assert svc.state.store_up is True
+    assert svc.fleet.snapshot().failures[(BAD, reason)] == 1
+    assert svc.fleet.snapshot().accounts[BAD].consecutive_failures == 1
+    assert svc.fleet.status.store_up is True
 
 
 # Finding 1 (and 2 for leverage): one value nobody foresaw, in one account's live data.
@@ -134,7 +134,7 @@ async def test_superscript_account_id_in_info_or_batch(seed, store, make_service
     run = await svc.run_cycle()
     await assert_only_bad_failed(svc, store, bridge, run)
     # In the batch the entry names no valid account: skipped and counted, then /info is asked.
-    assert svc.state.invalid_entries["live"] == (1 if batch else 0)
+    assert svc.fleet.status.invalid_entries["live"] == (1 if batch else 0)
 
 
 async def test_json_nested_100000_deep_in_one_info(seed, store, make_service):
@@ -177,7 +177,7 @@ async def test_hostile_health_is_a_failed_health_check(seed, store, make_service
         assert body.startswith(b'{"status": "healthy", "features"')
         return
     assert run.result is RunResult.SKIPPED and (run.error or "").startswith("bridge unavailable")
-    assert svc.state.bridge_up is False
+    assert svc.fleet.status.bridge_up is False
     assert bridge.requests == ["health", "health"]  # retried, then skipped: nothing else asked
     assert all(a.balance == PRE_BALANCE for a in await store.get_accounts())
 
@@ -190,9 +190,9 @@ async def test_account_id_beyond_int64_in_summary_does_not_fail_the_store(seed, 
     svc = await make_service(url)
     run = await svc.run_cycle()
     await assert_only_bad_failed(svc, store, bridge, run)
-    assert svc.state.invalid_entries["summary"] == 3
+    assert svc.fleet.status.invalid_entries["summary"] == 3
     assert not any(r.startswith(f"info:{2**63}") for r in bridge.requests)
-    assert svc.state.failures[(BAD, Reason.STORE)] == 0
+    assert svc.fleet.snapshot().failures[(BAD, Reason.STORE)] == 0
 
 
 # Finding 3: malformed summary entries are skipped and counted; the others sync.
@@ -209,14 +209,14 @@ async def test_malformed_summary_entries_are_skipped_and_counted(seed, store, ma
         run = await svc.run_cycle()
     assert run.result is RunResult.SUCCESS, run.error
     assert (run.accounts_total, run.synced_live) == (len(SEED_ACCOUNTS), len(SEED_ACCOUNTS))
-    assert svc.state.invalid_entries["summary"] == len(MALFORMED_ENTRIES)
+    assert svc.fleet.status.invalid_entries["summary"] == len(MALFORMED_ENTRIES)
     assert f"skipped {len(MALFORMED_ENTRIES)} malformed account entries" in caplog.text
     # "١٢٣" and " 7 " are not accounts 123 and 7: never asked for, never in the fleet.
     assert "info:123" not in bridge.requests and "info:7" not in bridge.requests
-    assert set(svc.state.accounts) == set(SEED_ACCOUNTS)
+    assert set(svc.fleet.snapshot().accounts) == set(SEED_ACCOUNTS)
     # The count accumulates over cycles.
     await svc.run_cycle()
-    assert svc.state.invalid_entries["summary"] == 2 * len(MALFORMED_ENTRIES)
+    assert svc.fleet.status.invalid_entries["summary"] == 2 * len(MALFORMED_ENTRIES)
 
 
 @pytest.mark.parametrize("entry", MALFORMED_ENTRIES, ids=[repr(e) for e in MALFORMED_ENTRIES])
@@ -226,7 +226,7 @@ async def test_each_malformed_summary_entry_alone(seed, store, make_service, ent
     svc = await make_service(url)
     run = await svc.run_cycle()
     assert run.result is RunResult.SUCCESS and run.synced_live == len(SEED_ACCOUNTS)
-    assert svc.state.invalid_entries["summary"] == 1
+    assert svc.fleet.status.invalid_entries["summary"] == 1
 
 
 async def test_malformed_batch_entries_are_skipped_and_counted(seed, store, make_service):
@@ -236,7 +236,7 @@ async def test_malformed_batch_entries_are_skipped_and_counted(seed, store, make
     svc = await make_service(url)
     run = await svc.run_cycle()
     assert run.result is RunResult.SUCCESS and run.bridge_batch
-    assert svc.state.invalid_entries["live"] == 6
+    assert svc.fleet.status.invalid_entries["live"] == 6
 
 
 # Whatever raised it: an exception type nobody expected stays one account's failure.
@@ -265,7 +265,7 @@ async def test_unexpected_exception_in_the_cycle_ends_it_failed_not_raised(seed,
     svc._next_states = broken  # type: ignore[method-assign]
     run = await svc.run_cycle()  # must not raise
     assert run.result is RunResult.FAILED and run.error == "cycle error: KeyError"
-    assert svc.state.running is None and svc.state.runs[RunResult.FAILED] == 1
+    assert svc.fleet.status.running is None and svc.fleet.status.runs[RunResult.FAILED] == 1
     assert (await store.list_runs(limit=1))[0].run_id == run.run_id
 
 
@@ -291,10 +291,10 @@ async def test_timestamp_ahead_of_receive_time_is_counted_and_not_trusted(seed, 
     after = await store.get_account(BAD)
     assert after.live_data_at == before.live_data_at  # freshness not reset
     assert after.balance == before.balance  # nothing of it written
-    assert svc.state.accounts[BAD].live_data_at == before.live_data_at
-    assert svc.state.clock_skew_total == 1
-    assert 3590 < (svc.state.clock_skew_seconds or 0) < 3610
-    assert svc.state.failures[(BAD, Reason.INVALID_PAYLOAD)] == 1
+    assert svc.fleet.snapshot().accounts[BAD].live_data_at == before.live_data_at
+    assert svc.fleet.status.clock_skew_total == 1
+    assert 3590 < (svc.fleet.status.clock_skew_seconds or 0) < 3610
+    assert svc.fleet.snapshot().failures[(BAD, Reason.INVALID_PAYLOAD)] == 1
 
 
 async def test_timestamp_within_tolerance_is_capped_at_receive_time(seed, store, make_service):
@@ -305,7 +305,7 @@ async def test_timestamp_within_tolerance_is_capped_at_receive_time(seed, store,
     svc = await make_service(url, client={"clock_skew_tolerance": 60.0})
     run = await svc.run_cycle()
     assert run.result is RunResult.SUCCESS
-    assert svc.state.clock_skew_total == 0 and 0 < (svc.state.clock_skew_seconds or 0) <= 3
+    assert svc.fleet.status.clock_skew_total == 0 and 0 < (svc.fleet.status.clock_skew_seconds or 0) <= 3
     for rec in await store.get_accounts():
         assert rec.live_data_at is not None and rec.live_data_at <= run.finished_at
 
@@ -324,8 +324,8 @@ async def test_stored_data_for_every_account_is_a_failed_run(seed, store, make_s
     bridge, url = seed
     svc = await make_service(url)
     first = await svc.run_cycle()
-    assert first.result is RunResult.SUCCESS and svc.state.terminal_up is True
-    last_success = svc.state.last_success_at
+    assert first.result is RunResult.SUCCESS and svc.fleet.status.terminal_up is True
+    last_success = svc.fleet.status.last_success_at
     live_at = {a: (await store.get_account(a)).live_data_at for a in SEED_ACCOUNTS}
 
     for account in SEED_ACCOUNTS:
@@ -334,16 +334,16 @@ async def test_stored_data_for_every_account_is_a_failed_run(seed, store, make_s
     assert run.result is RunResult.FAILED
     assert (run.synced_live, run.synced_stored, run.failed) == (0, len(SEED_ACCOUNTS), 0)
     assert "no account gave live data" in (run.error or "")
-    assert svc.state.last_success_at == last_success  # does not advance
-    assert svc.state.terminal_up is False
-    assert svc.state.bridge_up is True  # the bridge itself answers
+    assert svc.fleet.status.last_success_at == last_success  # does not advance
+    assert svc.fleet.status.terminal_up is False
+    assert svc.fleet.status.bridge_up is True  # the bridge itself answers
     for account in SEED_ACCOUNTS:  # the stored values are written, freshness is not reset
         rec = await store.get_account(account)
         assert rec.data_source == DataSource.STORED.value and rec.live_data_at == live_at[account]
 
     bridge.behaviour.clear()
     assert (await svc.run_cycle()).result is RunResult.SUCCESS
-    assert svc.state.terminal_up is True and svc.state.last_success_at > last_success
+    assert svc.fleet.status.terminal_up is True and svc.fleet.status.last_success_at > last_success
 
 
 async def test_one_account_stored_among_live_ones_stays_partial(seed, store, make_service):
@@ -351,7 +351,7 @@ async def test_one_account_stored_among_live_ones_stays_partial(seed, store, mak
     svc = await make_service(url)
     bridge.behaviour[BAD] = "no_live_data"
     run = await svc.run_cycle()
-    assert run.result is RunResult.PARTIAL and svc.state.terminal_up is True
+    assert run.result is RunResult.PARTIAL and svc.fleet.status.terminal_up is True
 
 
 # Finding 14: no live data and no stored data is its own reason.
@@ -369,21 +369,21 @@ async def test_accounts_no_longer_listed_are_pruned_after_three_listings(seed, s
     svc = await make_service(url)
     bridge.behaviour[BAD] = "http_500"
     await svc.run_cycle()
-    assert svc.state.failures[(BAD, Reason.HTTP_STATUS)] == 1
+    assert svc.fleet.snapshot().failures[(BAD, Reason.HTTP_STATUS)] == 1
     gone = bridge.accounts.pop(BAD)
     for _ in range(2):  # one or two glitchy listings do not drop it (nor reset its alerts)
         await svc.run_cycle()
-        assert BAD in svc.state.accounts and BAD in svc.state.sync_states
+        assert BAD in svc.fleet.snapshot().accounts and svc.fleet.snapshot().accounts[BAD].has_sync_state
     await svc.run_cycle()
-    assert BAD not in svc.state.accounts and BAD not in svc.state.sync_states
-    assert not any(account == BAD for account, _ in svc.state.failures)
-    assert svc.state.pruned_total == 1
-    assert set(svc.state.accounts) == set(GOOD)
+    assert BAD not in svc.fleet.snapshot().accounts  # nor its sync state: the fleet holds both in one
+    assert not any(account == BAD for account, _ in svc.fleet.snapshot().failures)
+    assert svc.fleet.status.pruned_total == 1
+    assert set(svc.fleet.snapshot().accounts) == set(GOOD)
     # Listed again: back in the fleet at once.
     bridge.accounts[BAD] = gone
     bridge.behaviour.clear()
     assert (await svc.run_cycle()).result is RunResult.SUCCESS
-    assert set(svc.state.accounts) == set(SEED_ACCOUNTS)
+    assert set(svc.fleet.snapshot().accounts) == set(SEED_ACCOUNTS)
 
 
 async def test_a_glitch_does_not_reset_the_grace_count_of_others(seed, store, make_service):
@@ -392,13 +392,13 @@ async def test_a_glitch_does_not_reset_the_grace_count_of_others(seed, store, ma
     await svc.run_cycle()
     bridge.accounts.pop(BAD)
     await svc.run_cycle()
-    assert BAD in svc.state.accounts
+    assert BAD in svc.fleet.snapshot().accounts
     bridge.summary_fault = "http_500"  # a failed listing counts for nothing
     await svc.run_cycle()
-    assert BAD in svc.state.accounts
+    assert BAD in svc.fleet.snapshot().accounts
     bridge.summary_fault = "ok"
     await svc.run_cycle()
-    assert BAD not in svc.state.accounts
+    assert BAD not in svc.fleet.snapshot().accounts
 
 
 async def test_churn_of_100_new_ids_per_cycle_stays_bounded(seed, store, make_service):
@@ -410,10 +410,10 @@ async def test_churn_of_100_new_ids_per_cycle_stays_bounded(seed, store, make_se
         bridge.accounts = {100_000 + cycle * 100 + i: dict(template) for i in range(100)}
         run = await svc.run_cycle()
         assert run.synced_live == 100
-        sizes.append(len(svc.state.accounts))
+        sizes.append(len(svc.fleet.snapshot().accounts))
     # The 7 accounts loaded from the store, then at most 3 cycles' worth of ids (100 listed + 2 in grace).
     assert sizes[-1] == sizes[-2] == sizes[-3] == 300
-    assert len(svc.state.sync_states) == 300
+    assert sum(a.has_sync_state for a in svc.fleet.snapshot().accounts.values()) == 300
 
 
 # The reasons a bridge can cause are all in the closed set.

@@ -193,15 +193,15 @@ async def test_any_hostile_payload_costs_only_its_own_account(
         bridge.batch_extra = [value]
     else:
         bridge.raw_info[BAD] = value
-    failures_before = sum(service.state.failures.values())
-    invalid_before = sum(service.state.invalid_entries.values())
+    failures_before = sum(service.fleet.snapshot().failures.values())
+    invalid_before = sum(service.fleet.status.invalid_entries.values())
 
     run = await service.run_cycle()
 
     # The cycle completed: a result, never "cycle interrupted" or an unexpected error.
     assert run.result in (RunResult.SUCCESS, RunResult.PARTIAL), (run.result, run.error, change)
     assert not (run.error or "").startswith(("cycle", "store")), run.error
-    assert service.state.store_up is True
+    assert service.fleet.status.store_up is True
     # Every good account was written, live, with what the bridge served in this example.
     records = {r.account: r for r in await store.get_accounts()}
     for account in GOOD:
@@ -213,7 +213,7 @@ async def test_any_hostile_payload_costs_only_its_own_account(
     reason = run.failures.get(str(BAD))
     if reason is not None:
         assert reason in REASON_VALUES
-        assert sum(service.state.failures.values()) == failures_before + len(run.failures)
+        assert sum(service.fleet.snapshot().failures.values()) == failures_before + len(run.failures)
     else:
         rec = records.get(BAD)
         assert rec is not None and rec.updated_at is not None
@@ -225,7 +225,7 @@ async def test_any_hostile_payload_costs_only_its_own_account(
             assert rec.live_data_at <= run.finished_at
     # A hostile list entry is skipped and counted, or (a valid id) is one more account, handled.
     if where in ("summary_entry", "batch_entry"):
-        counted = sum(service.state.invalid_entries.values()) - invalid_before
+        counted = sum(service.fleet.status.invalid_entries.values()) - invalid_before
         extra = set(run.failures) - {str(BAD)}
         assert counted + len(extra) <= 1
         assert all(r in REASON_VALUES for r in run.failures.values())

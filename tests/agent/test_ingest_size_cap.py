@@ -180,7 +180,7 @@ async def test_gzip_bomb_account_list_is_abandoned_at_the_cap(big, service):
     assert run.error == f"account list: summary: response larger than {CAP} bytes"
     assert peak < 16 * MiB, f"{peak / MiB:.1f} MiB allocated while reading a {BOMB_MIB} MiB bomb"
     assert rss_growth < 100 * MiB
-    assert service.state.bridge_up is True  # the bridge answered: it answered badly
+    assert service.fleet.status.bridge_up is True  # the bridge answered: it answered badly
 
 
 async def test_gzip_bomb_in_one_info_fails_only_that_account(big, service, store):
@@ -191,7 +191,7 @@ async def test_gzip_bomb_in_one_info_fails_only_that_account(big, service, store
     assert run.failures == {str(BAD): Reason.INVALID_PAYLOAD.value}
     assert run.synced_live == len(SEED_ACCOUNTS) - 1
     assert peak < 16 * MiB
-    assert service.state.failures[(BAD, Reason.INVALID_PAYLOAD)] == 1
+    assert service.fleet.snapshot().failures[(BAD, Reason.INVALID_PAYLOAD)] == 1
 
 
 @pytest.mark.parametrize("declared", [False, True], ids=["chunked", "content_length"])

@@ -71,13 +71,14 @@ async def test_mongo_sync_outage_and_recovery(mongo: MongoServer, seed: str) -> 
         assert down.result is RunResult.FAILED
         assert (down.error or "").startswith("store:")
         assert set(down.failures.values()) == {Reason.STORE.value} and len(down.failures) == 7
-        assert svc.state.store_up is False
-        assert all(st.consecutive_failures == 1 for st in svc.state.sync_states.values())
+        assert svc.fleet.status.store_up is False
+        states = [a for a in svc.fleet.snapshot().accounts.values() if a.has_sync_state]
+        assert all(st.consecutive_failures == 1 for st in states)
 
         mongo.start()
         back = await svc.run_cycle()
         assert back.result is RunResult.SUCCESS
-        assert svc.state.store_up is True
+        assert svc.fleet.status.store_up is True
         with mongo.client() as c:
             states = {d["account"]: d for d in c[DB]["mt5_sync_state"].find({}, {"_id": 0})}
             runs = list(c[DB]["mt5_sync_runs"].find({}, {"_id": 0}))

@@ -118,6 +118,6 @@ async def test_no_live_data_without_stored_data_is_its_own_reason(bridge, store,
         run = await svc.run_cycle()
         assert run.failures == {str(bad): Reason.NO_LIVE_DATA.value}
         assert run.synced_live == 6 and run.synced_stored == 0
-        assert svc.state.failures[(bad, Reason.NO_LIVE_DATA)] == 1
+        assert svc.fleet.snapshot().failures[(bad, Reason.NO_LIVE_DATA)] == 1
     finally:
         await client.close()

@@ -128,8 +128,8 @@ async def test_one_account_failing_is_not_written_and_others_are(seed, store, ma
     for account, rec in stored.items():
         if account != bad:
             assert rec.balance == bridge.live_data(account)["balance"]
-    assert svc.state.failures[(bad, reason)] == 1
-    assert svc.state.sync_states[bad].consecutive_failures == 1
+    assert svc.fleet.snapshot().failures[(bad, reason)] == 1
+    assert svc.fleet.snapshot().accounts[bad].consecutive_failures == 1
     assert (await store.get_sync_states())[bad].consecutive_failures == 1
 
 
@@ -153,7 +153,7 @@ async def test_live_data_missing_falls_back_to_stored_without_resetting_freshnes
     assert rec.live_data_at == live_at  # the fallback does not make the data look fresh
     assert rec.updated_at > live_at
     # A stored fallback is not a live success: the failure count is not reset, nor increased.
-    assert svc.state.sync_states[acc].consecutive_failures == 0
+    assert svc.fleet.snapshot().accounts[acc].consecutive_failures == 0
 
 
 async def test_bridge_unreachable_skips_cycle_and_changes_nothing(store, make_service):
@@ -163,7 +163,7 @@ async def test_bridge_unreachable_skips_cycle_and_changes_nothing(store, make_se
     run = await svc.run_cycle()
     assert run.result is RunResult.SKIPPED
     assert "bridge unavailable" in (run.error or "")
-    assert svc.state.bridge_up is False
+    assert svc.fleet.status.bridge_up is False
     assert await store.get_accounts() == before
     assert (await store.list_runs(limit=1))[0].result is RunResult.SKIPPED
 
@@ -184,7 +184,7 @@ async def test_health_500_then_recovery(seed, store, make_service):
     assert (await svc.run_cycle()).result is RunResult.SKIPPED
     bridge.health_fault = "ok"
     assert (await svc.run_cycle()).result is RunResult.SUCCESS
-    assert svc.state.bridge_up is True
+    assert svc.fleet.status.bridge_up is True
 
 
 async def test_broken_account_list_fails_cycle_without_writes(seed, store, make_service):
@@ -217,15 +217,15 @@ async def test_cycles_never_overlap(seed, store, make_service):
     svc = await make_service(url, timeout=10.0)
     first = asyncio.create_task(svc.run_cycle(trigger="schedule"))
     async with asyncio.timeout(5):
-        while svc.state.running is None or "info:886557" not in bridge.requests:
+        while svc.fleet.status.running is None or "info:886557" not in bridge.requests:
             await asyncio.sleep(0.01)
     with pytest.raises(AlreadyRunning) as exc:
         await svc.run_cycle(trigger="manual")
-    assert exc.value.run.run_id == svc.state.running.run_id
+    assert exc.value.run.run_id == svc.fleet.status.running.run_id
     bridge.release.set()
     run = await first
     assert run.result in (RunResult.SUCCESS, RunResult.PARTIAL)
-    assert svc.state.running is None
+    assert svc.fleet.status.running is None
 
 
 async def test_restart_keeps_consecutive_failures_and_last_sync(seed, tmp_path, store, make_service):
@@ -235,8 +235,8 @@ async def test_restart_keeps_consecutive_failures_and_last_sync(seed, tmp_path, 
     svc = await make_service(url)
     await svc.run_cycle()
     await svc.run_cycle()
-    good_live_at = svc.state.accounts[886557].live_data_at
-    assert svc.state.sync_states[bad].consecutive_failures == 2
+    good_live_at = svc.fleet.snapshot().accounts[886557].live_data_at
+    assert svc.fleet.snapshot().accounts[bad].consecutive_failures == 2
 
     # A new process: a new store object on the same file and a new service.
     store2 = open_store(f"sqlite:///{tmp_path / 'agent.db'}")
@@ -244,15 +244,15 @@ async def test_restart_keeps_consecutive_failures_and_last_sync(seed, tmp_path, 
     try:
         svc2 = SyncService(store2, BridgeSource(client), health_backoff=0.01)
         assert await svc2.ensure_ready()
-        assert svc2.state.sync_states[bad].consecutive_failures == 2
-        assert svc2.state.sync_states[bad].last_reason is Reason.HTTP_STATUS
-        assert svc2.state.accounts[886557].live_data_at == good_live_at
+        assert svc2.fleet.snapshot().accounts[bad].consecutive_failures == 2
+        assert svc2.fleet.snapshot().accounts[bad].last_reason is Reason.HTTP_STATUS
+        assert svc2.fleet.snapshot().accounts[886557].live_data_at == good_live_at
         run = await svc2.run_cycle()
-        assert svc2.state.sync_states[bad].consecutive_failures == 3
+        assert svc2.fleet.snapshot().accounts[bad].consecutive_failures == 3
         bridge.behaviour.pop(bad)
         run = await svc2.run_cycle()
         assert run.result is RunResult.SUCCESS
-        assert svc2.state.sync_states[bad].consecutive_failures == 0
+        assert svc2.fleet.snapshot().accounts[bad].consecutive_failures == 0
     finally:
         await client.close()
         await store2.close()
