@@ -279,6 +279,14 @@ class Fleet:
         self.update_status(pruned_total=self._status.pruned_total + len(gone))
         return len(gone)
 
+    def replace(
+        self, accounts: Iterable[AccountState], failures: Mapping[tuple[int, Reason], int] | None = None
+    ) -> FleetSnapshot:
+        """The whole account part at once, as a new version (benchmarks and tests that stand in for a
+        store load and cycles; the agent itself only loads and applies)."""
+        counts = Counter(failures or {})
+        return self._publish({a.account: a for a in accounts}, counts, resort=True)
+
     def set_client(self, account: int, client_id: str | None) -> None:
         """The client an account is assigned to (the store holds it; this keeps the fleet in step).
         An account not in the fleet yet gets it when it arrives."""

@@ -358,3 +358,12 @@ def test_the_cycle_sees_only_sources_and_domain_types() -> None:
                 assert not name.startswith(
                     ("agent.sources.bridge", "agent.bridge_client", "agent.payloads")
                 ), f"{path.name} imports {name}"
+
+
+def test_replace_publishes_a_new_ordered_version() -> None:
+    fleet = Fleet()
+    snap = fleet.replace([AccountState(C), AccountState(A)], {(A, Reason.TIMEOUT): 2})
+    assert snap is fleet.snapshot() and snap.version == 1
+    assert list(snap.accounts) == [A, C]
+    assert snap.failures[(A, Reason.TIMEOUT)] == 2 and snap.failures[(C, Reason.TIMEOUT)] == 0
+    assert fleet.replace(snap.accounts.values(), snap.failures).version == 2
