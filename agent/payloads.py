@@ -1,10 +1,10 @@
 """SHIM(issue 11): moved to `agent.sources.bridge.parse`; removed by the lead."""
 
+from agent.domain.accounts import AccountSnapshot as AccountData  # noqa: F401
 from agent.sources.bridge.parse import *  # noqa: F403
 from agent.sources.bridge.parse import (  # noqa: F401
     CLOCK_SKEW_TOLERANCE,
     MAX_ABS_VALUE,
-    AccountData,
     ClockSkewError,
     PayloadError,
     parse_info,

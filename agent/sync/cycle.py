@@ -21,8 +21,9 @@ Decisions (issue 10):
   through data age. `mt5_bridge_up` keeps meaning "the bridge answers".
 - Accounts the bridge stops listing are pruned from the fleet (their state and failure counts) once
   absent from `prune_after` (3) consecutive successful listings: one glitchy listing neither drops
-  their series nor resets their alerts, and churn cannot grow the metrics without bound. The store keeps their documents (they may carry a client); a restart loads
-  them again and they are pruned again after the same grace.
+  their series nor resets their alerts, and churn cannot grow the metrics without bound. The store
+  keeps their documents (they may carry a client); a restart loads them again and they are pruned
+  again after the same grace.
 """
 
 from __future__ import annotations

@@ -76,12 +76,6 @@ class ResponseTooLarge(BridgeError):
         super().__init__(Reason.INVALID_PAYLOAD, f"{endpoint}: response larger than {limit} bytes")
 
 
-# The bridge's answers are the sources' types (one shape each, not one per layer).
-BridgeHealth = SourceHealth
-AccountSummary = ListedAccount
-Listing = AccountListing
-
-
 @dataclass
 class BatchResult:
     data: dict[int, AccountSnapshot] = field(default_factory=dict)
@@ -265,7 +259,7 @@ class BridgeClient:
             if self._observer is not None:
                 self._observer(endpoint, time.perf_counter() - started, ok)
 
-    async def health(self) -> BridgeHealth:
+    async def health(self) -> SourceHealth:
         """The health document; any body that is not one (hostile or broken) is a failed check."""
         started = time.perf_counter()
         body = await self.get_json("/api/mt5/bridge/health", "health")
@@ -277,14 +271,14 @@ class BridgeClient:
         features = body.get("features")
         if type(features) is not list:
             features = []
-        return BridgeHealth(
+        return SourceHealth(
             status=body["status"],
             available=available,
             features=frozenset(f for f in features[:MAX_FEATURES] if type(f) is str and len(f) <= 64),
             response_time=elapsed,
         )
 
-    async def health_with_retries(self, attempts: int, backoff: float) -> BridgeHealth:
+    async def health_with_retries(self, attempts: int, backoff: float) -> SourceHealth:
         """The seed's "retry 3 times": exponential backoff with full jitter between attempts."""
         last: BridgeError | None = None
         for attempt in range(attempts):
@@ -302,18 +296,18 @@ class BridgeClient:
         assert last is not None
         raise last
 
-    async def accounts(self) -> list[AccountSummary]:
+    async def accounts(self) -> list[ListedAccount]:
         """The valid accounts of the summary (see `listing`)."""
         return (await self.listing()).accounts
 
-    async def listing(self) -> Listing:
+    async def listing(self) -> AccountListing:
         """The seed's account summary. A malformed entry (not an object, or no valid account id) is
-        skipped, counted in `Listing.invalid` and logged; it never costs the other accounts."""
+        skipped, counted in `AccountListing.invalid` and logged; it never costs the other accounts."""
         body = await self.get_json("/api/mt5/accounts/summary", "summary")
         items = body.get("accounts") if type(body) is dict else None
         if type(items) is not list:
             raise BridgeError(Reason.INVALID_PAYLOAD, "summary: no accounts list in response")
-        seen: dict[int, AccountSummary] = {}
+        seen: dict[int, ListedAccount] = {}
         invalid = 0
         first_problem = ""
         for i, item in enumerate(items):
@@ -327,7 +321,7 @@ class BridgeClient:
                     continue
                 get = item.get
                 currency = get("currency")
-                seen[account] = AccountSummary(
+                seen[account] = ListedAccount(
                     account=account,
                     name=text_field(get("name")),
                     server=text_field(get("server")),
@@ -347,7 +341,7 @@ class BridgeClient:
                 first_problem,
                 extra={"endpoint": "summary", "invalid_entries": invalid},
             )
-        return Listing(accounts=list(seen.values()), invalid=invalid)
+        return AccountListing(accounts=list(seen.values()), invalid=invalid)
 
     async def account_info(self, account: int) -> AccountSnapshot:
         body = await self.get_json(f"/api/mt5/account/{account}/info", "info")

@@ -210,9 +210,6 @@ def text_field(value: Any) -> str | None:
     return value if type(value) is str and len(value) <= MAX_TEXT else None
 
 
-AccountData = AccountSnapshot  # what one account's response gave (the domain's name for it)
-
-
 def parse_live_data(
     account: int, live: Any, received_at: datetime, *, tolerance: float = CLOCK_SKEW_TOLERANCE
 ) -> AccountSnapshot:
