@@ -48,7 +48,8 @@ from agent.domain.accounts import (
 )
 from agent.domain.runs import RunResult, SyncRun
 from agent.sources.base import ListedAccount, Source, SourceError, SourceHealth
-from agent.store.base import Store, StoreError
+from agent.store.base import Store
+from agent.store.errors import StoreError, StoreRejected
 from agent.sync.compat import AccountView, SyncState
 from agent.sync.fleet import Fleet
 
@@ -333,8 +334,8 @@ class SyncService:
             try:
                 try:
                     await self.store.write_cycle(updates, list(states.values()))
-                except StoreError as exc:
-                    rejected = getattr(exc, "accounts", None)  # StoreRejected: the store is up
+                except StoreRejected as exc:  # the store is up but refused some accounts' values
+                    rejected = exc.accounts
                     if not rejected:
                         raise
                     # The store refused some accounts' values (nothing was written): those accounts
@@ -348,7 +349,7 @@ class SyncService:
             except Exception as exc:
                 span.record_exception(exc)
                 span.set_status(trace.StatusCode.ERROR, str(exc))
-                if isinstance(exc, StoreError) and not getattr(exc, "accounts", None):
+                if isinstance(exc, StoreError) and not (isinstance(exc, StoreRejected) and exc.accounts):
                     fleet.update_status(store_up=False)
                 else:  # not a store outage: a bug, or values the store refused twice
                     log.error("store write failed unexpectedly", exc_info=exc)

@@ -318,6 +318,31 @@ async def test_store_down_fails_every_account_with_store(
     assert svc.fleet.status.store_up is False
 
 
+async def test_store_rejecting_some_accounts_fails_only_those(
+    make_service: MakeService, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agent.store.errors import StoreRejected
+
+    svc = await make_service()
+    real = svc.store.write_cycle
+    calls: list[set[int]] = []
+
+    async def picky(updates: Any, states: Any) -> None:
+        calls.append({u.account for u in updates})
+        if B in calls[-1]:
+            raise StoreRejected("cannot hold it", accounts=[B])
+        await real(updates, states)
+
+    monkeypatch.setattr(svc.store, "write_cycle", picky)
+    run = await svc.run_cycle()
+    assert calls == [{A, B, C}, {A, C}]
+    assert run.result is RunResult.PARTIAL and run.failures == {str(B): "invalid_payload"}
+    snap = svc.fleet.snapshot()
+    assert snap.failures[(B, Reason.INVALID_PAYLOAD)] == 1 and snap.accounts[B].values is None
+    assert snap.accounts[A].values is not None and svc.fleet.status.store_up is True
+    assert {r.account for r in await store.get_accounts()} == {A, C}
+
+
 def test_classify_is_the_one_freshness_function() -> None:
     now = datetime(2026, 1, 1, tzinfo=UTC)
     t = Thresholds()
