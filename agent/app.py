@@ -39,7 +39,7 @@ class Agent:
     store: Store
     bridge: BridgeClient
     service: SyncService
-    scheduler: object | None = None  # agent.scheduler.SyncScheduler when scheduling
+    scheduler: object | None = None  # agent.sync.scheduler.SyncScheduler when scheduling
     prober: SourceProber | None = None  # started with the scheduler
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     metrics: AgentMetrics | None = None  # this agent's own Prometheus registry (never the global one)
