@@ -2,7 +2,7 @@
 counts: median and p99 time, size, series; and the time the handler holds the event loop.
 
 State (`--populate`):
-- `state` (default): SyncService.state is filled directly with a realistic mix per 100 accounts:
+- `state` (default): the fleet (Fleet.replace) is filled directly with a realistic mix per 100 accounts:
   90 live (ages spread over 0-290 s, all values including margin level), 5 on the VPS_STORED fallback
   (ages in the acceptable/degraded bands), 3 failing (ages past critical, failure counts on 2 reasons,
   2-5 consecutive failures), 2 never synced (no values). Every code path of the collector is used.
@@ -66,19 +66,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def fill_state(service: Any, n: int, now: datetime) -> None:
-    """The `state` mix (see the module doc), deterministic."""
-    from agent.models import AccountSyncState, AccountValues, DataSource, Reason, RunResult, SyncRun
-    from agent.sync import AccountView
+    """The `state` mix (see the module doc), deterministic, published as one fleet version."""
+    from types import MappingProxyType
 
-    st = service.state
-    st.accounts.clear()
-    st.sync_states.clear()
-    st.failures = Counter()
+    from agent.domain.accounts import AccountValues, DataSource, Reason
+    from agent.domain.runs import RunResult, SyncRun
+    from agent.sync.fleet import AccountState
+
+    fleet = service.fleet
+    failures: Counter[tuple[int, Reason]] = Counter()
+    states = []
     for i in range(n):
         account = _common.FIRST_LOGIN + i
         kind = i % 100
-        view = AccountView(account=account, name=f"Bench account {i + 1}", server="MEXAtlantic-Real")
-        sync = AccountSyncState(account=account, last_attempt_at=now)
         balance = 10_000.0 + 37.25 * i
         values = AccountValues(
             balance=balance,
@@ -91,31 +91,39 @@ def fill_state(service: Any, n: int, now: datetime) -> None:
             currency="USD",
             trade_allowed=True,
         )
+        a: dict[str, Any] = dict(
+            account=account, name=f"Bench account {i + 1}", server="MEXAtlantic-Real", last_attempt_at=now
+        )
         if kind < 90:
             live_at = now - timedelta(seconds=(i * 7.3) % 290)
-            view.values, view.data_source, view.live_data_at = values, DataSource.LIVE.value, live_at
-            view.updated_at, sync.last_live_at = live_at, live_at
+            a.update(values=values, data_source=DataSource.LIVE.value, live_data_at=live_at)
+            a.update(updated_at=live_at, last_live_at=live_at)
         elif kind < 95:
             live_at = now - timedelta(seconds=300 + (i * 11) % 590)
-            view.values, view.data_source, view.live_data_at = values, DataSource.STORED.value, live_at
-            view.updated_at, sync.last_live_at = now, live_at
+            a.update(values=values, data_source=DataSource.STORED.value, live_data_at=live_at)
+            a.update(updated_at=now, last_live_at=live_at)
         elif kind < 98:
             live_at = now - timedelta(seconds=900 + i % 3600)
-            view.values, view.data_source, view.live_data_at = values, DataSource.LIVE.value, live_at
-            view.updated_at, sync.last_live_at = live_at, live_at
-            sync.consecutive_failures, sync.last_reason, sync.last_failure_at = 2 + i % 4, Reason.TIMEOUT, now
-            st.failures[(account, Reason.TIMEOUT)] += 1 + i % 5
-            st.failures[(account, Reason.CONNECTION)] += 1
+            a.update(values=values, data_source=DataSource.LIVE.value, live_data_at=live_at)
+            a.update(updated_at=live_at, last_live_at=live_at)
+            a.update(consecutive_failures=2 + i % 4, last_reason=Reason.TIMEOUT, last_failure_at=now)
+            failures[(account, Reason.TIMEOUT)] += 1 + i % 5
+            failures[(account, Reason.CONNECTION)] += 1
         else:
-            sync.consecutive_failures, sync.last_reason = 1, Reason.NOT_FOUND
-            st.failures[(account, Reason.NOT_FOUND)] += 1
-            view.name = None
-        st.accounts[account] = view
-        st.sync_states[account] = sync
+            a.update(consecutive_failures=1, last_reason=Reason.NOT_FOUND, name=None)
+            failures[(account, Reason.NOT_FOUND)] += 1
+        states.append(AccountState(**a, has_sync_state=True))
+    fleet.replace(states, failures)
     run = SyncRun(run_id="bench", started_at=now, finished_at=now, duration_seconds=1.0)
     run.result, run.accounts_total, run.synced_live = RunResult.PARTIAL, n, n * 90 // 100
-    st.runs[RunResult.PARTIAL] += 1
-    st.last_run, st.last_success_at, st.bridge_up, st.store_up, st.loaded = run, now, True, True, True
+    fleet.update_status(
+        runs=MappingProxyType(Counter({RunResult.PARTIAL: 1})),
+        last_run=run,
+        last_success_at=now,
+        bridge_up=True,
+        store_up=True,
+    )
+    fleet.loaded = True
 
 
 async def fetch(url: str, count: int, headers: list[str], budget: float) -> dict[str, Any]:
@@ -218,8 +226,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     hdrs = {"Accept": PROMETHEUS_ACCEPT}
                     entry["handler_openmetrics"] = await handler_time(app, hdrs, min(args.samples, 10))
 
-                    def new_version(state: Any = agent.service.state) -> None:
-                        state.version = getattr(state, "version", 0) + 1  # as a finished cycle does
+                    def new_version(fleet: Any = agent.fleet) -> None:
+                        snap = fleet.snapshot()  # a new version with the same accounts, as a cycle gives
+                        fleet.replace(snap.accounts.values(), snap.failures)
 
                     entry["handler_openmetrics_first_after_cycle"] = await handler_time(
                         app, hdrs, min(args.samples, 5), bump=new_version
