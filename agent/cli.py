@@ -29,10 +29,10 @@ from agent.config import (
     load_settings,
     unknown_env_warnings,
 )
-from agent.models import RunResult, SyncRun
+from agent.domain.runs import RunResult, StopReason, SyncRun
 from agent.store import store_location_problem
-from agent.store._common import client_id_problem
 from agent.store.base import Store
+from agent.store.checks import client_id_problem
 
 log = logging.getLogger("mt5_agent")
 
@@ -55,7 +55,7 @@ def sync_exit_code(run: SyncRun) -> int:
         return EXIT_OK
     if run.result is RunResult.SKIPPED:
         return EXIT_COULD_NOT_RUN
-    if run.result is RunResult.FAILED and (run.error or "").startswith(("store:", "account list:")):
+    if run.result is RunResult.FAILED and run.stopped in (StopReason.STORE, StopReason.ACCOUNT_LIST):
         return EXIT_COULD_NOT_RUN
     return EXIT_SOME_FAILED
 

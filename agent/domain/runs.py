@@ -23,6 +23,16 @@ class RunResult(StrEnum):
 RUN_RESULTS: tuple[RunResult, ...] = tuple(RunResult)
 
 
+class StopReason(StrEnum):
+    """Why a cycle stopped before syncing its accounts (None: it ran through). Callers decide on this,
+    never on `error`, which is text for people."""
+
+    SOURCE = "source"  # the source was unavailable: nothing read (result skipped)
+    ACCOUNT_LIST = "account_list"  # the source could not list its accounts
+    STORE = "store"  # the store could not take the cycle's writes
+    CYCLE = "cycle"  # an unexpected error, or the cycle was interrupted
+
+
 @dataclass
 class SyncRun:
     """One cycle's record in `mt5_sync_runs`."""
@@ -39,6 +49,7 @@ class SyncRun:
     failed: int = 0
     failures: dict[str, str] = field(default_factory=dict)  # account (as str) -> Reason value
     error: str | None = None
+    stopped: StopReason | None = None
     # Kept for the stored documents and the API (issue 11): True when the batch read answered. It is
     # derived from `fetch_mode`; a document written before `fetch_mode` existed derives it instead.
     bridge_batch: bool = False

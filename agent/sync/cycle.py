@@ -46,7 +46,7 @@ from agent.domain.accounts import (
     Reason,
     to_ms,
 )
-from agent.domain.runs import RunResult, SyncRun
+from agent.domain.runs import RunResult, StopReason, SyncRun
 from agent.sources.base import ListedAccount, Source, SourceError, SourceHealth
 from agent.store.base import Store
 from agent.store.errors import StoreError, StoreRejected
@@ -172,6 +172,7 @@ class SyncService:
                         span.record_exception(exc)
                         run.result = RunResult.FAILED
                         run.error = f"cycle error: {type(exc).__name__}"
+                        run.stopped = StopReason.CYCLE
                     span.set_attribute("sync.result", str(run.result))
                     span.set_attribute("sync.accounts.total", run.accounts_total)
                     span.set_attribute("sync.accounts.live", run.synced_live)
@@ -185,6 +186,7 @@ class SyncService:
                 if run.result is None:  # cancelled or crashed mid-cycle
                     run.result = RunResult.FAILED
                     run.error = run.error or "cycle interrupted"
+                    run.stopped = run.stopped or StopReason.CYCLE
                 fleet.update_status(running=None)
                 # The summary line and the listeners run under the (ended) cycle span: logs get its trace id.
                 with trace.use_span(cycle_span, record_exception=False, set_status_on_exception=False):
@@ -230,6 +232,7 @@ class SyncService:
                 fleet.update_status(bridge_up=False)
                 run.result = RunResult.SKIPPED
                 run.error = f"bridge unavailable: {err.message}"
+                run.stopped = StopReason.SOURCE
                 span.record_exception(err)
                 span.set_status(trace.StatusCode.ERROR, err.message)
                 return
@@ -244,6 +247,7 @@ class SyncService:
                 fleet.update_status(bridge_up=exc.reachable)
                 run.result = RunResult.FAILED
                 run.error = f"account list: {exc.message}"
+                run.stopped = StopReason.ACCOUNT_LIST
                 span.record_exception(exc)
                 span.set_status(trace.StatusCode.ERROR, exc.message)
                 return
@@ -361,6 +365,7 @@ class SyncService:
                 run.failures = {str(a): r.value for a, r in failures.items()}
                 run.result = RunResult.FAILED
                 run.error = f"store: {exc}"[:500]
+                run.stopped = StopReason.STORE
                 log.error("store write failed: %s", exc, extra={"reason": Reason.STORE.value})
                 return
         fleet.update_status(store_up=True)
