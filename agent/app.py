@@ -17,16 +17,18 @@ from datetime import UTC, datetime
 from aiohttp import web
 from opentelemetry.trace import TracerProvider
 
+from agent.api import provide, setup_api
 from agent.config import SECRET_FIELDS, Settings
-from agent.logs import register_secrets
-from agent.metrics import AgentMetrics
 from agent.sources.bridge import BridgeClient, BridgeSource
 from agent.store import open_store
 from agent.store.base import Store
 from agent.sync.cycle import SyncService
 from agent.sync.fleet import Fleet
 from agent.sync.probe import SourceProber
-from agent.tracing import client_trace_config
+from agent.telemetry.exposition import add_metrics_route
+from agent.telemetry.logs import register_secrets
+from agent.telemetry.registry import AgentMetrics
+from agent.telemetry.tracing import client_trace_config, setup_tracing_middleware
 
 log = logging.getLogger("mt5_agent")
 
@@ -49,9 +51,6 @@ class Agent:
     def fleet(self) -> Fleet:
         """The read model of the fleet (accounts, failures, status) the API and the metrics read."""
         return self.service.fleet
-
-
-AGENT_KEY = web.AppKey("agent", Agent)
 
 
 def build_agent(
@@ -131,15 +130,12 @@ def start_background(agent: Agent) -> None:
 
 
 def create_app(agent: Agent, *, schedule: bool = True) -> web.Application:
-    from agent.api import setup_api
-    from agent.metrics import setup_metrics
-    from agent.tracing import setup_tracing_middleware
-
     app = web.Application()
-    app[AGENT_KEY] = agent
     setup_tracing_middleware(app, agent.tracer_provider)
-    setup_metrics(app, agent)
-    setup_api(app, agent)
+    if agent.metrics is not None:
+        add_metrics_route(app, agent.metrics)  # before the API: its OpenAPI document lists /metrics
+    provide(app, settings=agent.settings, store=agent.store, sync=agent.service, fleet=agent.service.fleet)
+    setup_api(app)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         if schedule:

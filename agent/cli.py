@@ -140,7 +140,7 @@ def _check_exposure(settings: Settings) -> None:
 
 async def _run(settings: Settings) -> int:
     from agent.app import build_agent, create_app
-    from agent.tracing import setup_tracing
+    from agent.telemetry.tracing import setup_tracing
 
     try:
         socks = bind_listen(settings.listen_host, settings.listen_port)
@@ -170,7 +170,7 @@ async def _run(settings: Settings) -> int:
 
 async def _sync_once(settings: Settings) -> int:
     from agent.app import build_agent, close_agent
-    from agent.tracing import setup_tracing
+    from agent.telemetry.tracing import setup_tracing
 
     provider = setup_tracing(settings.service_name)
     agent = build_agent(settings)
@@ -400,7 +400,7 @@ def _warn_unknown_env() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from agent.logs import setup_logging
+    from agent.telemetry.logs import setup_logging
 
     try:
         if args.command == "demo":
