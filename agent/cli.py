@@ -271,7 +271,7 @@ async def _provision_demo(store: Store) -> None:
 
     await store.open()
     try:
-        existing = {r.account for r in await store.get_accounts()}
+        existing = {r.account for r in await store.accounts.get_accounts()}
         docs = [
             {
                 "account": a.login,
@@ -284,7 +284,7 @@ async def _provision_demo(store: Store) -> None:
             if a.login in DEMO_CLIENTS and a.login not in existing
         ]
         if docs:
-            await store.put_account_documents(docs)
+            await store.accounts.put_account_documents(docs)
     finally:
         await store.close()
 
@@ -315,7 +315,7 @@ async def _assign_client(settings: Settings, account: int, client_id: str | None
     store = open_store(settings.store_url, mongo_database=settings.mongo_database)
     try:
         await store.open()
-        await store.set_client(account, client_id)
+        await store.accounts.set_client(account, client_id)
     except StoreError as exc:
         print(f"mt5-agent assign-client: store unavailable: {exc}", file=sys.stderr)
         return EXIT_COULD_NOT_RUN

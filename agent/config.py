@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from agent.freshness import Thresholds
+from agent.domain.freshness import Thresholds
 
 ENV_PREFIX = "MT5_AGENT_"
 MIN_JWT_SECRET_BYTES = 32

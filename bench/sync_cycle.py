@@ -146,7 +146,7 @@ class SeedWriter:
 
     async def update(self, account: int, fields: dict[str, Any]) -> None:
         if self.kind == "sqlite":
-            from agent.store.sqlite import _dumps
+            from agent.store.sqlite.encoding import dumps as _dumps
 
             patch = _dumps(fields)
 
@@ -239,7 +239,7 @@ def lower_bound(args: argparse.Namespace, rtt: float) -> dict[str, Any]:
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     from agent.app import build_agent, close_agent
     from agent.config import load_settings
-    from agent.models import RunResult
+    from agent.domain.runs import RunResult
 
     for name in [n for n in os.environ if n.startswith(("MT5_AGENT_", "OTEL_"))]:
         del os.environ[name]

@@ -24,9 +24,9 @@ import jsonschema
 import pytest
 import yaml
 
-from alerts._tools import require, require_tool
 from dashboards import render as dashboards_render
 from tests.ports import free_port
+from tests.tools import require, require_tool
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE = REPO / "compose.yaml"

@@ -14,8 +14,6 @@ first: CORS for the configured origins, JSON errors, the /metrics guard. Every r
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 
 from agent.api import accounts, admin, ops, page, runs, seed
@@ -43,16 +41,9 @@ def provide(
     app[FLEET] = fleet
 
 
-def setup_api(app: web.Application, agent: Any = None) -> None:
+def setup_api(app: web.Application) -> None:
     """Middlewares, hooks and every area's routes; then the OpenAPI document of the whole app (so
-    register /metrics before). The app must hold SETTINGS, STORE, SYNC and FLEET (agent.api.keys).
-
-    `agent`: SHIM(issue 11) for agent/app.py's current call `setup_api(app, agent)`; the keys are then
-    taken from it. The lead replaces that call with `provide(...)` then `setup_api(app)`."""
-    if agent is not None and SETTINGS not in app:
-        provide(
-            app, settings=agent.settings, store=agent.store, sync=agent.service, fleet=agent.service.fleet
-        )
+    register /metrics before). The app must hold SETTINGS, STORE, SYNC and FLEET (`provide`)."""
     missing = [k for k in (SETTINGS, STORE, SYNC, FLEET) if k not in app]
     if missing:
         raise RuntimeError(f"setup_api: the app lacks {', '.join(map(repr, missing))} (agent.api.keys)")

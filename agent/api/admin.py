@@ -151,9 +151,9 @@ async def _client_id_from_body(request: web.Request) -> str:
 
 async def _assigned(request: web.Request, account: int, client_id: str | None) -> web.Response:
     documents = store(request)
-    if not await from_store(queries.known_account(documents, accounts(request), account)):
+    if not await from_store(queries.known_account(documents.accounts, accounts(request), account)):
         raise ApiError(404, "account_not_found", f"account {account} is neither stored nor listed")
-    await from_store(documents.set_client(account, client_id))
+    await from_store(documents.accounts.set_client(account, client_id))
     request.app[FLEET].set_client(account, client_id)  # the read model follows the store
     log.info(
         "account %s %s",
@@ -163,7 +163,7 @@ async def _assigned(request: web.Request, account: int, client_id: str | None) -
     )
     record = queries.account_record(accounts(request), account)
     if record is None:  # a document another process wrote since the fleet was loaded
-        record = await from_store(documents.get_account(account))
+        record = await from_store(documents.accounts.get_account(account))
     if record is None:  # deleted behind our back between the two reads
         raise ApiError(404, "account_not_found", f"account {account} is neither stored nor listed")
     return web.json_response(account_json(record, now(request), thresholds(request)))

@@ -49,6 +49,6 @@ async def list_runs(request: web.Request) -> web.Response:
         else parse_int(limit_text, "limit", minimum=1, maximum=RUNS_LIMIT_MAX)
     )
     offset = 0 if offset_text is None else parse_int(offset_text, "offset", minimum=0, maximum=OFFSET_MAX)
-    runs = await from_store(store(request).list_runs(limit=limit, offset=offset))
-    total = await from_store(store(request).count_runs())
+    runs = await from_store(store(request).runs.list_runs(limit=limit, offset=offset))
+    total = await from_store(store(request).runs.count_runs())
     return web.json_response(queries.runs_page(runs, total, limit, offset))

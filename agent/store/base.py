@@ -19,7 +19,6 @@ from agent.store.observe import OperationObserver
 
 __all__ = [
     "AccountStore",
-    "FlatStore",
     "OperationObserver",
     "RunStore",
     "Store",
@@ -109,27 +108,5 @@ class StoreBackend(Protocol):
 
 
 @runtime_checkable
-class FlatStore(Protocol):
-    """SHIM(issue 11): today's flat method names, each delegating to its concern (`store.get_accounts()`
-    is `store.accounts.get_accounts()`). Removed once callers use the concern attributes."""
-
-    async def record_run(self, run: SyncRun) -> None: ...
-
-    async def list_runs(self, *, limit: int = 50, offset: int = 0) -> list[SyncRun]: ...
-
-    async def count_runs(self) -> int: ...
-
-    async def get_accounts(self, *, client_id: str | None = None) -> list[AccountRecord]: ...
-
-    async def get_account(self, account: int) -> AccountRecord | None: ...
-
-    async def get_sync_states(self) -> dict[int, AccountSyncState]: ...
-
-    async def set_client(self, account: int, client_id: str | None) -> None: ...
-
-    async def put_account_documents(self, docs: Sequence[Mapping[str, Any]]) -> None: ...
-
-
-@runtime_checkable
-class Store(StoreBackend, FlatStore, Protocol):
-    """What `open_store` returns: a backend with its concerns, plus (until callers switch) the flat names."""
+class Store(StoreBackend, Protocol):
+    """What `open_store` returns: a backend with its concerns (`accounts`, `sync_state`, `runs`)."""

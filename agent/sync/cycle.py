@@ -3,7 +3,7 @@
 One account failing never stops the others; nothing invalid is ever written; cycles never overlap.
 The cycle sees only a `Source` and domain types. Each outcome is applied to the fleet
 (`agent.sync.fleet`), the read model the API and the metrics read, loaded from the store at start so
-counts survive a restart. `SyncService.state` is a compatibility view of it (SHIM, issue 11).
+counts survive a restart.
 
 Whatever a bridge sends, a cycle finishes with a result: one account's failure, whatever raised it, is
 that account's failure with a reason from the closed set, and an unexpected error anywhere else ends
@@ -50,15 +50,12 @@ from agent.domain.runs import RunResult, StopReason, SyncRun
 from agent.sources.base import ListedAccount, Source, SourceError, SourceHealth
 from agent.store.base import Store
 from agent.store.errors import StoreError, StoreRejected
-from agent.sync.compat import AccountView, SyncState
 from agent.sync.fleet import Fleet
 
 __all__ = [
     "INVALID_ENTRY_ENDPOINTS",
-    "AccountView",
     "AlreadyRunning",
     "SyncService",
-    "SyncState",
     "guarded",
 ]
 
@@ -102,19 +99,10 @@ class SyncService:
         self.prune_after = prune_after  # 0: never prune
         self._absent: dict[int, int] = {}  # account -> successful listings in a row it was missing from
         self.fleet = fleet or Fleet()
-        self._state: SyncState | None = None
         self.listeners: list[RunListener] = []
         self._lock = asyncio.Lock()
         self._store_opened = False
         self._unrecorded: list[SyncRun] = []
-
-    @property
-    def state(self) -> SyncState:
-        """SHIM(issue 11): the pre-fleet view (`state.accounts`, `sync_states`, `failures`, status
-        attributes), read through to `self.fleet`; removed once nothing reads it."""
-        if self._state is None:
-            self._state = SyncState(self.fleet)
-        return self._state
 
     @property
     def running(self) -> SyncRun | None:
@@ -138,8 +126,8 @@ class SyncService:
     async def load_state(self) -> bool:
         """Load the last known accounts and failure counts into the fleet; False if the store is down."""
         try:
-            records = await self.store.get_accounts()
-            states = await self.store.get_sync_states()
+            records = await self.store.accounts.get_accounts()
+            states = await self.store.sync_state.get_sync_states()
         except StoreError as exc:
             self.fleet.update_status(store_up=False)
             log.error("store unavailable at start: %s", exc)
@@ -200,9 +188,9 @@ class SyncService:
         try:
             # Runs the store missed while it was down are recorded first, oldest first.
             while self._unrecorded:
-                await self.store.record_run(self._unrecorded[0])
+                await self.store.runs.record_run(self._unrecorded[0])
                 self._unrecorded.pop(0)
-            await self.store.record_run(run)
+            await self.store.runs.record_run(run)
         except Exception as exc:
             self._unrecorded.append(run)
             del self._unrecorded[:-MAX_UNRECORDED_RUNS]

@@ -97,6 +97,3 @@ class SourceProber:
             if next_at < now:  # a slow probe: keep the period, skip the missed ticks
                 next_at = now + self.interval - (now - next_at) % self.interval
             await asyncio.sleep(next_at - now)
-
-
-BridgeProber = SourceProber  # SHIM(issue 11): the old name

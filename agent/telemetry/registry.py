@@ -15,7 +15,6 @@ from agent.domain.runs import SyncRun
 from agent.sync.cycle import SyncService
 from agent.telemetry import catalog as m
 from agent.telemetry.collector import FleetCollector, FleetReader
-from agent.telemetry.store_timing import TimedStore
 
 
 def _histogram(family: m.Family, registry: CollectorRegistry) -> Histogram:
@@ -83,12 +82,7 @@ class AgentMetrics:
         self.store_operation_duration.labels(label).observe(seconds)
 
     def timed_store(self, store: Any) -> Any:
-        """`store`, reporting its operations' durations here: by itself when it can
-        (`observe_operations`, the SQLite and MongoDB stores), else through a `TimedStore` proxy."""
-        observe = getattr(store, "observe_operations", None)
-        if callable(observe) and not isinstance(store, TimedStore):
-            observe(self.observe_store_operation)
-            return store
-        if isinstance(store, TimedStore):
-            return store
-        return TimedStore(store, self.observe_store_operation)
+        """`store`, reporting its operations' durations here (`observe_operations`, which every store
+        backend has): the store times itself, so calls through any of its concerns are counted once."""
+        store.observe_operations(self.observe_store_operation)
+        return store

@@ -151,11 +151,11 @@ async def _clients(tmp_path: Path) -> dict[int, str | None]:
     store = SQLiteStore(str(tmp_path / "a.db"))
     await store.open()
     try:
-        every = {r.account for r in await store.get_accounts()}
+        every = {r.account for r in await store.accounts.get_accounts()}
         owned = {
             r.account: client
             for client in ("client_x", "client_y")
-            for r in await store.get_accounts(client_id=client)
+            for r in await store.accounts.get_accounts(client_id=client)
         }
     finally:
         await store.close()

@@ -72,7 +72,7 @@ async def test_success_writes_every_account_live(make_service: MakeService, stor
     values = snap.accounts[A].values
     assert values is not None and values.balance == float(A)
     assert snap.accounts[A].name == f"n{A}"
-    records = {r.account: r for r in await store.get_accounts()}
+    records = {r.account: r for r in await store.accounts.get_accounts()}
     assert set(records) == {A, B, C}
     # The fleet holds exactly what the store holds.
     for account, r in records.items():
@@ -157,7 +157,7 @@ async def test_fetch_mode_is_recorded(make_service: MakeService, source: MemoryS
     run = await svc.run_cycle()
     assert run.fetch_mode == ("batch" if batch else "per_account")
     assert run.bridge_batch is batch
-    stored = await svc.store.list_runs(limit=1)
+    stored = await svc.store.runs.list_runs(limit=1)
     assert stored[0].bridge_batch is batch
     assert (stored[0].source, stored[0].fetch_mode) == (run.source, run.fetch_mode)
 
@@ -255,7 +255,7 @@ async def test_snapshots_are_immutable_and_versioned(make_service: MakeService, 
 async def test_client_assignment_loaded_and_set(store: Store, make_service: MakeService) -> None:
     svc = await make_service()
     await svc.run_cycle()
-    await store.set_client(A, "client-1")
+    await store.accounts.set_client(A, "client-1")
     svc.fleet.set_client(A, "client-1")
     assert svc.fleet.snapshot().accounts[A].client_id == "client-1"
     svc.fleet.set_client(9999, "client-2")  # not in the fleet yet: applied when it arrives
@@ -279,24 +279,6 @@ async def test_restart_keeps_counts(store: Store, make_service: MakeService, sou
     b = svc2.fleet.snapshot().accounts[B]
     assert b.consecutive_failures == 2 and b.last_reason is Reason.TIMEOUT and b.has_sync_state
     assert svc2.fleet.snapshot().accounts[A].live_data_at == svc.fleet.snapshot().accounts[A].live_data_at
-
-
-async def test_compat_state_view_reads_the_fleet(make_service: MakeService, source: MemorySource) -> None:
-    """SHIM(issue 11): `SyncService.state` answers the old questions from the fleet; delete this test
-    with agent/sync/compat.py."""
-    svc = await make_service()
-    source.fail(B, Reason.TIMEOUT)
-    await svc.run_cycle()
-    state = svc.state
-    assert state.sync_states[B].consecutive_failures == 1 and B in state.sync_states
-    assert state.accounts[A].live_data_at == svc.fleet.snapshot().accounts[A].live_data_at
-    assert state.failures[(B, Reason.TIMEOUT)] == 1 and state.failures[(A, Reason.TIMEOUT)] == 0
-    assert state.bridge_up is True and state.runs[RunResult.PARTIAL] == 1 and state.loaded
-    state.bridge_up = False  # the prober's old write path
-    assert svc.fleet.status.bridge_up is False
-    version = state.version
-    state.version += 1
-    assert state.version == version + 1
 
 
 async def test_store_down_fails_every_account_with_store(
@@ -340,7 +322,7 @@ async def test_store_rejecting_some_accounts_fails_only_those(
     snap = svc.fleet.snapshot()
     assert snap.failures[(B, Reason.INVALID_PAYLOAD)] == 1 and snap.accounts[B].values is None
     assert snap.accounts[A].values is not None and svc.fleet.status.store_up is True
-    assert {r.account for r in await store.get_accounts()} == {A, C}
+    assert {r.account for r in await store.accounts.get_accounts()} == {A, C}
 
 
 def test_classify_is_the_one_freshness_function() -> None:

@@ -38,7 +38,7 @@ def deep_json(depth: int = DEEP) -> bytes:
 async def store(tmp_path: Path) -> AsyncIterator[Store]:
     st = open_store(f"sqlite:///{tmp_path / 'agent.db'}")
     await st.open()
-    await st.put_account_documents(
+    await st.accounts.put_account_documents(
         [{"account": a, "name": v["name"], "balance": PRE_BALANCE} for a, v in SEED_ACCOUNTS.items()]
     )
     yield st
@@ -82,7 +82,7 @@ async def assert_only_bad_failed(
     assert run.result is RunResult.PARTIAL, (run.result, run.error)
     assert (run.synced_live, run.failed) == (len(GOOD), 1)
     assert run.failures == {str(BAD): reason.value}
-    stored = {a.account: a for a in await store.get_accounts()}
+    stored = {a.account: a for a in await store.accounts.get_accounts()}
     assert stored[BAD].balance == PRE_BALANCE and stored[BAD].live_data_at is None
     for account in GOOD:
         assert stored[account].balance == bridge.accounts[account]["balance"], account
@@ -179,7 +179,7 @@ async def test_hostile_health_is_a_failed_health_check(seed, store, make_service
     assert run.result is RunResult.SKIPPED and (run.error or "").startswith("bridge unavailable")
     assert svc.fleet.status.bridge_up is False
     assert bridge.requests == ["health", "health"]  # retried, then skipped: nothing else asked
-    assert all(a.balance == PRE_BALANCE for a in await store.get_accounts())
+    assert all(a.balance == PRE_BALANCE for a in await store.accounts.get_accounts())
 
 
 # Finding 2: values that fit no store (int64) must never reach it.
@@ -266,7 +266,7 @@ async def test_unexpected_exception_in_the_cycle_ends_it_failed_not_raised(seed,
     run = await svc.run_cycle()  # must not raise
     assert run.result is RunResult.FAILED and run.error == "cycle error: KeyError"
     assert svc.fleet.status.running is None and svc.fleet.status.runs[RunResult.FAILED] == 1
-    assert (await store.list_runs(limit=1))[0].run_id == run.run_id
+    assert (await store.runs.list_runs(limit=1))[0].run_id == run.run_id
 
 
 # Finding 5: a timestamp ahead of the receive time.
@@ -281,14 +281,14 @@ async def test_timestamp_ahead_of_receive_time_is_counted_and_not_trusted(seed, 
     bridge.batch = batch
     svc = await make_service(url)
     assert (await svc.run_cycle()).result is RunResult.SUCCESS
-    before = await store.get_account(BAD)
+    before = await store.accounts.get_account(BAD)
     assert before.live_data_at is not None
 
     # Read 2 hours ago, sent as naive broker time (UTC+3): it claims to be 1 hour in the future.
     bridge.live_patch[BAD] = {"timestamp": _naive_broker_time(timedelta(hours=2)), "balance": 1.0}
     run = await svc.run_cycle()
     assert run.failures == {str(BAD): Reason.INVALID_PAYLOAD.value}
-    after = await store.get_account(BAD)
+    after = await store.accounts.get_account(BAD)
     assert after.live_data_at == before.live_data_at  # freshness not reset
     assert after.balance == before.balance  # nothing of it written
     assert svc.fleet.snapshot().accounts[BAD].live_data_at == before.live_data_at
@@ -306,7 +306,7 @@ async def test_timestamp_within_tolerance_is_capped_at_receive_time(seed, store,
     run = await svc.run_cycle()
     assert run.result is RunResult.SUCCESS
     assert svc.fleet.status.clock_skew_total == 0 and 0 < (svc.fleet.status.clock_skew_seconds or 0) <= 3
-    for rec in await store.get_accounts():
+    for rec in await store.accounts.get_accounts():
         assert rec.live_data_at is not None and rec.live_data_at <= run.finished_at
 
 
@@ -316,7 +316,7 @@ async def test_old_timestamp_is_kept_as_the_live_data_time(seed, store, make_ser
     bridge.live_patch[BAD] = {"timestamp": read.isoformat().replace("+00:00", "Z")}
     svc = await make_service(url)
     assert (await svc.run_cycle()).result is RunResult.SUCCESS
-    assert (await store.get_account(BAD)).live_data_at == read
+    assert (await store.accounts.get_account(BAD)).live_data_at == read
 
 
 # Finding 13: a terminal down while its bridge serves stored_data for every account.
@@ -326,7 +326,7 @@ async def test_stored_data_for_every_account_is_a_failed_run(seed, store, make_s
     first = await svc.run_cycle()
     assert first.result is RunResult.SUCCESS and svc.fleet.status.terminal_up is True
     last_success = svc.fleet.status.last_success_at
-    live_at = {a: (await store.get_account(a)).live_data_at for a in SEED_ACCOUNTS}
+    live_at = {a: (await store.accounts.get_account(a)).live_data_at for a in SEED_ACCOUNTS}
 
     for account in SEED_ACCOUNTS:
         bridge.behaviour[account] = "no_live_data"
@@ -338,7 +338,7 @@ async def test_stored_data_for_every_account_is_a_failed_run(seed, store, make_s
     assert svc.fleet.status.terminal_up is False
     assert svc.fleet.status.bridge_up is True  # the bridge itself answers
     for account in SEED_ACCOUNTS:  # the stored values are written, freshness is not reset
-        rec = await store.get_account(account)
+        rec = await store.accounts.get_account(account)
         assert rec.data_source == DataSource.STORED.value and rec.live_data_at == live_at[account]
 
     bridge.behaviour.clear()

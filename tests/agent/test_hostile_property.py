@@ -203,7 +203,7 @@ async def test_any_hostile_payload_costs_only_its_own_account(
     assert not (run.error or "").startswith(("cycle", "store")), run.error
     assert service.fleet.status.store_up is True
     # Every good account was written, live, with what the bridge served in this example.
-    records = {r.account: r for r in await store.get_accounts()}
+    records = {r.account: r for r in await store.accounts.get_accounts()}
     for account in GOOD:
         rec = records[account]
         assert rec.balance == bridge.accounts[account]["balance"], (account, change)

@@ -55,7 +55,7 @@ async def test_stored_values_equal_what_the_bridge_served(bridge, store, use_bat
         assert run.result is RunResult.SUCCESS and run.synced_live == 7
         assert run.bridge_batch is use_batch
         # Static simulator: what a fresh read serves now is what it served during the cycle.
-        for rec in await store.get_accounts():
+        for rec in await store.accounts.get_accounts():
             served = (await client.get_json(f"/api/mt5/account/{rec.account}/info", "info"))["live_data"]
             for f in ("balance", "equity", "profit", "margin", "margin_free", "margin_level", "leverage"):
                 assert getattr(rec, f) == served[f], (rec.account, f)
@@ -86,10 +86,10 @@ async def test_simulated_faults(bridge, store, use_batch, fault, reason, stored)
         first = await svc.run_cycle()  # gives the bridge a stored_data for every account
         assert first.result is RunResult.SUCCESS
         bad = 891215
-        before = await store.get_account(bad)
+        before = await store.accounts.get_account(bad)
         pool.set_fault(bad, fault)
         run = await svc.run_cycle()
-        after = await store.get_account(bad)
+        after = await store.accounts.get_account(bad)
         if stored:
             assert run.synced_stored == 1 and run.failed == 0
             assert after.data_source == DataSource.STORED.value

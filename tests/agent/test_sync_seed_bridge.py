@@ -28,7 +28,7 @@ PRE_BALANCE = -1.0  # a value no bridge sends: shows when an account was NOT wri
 async def store(tmp_path: Path) -> AsyncIterator[Store]:
     st = open_store(f"sqlite:///{tmp_path / 'agent.db'}")
     await st.open()
-    await st.put_account_documents(
+    await st.accounts.put_account_documents(
         [
             {
                 "account": a,
@@ -84,7 +84,7 @@ async def test_all_accounts_synced_and_private_fields_untouched(seed, store, mak
     # The seed's bridge: 1 health + 1 summary + 7 info calls, no batch.
     assert bridge.requests.count("health") == 1 and bridge.requests.count("summary") == 1
     assert sum(r.startswith("info:") for r in bridge.requests) == 7
-    for acc in await store.get_accounts():
+    for acc in await store.accounts.get_accounts():
         served = bridge.live_data(acc.account)
         assert acc.balance == served["balance"]
         assert acc.equity == served["equity"]
@@ -122,7 +122,7 @@ async def test_one_account_failing_is_not_written_and_others_are(seed, store, ma
     assert run.result is RunResult.PARTIAL
     assert run.synced_live == 6 and run.failed == 1
     assert run.failures == {str(bad): reason.value}
-    stored = {a.account: a for a in await store.get_accounts()}
+    stored = {a.account: a for a in await store.accounts.get_accounts()}
     assert stored[bad].balance == PRE_BALANCE  # nothing written, nothing defaulted to 0
     assert stored[bad].data_source is None and stored[bad].live_data_at is None
     for account, rec in stored.items():
@@ -130,7 +130,7 @@ async def test_one_account_failing_is_not_written_and_others_are(seed, store, ma
             assert rec.balance == bridge.live_data(account)["balance"]
     assert svc.fleet.snapshot().failures[(bad, reason)] == 1
     assert svc.fleet.snapshot().accounts[bad].consecutive_failures == 1
-    assert (await store.get_sync_states())[bad].consecutive_failures == 1
+    assert (await store.sync_state.get_sync_states())[bad].consecutive_failures == 1
 
 
 async def test_live_data_missing_falls_back_to_stored_without_resetting_freshness(seed, store, make_service):
@@ -139,7 +139,7 @@ async def test_live_data_missing_falls_back_to_stored_without_resetting_freshnes
     svc = await make_service(url)
     first = await svc.run_cycle()
     assert first.result is RunResult.SUCCESS
-    live_at = (await store.get_account(acc)).live_data_at
+    live_at = (await store.accounts.get_account(acc)).live_data_at
     assert live_at is not None
 
     bridge.behaviour[acc] = "no_live_data"
@@ -147,7 +147,7 @@ async def test_live_data_missing_falls_back_to_stored_without_resetting_freshnes
     run = await svc.run_cycle()
     assert run.result is RunResult.PARTIAL
     assert (run.synced_live, run.synced_stored, run.failed) == (6, 1, 0)
-    rec = await store.get_account(acc)
+    rec = await store.accounts.get_account(acc)
     assert rec.balance == 12345.67
     assert rec.data_source == DataSource.STORED.value
     assert rec.live_data_at == live_at  # the fallback does not make the data look fresh
@@ -159,13 +159,13 @@ async def test_live_data_missing_falls_back_to_stored_without_resetting_freshnes
 async def test_bridge_unreachable_skips_cycle_and_changes_nothing(store, make_service):
     port = free_port()  # nothing listens here
     svc = await make_service(f"http://127.0.0.1:{port}", health_retries=3)
-    before = await store.get_accounts()
+    before = await store.accounts.get_accounts()
     run = await svc.run_cycle()
     assert run.result is RunResult.SKIPPED
     assert "bridge unavailable" in (run.error or "")
     assert svc.fleet.status.bridge_up is False
-    assert await store.get_accounts() == before
-    assert (await store.list_runs(limit=1))[0].result is RunResult.SKIPPED
+    assert await store.accounts.get_accounts() == before
+    assert (await store.runs.list_runs(limit=1))[0].result is RunResult.SKIPPED
 
 
 async def test_unhealthy_bridge_is_retried_three_times_then_skipped(seed, store, make_service):
@@ -194,7 +194,7 @@ async def test_broken_account_list_fails_cycle_without_writes(seed, store, make_
     run = await svc.run_cycle()
     assert run.result is RunResult.FAILED
     assert (run.error or "").startswith("account list:")
-    assert all(a.balance == PRE_BALANCE for a in await store.get_accounts())
+    assert all(a.balance == PRE_BALANCE for a in await store.accounts.get_accounts())
 
 
 async def test_cycle_deadline_bounds_a_hanging_bridge(seed, store, make_service):
@@ -208,7 +208,7 @@ async def test_cycle_deadline_bounds_a_hanging_bridge(seed, store, make_service)
     assert time.monotonic() - t0 < 5.0
     assert run.synced_live == 1 and run.failed == 6
     assert set(run.failures.values()) == {Reason.TIMEOUT.value}
-    assert (await store.get_account(886557)).balance == SEED_ACCOUNTS[886557]["balance"]
+    assert (await store.accounts.get_account(886557)).balance == SEED_ACCOUNTS[886557]["balance"]
 
 
 async def test_cycles_never_overlap(seed, store, make_service):

@@ -195,7 +195,7 @@ async def make_api(tmp_path: Path) -> AsyncIterator[MakeApi]:
             store = open_store(settings.store_url)
             if seed:
                 await store.open()
-                await store.put_account_documents(account_documents(datetime.now(UTC)))
+                await store.accounts.put_account_documents(account_documents(datetime.now(UTC)))
         agent = build_agent(settings, store=store)
         client = TestClient(TestServer(create_app(agent, schedule=False), host="127.0.0.1", port=0))
         await client.start_server()

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from agent.api.serialize import ACCOUNT_FIELDS
-from agent.models import RunResult, SyncRun
+from agent.domain.runs import RunResult, SyncRun
 from agent.store.base import StoreError
 from tests.api.conftest import (
     ACCOUNTS,
@@ -125,7 +125,7 @@ async def test_admin_accounts(api: Api):
 async def test_sync_runs_pagination(api: Api):
     t0 = datetime(2025, 10, 24, 15, 0, tzinfo=UTC)
     for i in range(5):
-        await api.store.record_run(
+        await api.store.runs.record_run(
             SyncRun(
                 run_id=f"run{i}",
                 started_at=t0 + timedelta(minutes=5 * i),
@@ -202,29 +202,35 @@ async def test_unknown_route_and_wrong_method_are_json(api: Api):
     assert resp.headers["Allow"] == "POST"
 
 
+class _FailingConcern:
+    """One concern of the real store whose `reads` fail with the owner's `exc` once it is set."""
+
+    def __init__(self, inner, owner, reads: set[str]) -> None:
+        self._inner, self._owner, self._reads = inner, owner, reads
+
+    def __getattr__(self, name):
+        attr = getattr(self._inner, name)
+        if name not in self._reads:
+            return attr
+
+        async def read(*args, **kw):
+            if self._owner.exc is not None:
+                raise self._owner.exc
+            return await attr(*args, **kw)
+
+        return read
+
+
 class _BrokenStore:
     """Wraps the real store; once `exc` is set, account and run reads fail with it."""
 
     def __init__(self, inner) -> None:
         self._inner, self.exc = inner, None
+        self.accounts = _FailingConcern(inner.accounts, self, {"get_accounts", "get_account"})
+        self.runs = _FailingConcern(inner.runs, self, {"list_runs"})
 
     def __getattr__(self, name):
         return getattr(self._inner, name)
-
-    async def get_accounts(self, **kw):
-        if self.exc is not None:
-            raise self.exc
-        return await self._inner.get_accounts(**kw)
-
-    async def get_account(self, account):
-        if self.exc is not None:
-            raise self.exc
-        return await self._inner.get_account(account)
-
-    async def list_runs(self, **kw):
-        if self.exc is not None:
-            raise self.exc
-        return await self._inner.list_runs(**kw)
 
 
 async def test_store_down_is_503_json_and_status_still_answers(make_api: MakeApi, tmp_path):
@@ -235,7 +241,7 @@ async def test_store_down_is_503_json_and_status_still_answers(make_api: MakeApi
 
     inner = open_store(f"sqlite:///{tmp_path / 'broken.db'}")
     await inner.open()
-    await inner.put_account_documents(account_documents(datetime.now(UTC)))
+    await inner.accounts.put_account_documents(account_documents(datetime.now(UTC)))
     store = _BrokenStore(inner)
     store.exc = StoreError("SQLite read failed on /secret/path.db")
     api = await make_api(store=store, api_token=READ)
@@ -278,7 +284,7 @@ async def test_large_list_is_serialised_off_the_loop_with_the_same_answer(make_a
     big = [
         {"account": 500_000 + i, "name": f"bulk {i}", "balance": float(i), "password": "x"} for i in range(n)
     ]
-    await api.store.put_account_documents(big)
+    await api.store.accounts.put_account_documents(big)
     assert await api.agent.service.load_state()  # the read model takes the store's documents in
     _, body = await api.json("GET", "/api/v1/accounts", READ)
     bulk = [a for a in body["accounts"] if a["account"] >= 500_000]

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.models import RunResult
+from agent.domain.runs import RunResult
 from tests.agent.fake_seed_bridge import SEED_ACCOUNTS
 from tests.api.conftest import ADMIN, ALL_TOKENS, METRICS, READ, Api, MakeApi, make_jwt
 
@@ -104,7 +104,8 @@ async def test_api_metrics_and_alert_rules_see_the_same_accounts_and_states(
 
 async def test_a_never_synced_account_is_critical_with_null_values(make_api: MakeApi, fake_bridge: Any):
     api, _ = await _live_fleet(make_api, fake_bridge)
-    assert await api.store.get_account(NEVER) is None  # no document: the agent knows it from the bridge
+    # No document: the agent knows it from the bridge.
+    assert await api.store.accounts.get_account(NEVER) is None
 
     _, one = await api.json("GET", f"/api/v1/accounts/{NEVER}", READ)
     assert one["freshness"] == {"state": "critical", "age_seconds": None}
@@ -130,7 +131,7 @@ async def test_assigning_a_never_synced_account_opens_the_client_paths(make_api:
     _, view = await api.json("PUT", path, ADMIN, body={"client_id": "client_x"})
     assert view["account"] == NEVER and view["freshness"]["state"] == "critical"
     assert view["balance"] is None and "client_id" not in view and "client_x" not in str(view)
-    record = await api.store.get_account(NEVER)
+    record = await api.store.accounts.get_account(NEVER)
     assert record is not None and record.client_id == "client_x" and record.balance is None
 
     _, client = await api.json("GET", "/api/client/client_x/mt5-accounts", READ)
@@ -154,14 +155,14 @@ async def test_assigning_a_never_synced_account_opens_the_client_paths(make_api:
     _, view = await api.json("DELETE", path, ADMIN)
     assert view["account"] == NEVER and view["balance"] == SEED_ACCOUNTS[NEVER]["balance"]
     await api.json("GET", "/api/client/client_y/mt5-accounts", READ, status=404)
-    assert (await api.store.get_account(NEVER)).client_id is None  # type: ignore[union-attr]
+    assert (await api.store.accounts.get_account(NEVER)).client_id is None  # type: ignore[union-attr]
 
 
 async def test_assigning_a_synced_account_keeps_its_values(make_api: MakeApi, fake_bridge: Any):
     api, _ = await _live_fleet(make_api, fake_bridge)
-    before = await api.store.get_account(LIVE)
+    before = await api.store.accounts.get_account(LIVE)
     await api.json("PUT", f"/api/admin/mt5/accounts/{LIVE}/client", ADMIN, body={"client_id": "c 1~"})
-    after = await api.store.get_account(LIVE)
+    after = await api.store.accounts.get_account(LIVE)
     assert before is not None and after is not None
     assert after.client_id == "c 1~" and {**vars(after), "client_id": None} == vars(before)
 
@@ -172,7 +173,7 @@ async def test_unassigning_a_listed_account_without_document_creates_nothing(
     api, _ = await _live_fleet(make_api, fake_bridge)
     _, view = await api.json("DELETE", f"/api/admin/mt5/accounts/{NEVER}/client", ADMIN)
     assert view["account"] == NEVER
-    assert await api.store.get_account(NEVER) is None
+    assert await api.store.accounts.get_account(NEVER) is None
 
 
 @pytest.mark.parametrize(
@@ -210,7 +211,7 @@ async def test_a_bad_assignment_body_is_400_and_writes_nothing(
     err = await resp.json()
     assert resp.status == 400, err
     assert err["error"]["code"] in ("invalid_body", "invalid_parameter")
-    assert (await api.store.get_account(LIVE)).client_id is None  # type: ignore[union-attr]
+    assert (await api.store.accounts.get_account(LIVE)).client_id is None  # type: ignore[union-attr]
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
@@ -224,11 +225,11 @@ async def test_assignment_errors(make_api: MakeApi, fake_bridge: Any):
     for method in ("PUT", "DELETE"):  # neither stored nor listed
         _, err = await api.json(method, "/api/admin/mt5/accounts/999999/client", ADMIN, body=good, status=404)
         assert err["error"]["code"] == "account_not_found"
-    assert await api.store.get_account(999999) is None
+    assert await api.store.accounts.get_account(999999) is None
     # Not the admin token: nothing changes.
     for token, status in ((None, 401), (READ, 403), (make_jwt("client_x"), 403), (METRICS, 401)):
         await api.json("PUT", f"/api/admin/mt5/accounts/{LIVE}/client", token, body=good, status=status)
-    assert (await api.store.get_account(LIVE)).client_id is None  # type: ignore[union-attr]
+    assert (await api.store.accounts.get_account(LIVE)).client_id is None  # type: ignore[union-attr]
     # Too big a body: 413, read no further.
     resp = await api.client.put(
         f"/api/admin/mt5/accounts/{LIVE}/client",

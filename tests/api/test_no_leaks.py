@@ -53,7 +53,7 @@ async def test_no_response_contains_private_fields(make_api: MakeApi, fake_bridg
     api: Api = await make_api(bridge_url=url, **ALL_TOKENS)
     from datetime import UTC, datetime
 
-    await api.store.put_account_documents(account_documents(datetime.now(UTC)))
+    await api.store.accounts.put_account_documents(account_documents(datetime.now(UTC)))
     await seed_bridge_accounts(api.store)  # the bridge's accounts, with private fields, get synced
     assert await api.agent.service.load_state()  # the read model takes every document in
     calls = _routes(api.client.app)
@@ -99,6 +99,6 @@ async def test_no_response_contains_private_fields(make_api: MakeApi, fake_bridg
             checked += 1
     assert checked == 3 * len(calls)
     # The sync really ran over those documents, and kept their private fields (it only $sets).
-    run = api.agent.service.state.last_run
+    run = api.agent.fleet.status.last_run
     assert run is not None and run.synced_live == 7
-    assert (await api.store.get_account(891215)).client_id == CLIENT_A
+    assert (await api.store.accounts.get_account(891215)).client_id == CLIENT_A

@@ -154,7 +154,7 @@ async def test_status_page_lists_a_never_synced_account_as_critical(
     bridge.behaviour[never] = "http_500"
     api = await make_api(bridge_url=url)
     await api.agent.service.run_cycle()
-    assert await api.store.get_account(never) is None
+    assert await api.store.accounts.get_account(never) is None
 
     dom = await _chromium_run(api.base_url + "/", tmp_path / "profile-dom", "--dump-dom")
     page = _Rows()

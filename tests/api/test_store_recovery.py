@@ -9,7 +9,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.models import RunResult
+from agent.domain.runs import RunResult
 from tests.agent.fake_seed_bridge import SEED_ACCOUNTS
 from tests.api.conftest import ALL_TOKENS, METRICS, READ, Api, MakeApi
 

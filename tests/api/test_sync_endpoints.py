@@ -13,7 +13,7 @@ from tests.api.conftest import ADMIN, ALL_TOKENS, CLIENT_A, PASSWORD, READ, Api,
 async def seed_bridge_accounts(store: Store, client_id: str = CLIENT_A) -> None:
     """The bridge's accounts, provisioned with private fields the way the seed's backend has them."""
     await store.open()
-    await store.put_account_documents(
+    await store.accounts.put_account_documents(
         [
             {
                 "account": a,
@@ -71,9 +71,9 @@ async def test_second_sync_while_one_runs_is_409_with_running_run_id(make_api: M
     bridge.behaviour[hung] = "hang"
     first = asyncio.create_task(api.call("POST", "/api/admin/sync-from-vps", ADMIN))
     async with asyncio.timeout(10):
-        while api.agent.service.state.running is None or f"info:{hung}" not in bridge.requests:
+        while api.agent.fleet.status.running is None or f"info:{hung}" not in bridge.requests:
             await asyncio.sleep(0.01)
-    running_id = api.agent.service.state.running.run_id
+    running_id = api.agent.fleet.status.running.run_id
 
     _, body = await api.json("POST", "/api/admin/sync-from-vps", ADMIN, status=409)
     assert body["error"]["code"] == "sync_running"
@@ -140,13 +140,13 @@ async def test_shutdown_interrupts_a_running_manual_cycle_and_records_it(make_ap
     bridge.behaviour[891215] = "hang"
     post = asyncio.create_task(api.call("POST", "/api/admin/sync-from-vps", ADMIN))
     async with asyncio.timeout(10):
-        while api.agent.service.state.running is None or "info:891215" not in bridge.requests:
+        while api.agent.fleet.status.running is None or "info:891215" not in bridge.requests:
             await asyncio.sleep(0.01)
-    run_id = api.agent.service.state.running.run_id
+    run_id = api.agent.fleet.status.running.run_id
     async with asyncio.timeout(15):
         await api.client.close()
         await asyncio.gather(post, return_exceptions=True)
-    run = api.agent.service.state.last_run
+    run = api.agent.fleet.status.last_run
     assert run is not None and run.run_id == run_id
     assert run.result == "failed" and run.error == "cycle interrupted"
-    assert api.agent.service.state.running is None
+    assert api.agent.fleet.status.running is None

@@ -29,10 +29,10 @@ from typing import Any, TypeVar
 import aiohttp
 import yaml
 
-from agent.freshness import Thresholds
+from agent.domain.freshness import Thresholds
 from alerts import render
-from alerts._tools import require, require_tool
 from tests.ports import free_port
+from tests.tools import require, require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 ALERTMANAGER_YML = ROOT / "alerts" / "alertmanager.yml"

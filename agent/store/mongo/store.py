@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from agent.domain.accounts import AccountSyncState, AccountUpdate
 from agent.store.checks import check_storable
 from agent.store.codec import last_per_account
-from agent.store.facade import FlatStoreMethods
 from agent.store.mongo.accounts import MongoAccounts
 from agent.store.mongo.collections import ACCOUNTS, SYNC_RUNS, SYNC_STATE, CollectionNames
 from agent.store.mongo.connection import MongoConnection
@@ -17,7 +16,7 @@ from agent.store.mongo.sync_state import MongoSyncState
 from agent.store.observe import OperationObserver, operation
 
 
-class MongoStore(FlatStoreMethods):
+class MongoStore:
     """`Store` on MongoDB (or anything speaking its wire protocol)."""
 
     def __init__(

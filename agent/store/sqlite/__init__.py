@@ -2,7 +2,6 @@
 concern over the shared connections (connection.py)."""
 
 from agent.store.sqlite.connection import MEMORY
-from agent.store.sqlite.encoding import dumps as _dumps  # SHIM(issue 11): bench/sync_cycle.py
 from agent.store.sqlite.store import SQLiteStore
 
-__all__ = ["MEMORY", "SQLiteStore", "_dumps"]
+__all__ = ["MEMORY", "SQLiteStore"]

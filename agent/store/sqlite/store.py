@@ -10,7 +10,6 @@ from agent.domain.accounts import AccountSyncState, AccountUpdate
 from agent.store.checks import check_storable
 from agent.store.codec import last_per_account
 from agent.store.errors import StoreConfigError
-from agent.store.facade import FlatStoreMethods
 from agent.store.observe import OperationObserver, operation
 from agent.store.sqlite.accounts import SCHEMA as ACCOUNTS_SCHEMA
 from agent.store.sqlite.accounts import SQLiteAccounts, update_rows, write_update_rows
@@ -25,7 +24,7 @@ from agent.store.sqlite.sync_state import SQLiteSyncState, state_rows, write_sta
 SCHEMA = ACCOUNTS_SCHEMA + SYNC_STATE_SCHEMA + RUNS_SCHEMA
 
 
-class SQLiteStore(FlatStoreMethods):
+class SQLiteStore:
     """`Store` on a SQLite file (WAL mode); `path` may be ":memory:" for tests."""
 
     def __init__(self, path: str, timeout_ms: int = 5000) -> None:

@@ -21,7 +21,7 @@ from agent.store.base import (
 )
 
 from ..conftest import Backend
-from ..factories import T0, provisioned, update
+from ..factories import T0, update
 
 
 async def test_satisfies_the_store_protocol(store: Store) -> None:
@@ -98,7 +98,7 @@ async def test_a_closed_store_raises_store_error(backend: Backend) -> None:
     await s.close()  # closing twice is harmless
 
 
-# -- issue 11: concerns, typed errors, the flat names kept for callers -------------------------------
+# -- issue 11: concerns and typed errors -------------------------------
 
 
 async def test_each_concern_satisfies_its_protocol(store: Store) -> None:
@@ -161,23 +161,9 @@ async def test_each_half_refuses_what_the_store_cannot_hold(store: Store) -> Non
     assert await store.sync_state.get_sync_states() == {}
 
 
-async def test_the_flat_names_delegate_to_the_concerns(store: Store) -> None:
-    """SHIM(issue 11): today's callers use `store.get_accounts()` and the like until they switch."""
-    await store.put_account_documents([provisioned(1, "c1")])
-    await store.write_cycle([update(1), update(2)], [AccountSyncState(2, 1, Reason.CONNECTION, T0)])
-    await store.set_client(2, "c2")
-    await store.record_run(SyncRun("r1", started_at=T0))
-    assert await store.get_accounts() == await store.accounts.get_accounts()
-    assert await store.get_accounts(client_id="c2") == await store.accounts.get_accounts(client_id="c2") != []
-    assert await store.get_account(1) == await store.accounts.get_account(1) is not None
-    assert await store.get_sync_states() == await store.sync_state.get_sync_states() != {}
-    assert await store.list_runs(limit=1) == await store.runs.list_runs(limit=1) != []
-    assert await store.count_runs() == await store.runs.count_runs() == 1
-
-
 async def test_every_operation_is_reported_once_to_the_observer(backend: Backend) -> None:
     """Telemetry times the store through this hook (no proxy): the backend's and each concern's
-    operations, failed ones included, by name; a flat name reports its concern's operation once."""
+    operations, failed ones included, by name."""
     seen: list[tuple[str, float]] = []
     s = backend.make()
     s.observe_operations(lambda op, seconds: seen.append((op, seconds)))
@@ -188,7 +174,7 @@ async def test_every_operation_is_reported_once_to_the_observer(backend: Backend
         await s.accounts.write_updates([update(2)])
         await s.sync_state.write_states([AccountSyncState(2)])
         await s.accounts.get_accounts()
-        await s.get_accounts(client_id="c")  # SHIM(issue 11): flat name
+        await s.accounts.get_accounts(client_id="c")
         await s.accounts.get_account(1)
         await s.accounts.set_client(1, "c")
         await s.accounts.put_account_documents([{"account": 3}])
