@@ -98,6 +98,7 @@ class SyncService:
         self.clock = clock
         self.prune_after = prune_after  # 0: never prune
         self._absent: dict[int, int] = {}  # account -> successful listings in a row it was missing from
+        self._pruned: set[int] = set()  # pruned since start: a re-read of the store does not bring them back
         self.fleet = fleet or Fleet()
         self.listeners: list[RunListener] = []
         self._lock = asyncio.Lock()
@@ -110,8 +111,14 @@ class SyncService:
 
     # State ----------------------------------------------------------------------------------
     async def ensure_ready(self) -> bool:
-        """Open the store and load the fleet once; retried by each cycle while the store is down."""
+        """Open the store and load the fleet once; retried by each cycle while the store is down. Once
+        loaded, each call picks up documents other writers put in the store since (`Fleet.refresh`)."""
         if self.fleet.loaded:
+            try:
+                records = await self.store.accounts.get_accounts()
+                self.fleet.refresh(r for r in records if r.account not in self._pruned)
+            except StoreError as exc:  # the cycle's own write will tell whether the store is down
+                log.warning("could not re-read the account documents: %s", exc)
             return True
         if not self._store_opened:
             try:
@@ -378,6 +385,7 @@ class SyncService:
         """Drop accounts absent from `prune_after` consecutive successful listings from the fleet."""
         if self.prune_after <= 0:
             return
+        self._pruned -= listed  # listed again: it is back in the fleet
         missing = self.fleet.snapshot().accounts.keys() - listed
         absent = {account: self._absent.get(account, 0) + 1 for account in missing}
         gone = {account for account, n in absent.items() if n >= self.prune_after}
@@ -386,6 +394,7 @@ class SyncService:
         self._absent = absent
         if gone:
             self.fleet.prune(gone)
+            self._pruned |= gone
             log.info(
                 "%d account(s) no longer listed by the bridge for %d listings: removed from the fleet "
                 "(e.g. %s)",

@@ -214,6 +214,25 @@ class Fleet:
         self.loaded = True
         self._publish(accounts, resort=True)
 
+    def refresh(self, records: Iterable[AccountRecord]) -> bool:
+        """Documents other writers put in the store since the load (the seed's backend provisions
+        accounts and assigns clients): new accounts join, changed client assignments follow. Publishes
+        (a new version) only when something changed; returns whether it did."""
+        accounts = self._snapshot.accounts
+        changed: dict[int, AccountState] = {}
+        for r in records:
+            a = accounts.get(r.account)
+            if a is None:
+                changed[r.account] = AccountState.from_record(r)
+            elif a.client_id != r.client_id:
+                changed[r.account] = dataclasses.replace(a, client_id=r.client_id)
+        if not changed:
+            return False
+        merged = dict(accounts)
+        merged.update(changed)
+        self._publish(merged, resort=True)
+        return True
+
     def apply(
         self,
         listed: Sequence[ListedAccount],

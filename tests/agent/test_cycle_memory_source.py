@@ -269,6 +269,31 @@ async def test_client_assignment_loaded_and_set(store: Store, make_service: Make
     assert fresh.loaded
 
 
+async def test_documents_written_by_another_process_join_at_the_next_cycle(
+    store: Store, make_service: MakeService
+) -> None:
+    """The seed's backend provisions accounts and assigns clients in the same store: the read model picks
+    them up at the next cycle, without a restart, and publishes only when something changed."""
+    svc = await make_service()
+    await svc.run_cycle()
+    version = svc.fleet.version
+    await svc.run_cycle()
+    assert svc.fleet.version == version + 1  # the cycle's own apply; the unchanged re-read added nothing
+    await store.accounts.put_account_documents([{"account": 7777, "client_id": "client-9", "name": "x"}])
+    await store.accounts.set_client(A, "client-1")
+    await svc.run_cycle()
+    snap = svc.fleet.snapshot()
+    assert snap.accounts[7777].client_id == "client-9" and snap.accounts[7777].values is None
+    assert snap.accounts[A].client_id == "client-1"
+    assert snap.accounts[A].values is not None  # what the cycle learnt is kept
+    # Not listed by the source: pruned after three listings, and the re-read does not bring it back.
+    for _ in range(3):
+        await svc.run_cycle()
+    assert 7777 not in svc.fleet.snapshot().accounts
+    await svc.run_cycle()
+    assert 7777 not in svc.fleet.snapshot().accounts
+
+
 async def test_restart_keeps_counts(store: Store, make_service: MakeService, source: MemorySource) -> None:
     svc = await make_service()
     source.fail(B, Reason.TIMEOUT)
