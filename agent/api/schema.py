@@ -12,26 +12,15 @@ means null. No model allows extra properties.
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from pydantic.json_schema import SkipJsonSchema
 
-from agent.domain.accounts import DataSource, Reason
+from agent.domain.accounts import AccountDocument, Reason
 from agent.domain.freshness import STATES, State
-from agent.domain.runs import FetchMode, RunResult
+from agent.domain.runs import FetchMode, RunResult, Trigger
 from agent.store.checks import CLIENT_ID_MAX_LENGTH, CLIENT_ID_PATTERN
-
-
-class Trigger(StrEnum):
-    """What started a sync run: every value any caller of `SyncService.run_cycle` passes (the domain
-    keeps `SyncRun.trigger` a plain string; this is the closed set the API documents)."""
-
-    SCHEDULE = "schedule"
-    MANUAL = "manual"  # POST /api/admin/sync-from-vps
-    CLI = "cli"  # `mt5-agent sync-once`
-    BENCH = "bench"  # the benchmarks in bench/
 
 
 class Schema(BaseModel):
@@ -52,29 +41,10 @@ class Freshness(Schema):
     age_seconds: float | None = Field(ge=0)
 
 
-class Account(Schema):
-    """Only these fields; never credentials."""
+class Account(AccountDocument):
+    """Only the document's declared fields (agent.domain.accounts.AccountDocument) and the freshness
+    computed at request time; never credentials."""
 
-    account: int = Field(ge=1, description="MT5 login")
-    name: str | None
-    server: str | None
-    balance: float | None
-    equity: float | None
-    profit: float | None
-    margin: float | None
-    margin_free: float | None
-    margin_level: float | None
-    leverage: int | None
-    currency: str | None
-    trade_allowed: bool | None
-    updated_at: datetime | None = Field(description="when a sync last wrote this account")
-    vps_sync_timestamp: datetime | None
-    synced_from_vps: bool | None
-    data_source: DataSource | None = Field(
-        description=f"{DataSource.LIVE.value} (live terminal data) or {DataSource.STORED.value} (the "
-        "bridge's stored fallback, which does not reset freshness); null before any sync"
-    )
-    live_data_at: datetime | None = Field(description="when the terminal last gave live data")
     freshness: Freshness
 
 

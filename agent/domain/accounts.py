@@ -6,7 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 
 def to_ms(dt: datetime) -> datetime:
@@ -41,28 +43,60 @@ class Reason(StrEnum):
 REASONS: tuple[Reason, ...] = tuple(Reason)
 
 
+class FieldRole(StrEnum):
+    """What a sync does with an account document's field (DESIGN.md section 5)."""
+
+    INSERT_ONLY = "insert_only"  # written when a sync creates the document ($setOnInsert), never after
+    VALUE = "value"  # read from the terminal, $set by every sync that got it
+    SYNC_META = "sync_meta"  # when and how the sync wrote it, $set by every sync
+
+
+class AccountDocument(BaseModel):
+    """The public fields of an account document, defined once, in the order the API shows them.
+
+    Everything else is derived from it: the store's synced and insert-only fields (below), the API's
+    allow-list and its OpenAPI schema (agent.api.schema). A field not declared here never leaves the store
+    (credentials, client_id, fund_type...). Not used to validate at run time: the dataclasses below are
+    the fast containers, and a test holds them to this model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    account: int = Field(ge=1, description="MT5 login")
+    name: Annotated[str | None, FieldRole.INSERT_ONLY]
+    server: Annotated[str | None, FieldRole.INSERT_ONLY]
+    balance: Annotated[float | None, FieldRole.VALUE]
+    equity: Annotated[float | None, FieldRole.VALUE]
+    profit: Annotated[float | None, FieldRole.VALUE]
+    margin: Annotated[float | None, FieldRole.VALUE]
+    margin_free: Annotated[float | None, FieldRole.VALUE]
+    margin_level: Annotated[float | None, FieldRole.VALUE]
+    leverage: Annotated[int | None, FieldRole.VALUE]
+    currency: Annotated[str | None, FieldRole.VALUE]
+    trade_allowed: Annotated[bool | None, FieldRole.VALUE]
+    updated_at: Annotated[datetime | None, FieldRole.SYNC_META] = Field(
+        description="when a sync last wrote this account"
+    )
+    vps_sync_timestamp: Annotated[datetime | None, FieldRole.SYNC_META]
+    synced_from_vps: Annotated[bool | None, FieldRole.SYNC_META]
+    data_source: Annotated[DataSource | None, FieldRole.SYNC_META] = Field(
+        description=f"{DataSource.LIVE.value} (live terminal data) or {DataSource.STORED.value} (the "
+        "bridge's stored fallback, which does not reset freshness); null before any sync"
+    )
+    live_data_at: Annotated[datetime | None, FieldRole.SYNC_META] = Field(
+        description="when the terminal last gave live data"
+    )
+
+
+def fields_with(role: FieldRole) -> tuple[str, ...]:
+    return tuple(name for name, f in AccountDocument.model_fields.items() if role in f.metadata)
+
+
 # The fields a sync writes into an account document ($set), and nothing else (DESIGN.md section 5).
-VALUE_FIELDS: tuple[str, ...] = (
-    "balance",
-    "equity",
-    "profit",
-    "margin",
-    "margin_free",
-    "margin_level",
-    "leverage",
-    "currency",
-    "trade_allowed",
-)
-SYNC_META_FIELDS: tuple[str, ...] = (
-    "updated_at",
-    "synced_from_vps",
-    "vps_sync_timestamp",
-    "data_source",
-    "live_data_at",
-)
+VALUE_FIELDS: tuple[str, ...] = fields_with(FieldRole.VALUE)
+SYNC_META_FIELDS: tuple[str, ...] = fields_with(FieldRole.SYNC_META)
 SYNCED_FIELDS: tuple[str, ...] = VALUE_FIELDS + SYNC_META_FIELDS
 # Written only when a sync creates a document ($setOnInsert); an existing value is never overwritten.
-INSERT_ONLY_FIELDS: tuple[str, ...] = ("name", "server")
+INSERT_ONLY_FIELDS: tuple[str, ...] = fields_with(FieldRole.INSERT_ONLY)
 
 
 @dataclass(frozen=True)

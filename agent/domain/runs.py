@@ -11,6 +11,16 @@ FetchMode = Literal["batch", "per_account"]
 FETCH_MODES: tuple[FetchMode, ...] = ("batch", "per_account")
 
 
+class Trigger(StrEnum):
+    """What started a sync run: every value any caller of `SyncService.run_cycle` passes (`SyncRun.trigger`
+    stays a plain string in stored runs; this is the closed set the API documents)."""
+
+    SCHEDULE = "schedule"
+    MANUAL = "manual"  # POST /api/admin/sync-from-vps
+    CLI = "cli"  # `mt5-agent sync-once`
+    BENCH = "bench"  # the benchmarks in bench/
+
+
 class RunResult(StrEnum):
     SUCCESS = "success"  # every account synced live
     PARTIAL = "partial"  # some accounts live, others failed or came back as stored data only
