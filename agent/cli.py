@@ -9,17 +9,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import errno
 import gc
 import logging
 import os
-import signal
-import socket
 import sys
-import tempfile
 from pathlib import Path
-
-from aiohttp import web
 
 from agent.config import (
     ConfigError,
@@ -29,24 +23,20 @@ from agent.config import (
     load_settings,
     unknown_env_warnings,
 )
+from agent.demo import run_demo
 from agent.domain.runs import RunResult, StopReason, SyncRun
-from agent.store import store_location_problem
-from agent.store.base import Store
+from agent.serving import (
+    EXIT_COULD_NOT_RUN,
+    EXIT_OK,
+    EXIT_SOME_FAILED,
+    bind_listen,
+    listen_error,
+    serve,
+    wait_for_stop,
+)
 from agent.store.checks import client_id_problem
 
 log = logging.getLogger("mt5_agent")
-
-EXIT_OK, EXIT_SOME_FAILED, EXIT_COULD_NOT_RUN = 0, 1, 2
-# Demo accounts get owners so the client endpoints have something to show.
-DEMO_CLIENTS = {
-    886557: "client_alejandro",
-    886066: "client_alejandro",
-    886602: "client_alejandro",
-    885822: "client_maria",
-    886528: "client_maria",
-    891215: "client_alejandro",
-    891234: "client_maria",
-}
 
 
 def sync_exit_code(run: SyncRun) -> int:
@@ -58,74 +48,6 @@ def sync_exit_code(run: SyncRun) -> int:
     if run.result is RunResult.FAILED and run.stopped in (StopReason.STORE, StopReason.ACCOUNT_LIST):
         return EXIT_COULD_NOT_RUN
     return EXIT_SOME_FAILED
-
-
-async def _wait_for_stop() -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(sig)
-
-
-def bind_listen(host: str, port: int) -> list[socket.socket]:
-    """Bind (and listen on) every address `host` resolves to, before anything else starts: a port in
-    use then stops the start with nothing opened, no cycle run and nothing written. Raises OSError."""
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    socks: list[socket.socket] = []
-    seen: set[tuple[int, object]] = set()
-    try:
-        for family, kind, proto, _name, addr in infos:
-            if (family, addr) in seen:
-                continue
-            seen.add((family, addr))
-            sock = socket.socket(family, kind, proto)
-            socks.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            try:
-                sock.bind(addr)
-            except OSError as exc:
-                if exc.errno == errno.EADDRNOTAVAIL:  # that address family is not enabled here (as asyncio)
-                    socks.pop().close()
-                    continue
-                raise
-            sock.listen(128)
-            sock.setblocking(False)
-        if not socks:
-            raise OSError(errno.EADDRNOTAVAIL, f"no usable address for {host}")
-    except BaseException:
-        for sock in socks:
-            sock.close()
-        raise
-    return socks
-
-
-async def _serve(app: web.Application, socks: list[socket.socket]) -> tuple[web.AppRunner, int]:
-    """Serve `app` on already bound sockets; the app's start-up (scheduler, prober) runs here."""
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
-    try:
-        await runner.setup()
-        for sock in socks:
-            await web.SockSite(runner, sock).start()
-    except BaseException:
-        await runner.cleanup()
-        for sock in socks:
-            sock.close()
-        raise
-    return runner, socks[0].getsockname()[1]
-
-
-def _listen_error(prog: str, settings: Settings, exc: OSError) -> str:
-    reason = exc.strerror or str(exc) or type(exc).__name__
-    return f"{prog}: cannot listen on {settings.listen} (MT5_AGENT_LISTEN): {reason}"
 
 
 def _check_exposure(settings: Settings) -> None:
@@ -145,13 +67,13 @@ async def _run(settings: Settings) -> int:
     try:
         socks = bind_listen(settings.listen_host, settings.listen_port)
     except OSError as exc:
-        print(_listen_error("mt5-agent", settings, exc), file=sys.stderr)
+        print(listen_error("mt5-agent", settings, exc), file=sys.stderr)
         return EXIT_COULD_NOT_RUN
     provider = setup_tracing(settings.service_name)
     _check_exposure(settings)
     agent = build_agent(settings)
     try:
-        runner, port = await _serve(create_app(agent), socks)
+        runner, port = await serve(create_app(agent), socks)
     except BaseException:
         provider.shutdown()
         raise
@@ -160,7 +82,7 @@ async def _run(settings: Settings) -> int:
     gc.freeze()
     log.info("agent listening on http://%s:%d (bridge %s)", settings.listen_host, port, settings.bridge_url)
     try:
-        await _wait_for_stop()
+        await wait_for_stop()
     finally:
         log.info("stopping")
         await runner.cleanup()
@@ -184,109 +106,6 @@ async def _sync_once(settings: Settings) -> int:
     finally:
         await close_agent(agent)
         provider.shutdown()
-
-
-async def _demo(args: argparse.Namespace) -> int:
-    from agent.app import build_agent, create_app
-    from agent.store import open_store
-    from bridge.api import create_app as create_bridge_app
-    from bridge.simulated import simulated_pool
-
-    faults: dict[int, str] = {}
-    for spec in args.fault or []:
-        login, _, fault = spec.partition("=")
-        if not login.isdigit() or not fault:
-            print(f"mt5-agent demo: --fault wants LOGIN=FAULT, got {spec!r}", file=sys.stderr)
-            return EXIT_COULD_NOT_RUN
-        faults[int(login)] = fault
-    if args.db is not None and (problem := store_location_problem(f"sqlite:///{args.db}")):
-        print(f"mt5-agent demo: --db: {problem}", file=sys.stderr)
-        return EXIT_COULD_NOT_RUN
-    async with contextlib.AsyncExitStack() as stack:  # undone in reverse, whatever stops the demo
-        # Both listeners are bound before anything starts: a port in use stops the demo with nothing opened.
-        bridge_socks = bind_listen("127.0.0.1", 0)
-        stack.callback(_close_all, bridge_socks)
-        bridge_port = bridge_socks[0].getsockname()[1]
-        db_path = args.db
-        if db_path is None:
-            db_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="mt5-agent-demo-"))
-            db_path = str(Path(db_dir) / "demo.db")
-        try:
-            settings = load_settings(
-                args.config,
-                bridge_url=f"http://127.0.0.1:{bridge_port}",
-                store_url=f"sqlite:///{db_path}",
-                schedule=args.schedule,
-                listen=args.listen,
-                health_backoff=0.2,
-            )
-        except ConfigError as exc:
-            print(f"mt5-agent demo: {exc}", file=sys.stderr)
-            return EXIT_COULD_NOT_RUN
-        try:
-            socks = bind_listen(settings.listen_host, settings.listen_port)
-        except OSError as exc:
-            message = _listen_error("mt5-agent demo", settings, exc).replace("MT5_AGENT_LISTEN", "--listen")
-            print(message, file=sys.stderr)
-            return EXIT_COULD_NOT_RUN
-        stack.callback(_close_all, socks)
-        pool = simulated_pool(faults=faults, login_cost=args.login_cost, latency=0.01)
-        stack.callback(pool.close)
-        bridge_runner, _ = await _serve(create_bridge_app(pool), bridge_socks)
-        stack.push_async_callback(bridge_runner.cleanup)
-        await _provision_demo(open_store(settings.store_url))
-        runner, port = await _serve(create_app(build_agent(settings)), socks)
-        stack.push_async_callback(runner.cleanup)
-        base = f"http://{settings.listen_host}:{port}"
-        print(
-            "\n".join(
-                [
-                    f"mt5-agent demo: 7 simulated accounts syncing {settings.parsed_schedule} into {db_path}",
-                    f"  status page   {base}/",
-                    f"  accounts      {base}/api/v1/accounts",
-                    f"  sync runs     {base}/api/v1/sync/runs",
-                    f"  metrics       {base}/metrics",
-                    f"  OpenAPI       {base}/api/openapi.json",
-                    f"  bridge        http://127.0.0.1:{bridge_port}/api/mt5/accounts/summary",
-                    "Ctrl-C stops everything.",
-                ]
-            ),
-            flush=True,
-        )
-        try:
-            await _wait_for_stop()
-        finally:
-            print("mt5-agent demo: stopping", flush=True)
-    return EXIT_OK
-
-
-def _close_all(socks: list[socket.socket]) -> None:
-    for sock in socks:
-        sock.close()
-
-
-async def _provision_demo(store: Store) -> None:
-    """Owners (and the names the terminal reports) for new accounts, as an operator would."""
-    from bridge.simulated import demo_accounts
-
-    await store.open()
-    try:
-        existing = {r.account for r in await store.accounts.get_accounts()}
-        docs = [
-            {
-                "account": a.login,
-                "name": a.name,
-                "server": a.server,
-                "client_id": DEMO_CLIENTS[a.login],
-                "fund_type": "DEMO",
-            }
-            for a in demo_accounts()
-            if a.login in DEMO_CLIENTS and a.login not in existing
-        ]
-        if docs:
-            await store.accounts.put_account_documents(docs)
-    finally:
-        await store.close()
 
 
 def _assign_args(args: argparse.Namespace) -> tuple[int, str | None]:
@@ -406,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo":
             setup_logging("text" if sys.stderr.isatty() else "json", "INFO")
             _warn_unknown_env()
-            return asyncio.run(_demo(args))
+            return asyncio.run(run_demo(args))
         if args.command == "render":
             return _render(args)
         if args.command == "assign-client":
