@@ -70,6 +70,31 @@ async def make_bridge(aiohttp_client: Any) -> Any:
     assert all(pool.join(5.0) for pool in pools), "a terminal worker thread did not end after close()"
 
 
+def _busy_clock(login: int, **kw: Any) -> Callable[[], float]:
+    """A fixed clock at which `login` holds open positions. The simulator draws trades per 5-minute
+    slot from the wall clock, so "now" alone sometimes has none: scan back minute by minute."""
+    import time
+
+    start = float(int(time.time()))
+    for minutes in range(0, 24 * 60):
+        t = start - 60.0 * minutes
+        pool = simulated_pool(clock=lambda t=t: t, **kw)
+        try:
+            term = pool.terminal(login)
+            assert isinstance(term, SimulatedTerminal)
+            now = term.now_ms()
+            if any(trade.close_ms > now for trade in term.simulated_trades(login)):
+                return lambda t=t: t
+        finally:
+            pool.close()
+    raise AssertionError(f"no moment in the last day at which {login} holds a position")
+
+
+@pytest.fixture
+def busy_clock() -> Callable[..., Callable[[], float]]:
+    return _busy_clock
+
+
 async def _wait_until(predicate: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
     """Poll a condition on the loop; fail loudly instead of sleeping and hoping."""
     loop = asyncio.get_running_loop()

@@ -131,8 +131,8 @@ async def test_info_live_and_stored_data(make_bridge) -> None:
     assert stored["timestamp"] == live["timestamp"]  # the previous read, not this one
 
 
-async def test_balance_positions_trades_shapes(make_bridge) -> None:
-    br = await make_bridge(static=True)
+async def test_balance_positions_trades_shapes(make_bridge, busy_clock) -> None:
+    br = await make_bridge(static=True, clock=busy_clock(A, static=True))
     doc = build_document()
     status, bal = await br.get(f"/api/mt5/account/{A}/balance")
     assert status == 200

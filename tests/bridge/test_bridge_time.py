@@ -44,8 +44,9 @@ async def test_deals_are_reported_at_their_utc_instant(make_bridge, offset) -> N
     assert closed["profit"] == trade.profit
 
 
-async def test_positions_are_reported_in_utc(make_bridge) -> None:
-    br = await make_bridge(accounts=[A], static=True, utc_offset_hours=3)
+async def test_positions_are_reported_in_utc(make_bridge, busy_clock) -> None:
+    clock = busy_clock(A, accounts=[A], static=True, utc_offset_hours=3)
+    br = await make_bridge(accounts=[A], static=True, utc_offset_hours=3, clock=clock)
     term = br.sim(A)
     now = term.now_ms()
     open_trades = {t.position: t for t in term.simulated_trades(A) if t.close_ms > now}
