@@ -274,7 +274,7 @@ async def test_documents_written_by_another_process_join_at_the_next_cycle(
 ) -> None:
     """The seed's backend provisions accounts and assigns clients in the same store: the read model picks
     them up at the next cycle, without a restart, and publishes only when something changed."""
-    svc = await make_service()
+    svc = await make_service(refresh_interval=0.0)
     await svc.run_cycle()
     version = svc.fleet.version
     await svc.run_cycle()
@@ -292,6 +292,17 @@ async def test_documents_written_by_another_process_join_at_the_next_cycle(
     assert 7777 not in svc.fleet.snapshot().accounts
     await svc.run_cycle()
     assert 7777 not in svc.fleet.snapshot().accounts
+
+
+async def test_the_re_read_happens_at_most_once_per_interval(store: Store, make_service: MakeService) -> None:
+    svc = await make_service(refresh_interval=3600.0)
+    await svc.run_cycle()
+    await store.accounts.put_account_documents([{"account": 7777, "client_id": "client-9"}])
+    await svc.run_cycle()
+    assert 7777 not in svc.fleet.snapshot().accounts  # not yet: the interval has not passed
+    svc.refresh_interval = 0.0
+    await svc.run_cycle()
+    assert svc.fleet.snapshot().accounts[7777].client_id == "client-9"
 
 
 async def test_restart_keeps_counts(store: Store, make_service: MakeService, source: MemorySource) -> None:
