@@ -4,54 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from tests.agent.fake_seed_bridge import SeedBridge, serve_seed_bridge
+from tests.agent.processes import agent_env, spawn_agent
 from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _env(**kw: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MT5_AGENT_", "OTEL_"))}
-    env.update(kw)
-    return env
-
-
-async def _agent(*args: str, env: dict[str, str]) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "agent.cli",
-        *args,
-        env=env,
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-
-
-@pytest.fixture
-async def seed() -> AsyncIterator[tuple[SeedBridge, str]]:
-    async with serve_seed_bridge() as running:
-        yield running
-
-
 async def _sync_once(tmp_path: Path, url: str) -> tuple[int, str, str]:
-    env = _env(
+    env = agent_env(
         MT5_AGENT_BRIDGE_URL=url,
         MT5_AGENT_STORE_URL=f"sqlite:///{tmp_path / 'a.db'}",
         MT5_AGENT_HEALTH_BACKOFF="0.01",
         MT5_AGENT_REQUEST_TIMEOUT="2",
     )
-    proc = await _agent("sync-once", env=env)
+    proc = await spawn_agent("sync-once", env=env)
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     return proc.returncode or 0, out.decode(), err.decode()
 
@@ -73,7 +45,7 @@ async def test_sync_once_exit_codes(seed, tmp_path: Path) -> None:
 
 
 async def test_bad_config_is_one_line_and_exit_2(tmp_path: Path) -> None:
-    proc = await _agent("sync-once", env=_env(MT5_AGENT_SCHEDULE="whenever"))
+    proc = await spawn_agent("sync-once", env=agent_env(MT5_AGENT_SCHEDULE="whenever"))
     _out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 2
     lines = err.decode().strip().splitlines()
@@ -105,14 +77,14 @@ async def _stop(proc: asyncio.subprocess.Process, sig: int = signal.SIGINT) -> i
 async def test_run_serves_syncs_and_stops_cleanly(seed, tmp_path: Path) -> None:
     _, url = seed
     port = free_port()
-    env = _env(
+    env = agent_env(
         MT5_AGENT_BRIDGE_URL=url,
         MT5_AGENT_STORE_URL=f"sqlite:///{tmp_path / 'a.db'}",
         MT5_AGENT_SCHEDULE="1s",
         MT5_AGENT_LISTEN=f"127.0.0.1:{port}",
         MT5_AGENT_LOG_FORMAT="json",
     )
-    proc = await _agent("run", env=env)
+    proc = await spawn_agent("run", env=env)
     try:
         await _wait_http(f"http://127.0.0.1:{port}/readyz", lambda st, b: st == 200 and b["ready"])
     finally:
@@ -125,7 +97,7 @@ async def test_run_serves_syncs_and_stops_cleanly(seed, tmp_path: Path) -> None:
 
 async def test_demo_shows_accounts_syncing_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     port = free_port()
-    proc = await _agent("demo", "--listen", f"127.0.0.1:{port}", "--schedule", "1s", env=_env())
+    proc = await spawn_agent("demo", "--listen", f"127.0.0.1:{port}", "--schedule", "1s", env=agent_env())
     try:
         first = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
         assert first.startswith("mt5-agent demo: 7 simulated accounts")
@@ -139,8 +111,8 @@ async def test_demo_shows_accounts_syncing_and_stops_on_ctrl_c(tmp_path: Path) -
 
 
 async def _assign(tmp_path: Path, *args: str) -> tuple[int, str, str]:
-    env = _env(MT5_AGENT_STORE_URL=f"sqlite:///{tmp_path / 'a.db'}")
-    proc = await _agent("assign-client", *args, env=env)
+    env = agent_env(MT5_AGENT_STORE_URL=f"sqlite:///{tmp_path / 'a.db'}")
+    proc = await spawn_agent("assign-client", *args, env=env)
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     return proc.returncode or 0, out.decode(), err.decode()
 
@@ -208,8 +180,8 @@ async def test_assign_client_refuses_bad_input_in_one_line(
 
 
 async def test_assign_client_with_the_store_down_is_one_line_exit_2() -> None:
-    env = _env(MT5_AGENT_STORE_URL=f"mongodb://root:Sup3rSecretPw@127.0.0.1:{free_port()}/")
-    proc = await _agent("assign-client", "886557", "client_x", env=env)
+    env = agent_env(MT5_AGENT_STORE_URL=f"mongodb://root:Sup3rSecretPw@127.0.0.1:{free_port()}/")
+    proc = await spawn_agent("assign-client", "886557", "client_x", env=env)
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 2
     lines = err.decode().strip().splitlines()

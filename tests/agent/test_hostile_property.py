@@ -23,7 +23,7 @@ from agent.sources.bridge.parse import MAX_ABS_VALUE, PayloadError, parse_info
 from agent.store import open_store
 from agent.store.base import Store
 from agent.sync.cycle import SyncService
-from tests.agent.fake_seed_bridge import DROP, SEED_ACCOUNTS, SeedBridge, serve_seed_bridge
+from tests.agent.fake_seed_bridge import DROP, SEED_ACCOUNTS, SeedBridge
 
 BAD = 891215
 GOOD = [a for a in SEED_ACCOUNTS if a != BAD]
@@ -136,12 +136,6 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
     await st_.open()
     yield st_
     await st_.close()
-
-
-@pytest.fixture
-async def seed() -> AsyncIterator[tuple[SeedBridge, str]]:
-    async with serve_seed_bridge() as running:
-        yield running
 
 
 @pytest.fixture

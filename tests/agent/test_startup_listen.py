@@ -9,48 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import socket
 import sqlite3
-import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from tests.agent.fake_seed_bridge import SeedBridge, serve_seed_bridge
+from tests.agent.processes import agent_env, spawn_agent
 from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 STORE_TIMEOUT_S = 5.0  # MongoStore's server-selection timeout when the agent opens it
-
-
-def _env(**kw: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MT5_AGENT_", "OTEL_"))}
-    env.update(kw)
-    return env
-
-
-async def _spawn(*args: str, env: dict[str, str]) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "agent.cli",
-        *args,
-        env=env,
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-
-
-@pytest.fixture
-async def seed() -> AsyncIterator[tuple[SeedBridge, str]]:
-    async with serve_seed_bridge() as running:
-        yield running
 
 
 @contextlib.contextmanager
@@ -81,13 +53,13 @@ async def test_port_in_use_stops_run_before_anything_is_opened(seed, tmp_path: P
     db = tmp_path / "agent.db"
     with _occupied_port() as busy:
         port = busy.getsockname()[1]
-        env = _env(
+        env = agent_env(
             MT5_AGENT_BRIDGE_URL=url,
             MT5_AGENT_STORE_URL=f"sqlite:///{db}",
             MT5_AGENT_SCHEDULE="1s",
             MT5_AGENT_LISTEN=f"127.0.0.1:{port}",
         )
-        proc = await _spawn("run", env=env)
+        proc = await spawn_agent("run", env=env)
         _out, err_b = await asyncio.wait_for(proc.communicate(), 60)
     err = err_b.decode()
     assert proc.returncode == 2, err
@@ -105,7 +77,7 @@ async def test_port_in_use_stops_demo_naming_listen(tmp_path: Path) -> None:
     db = tmp_path / "demo.db"
     with _occupied_port() as busy:
         port = busy.getsockname()[1]
-        proc = await _spawn("demo", "--listen", f"127.0.0.1:{port}", "--db", str(db), env=_env())
+        proc = await spawn_agent("demo", "--listen", f"127.0.0.1:{port}", "--db", str(db), env=agent_env())
         out, err_b = await asyncio.wait_for(proc.communicate(), 60)
     err = err_b.decode()
     assert proc.returncode == 2, err
@@ -174,7 +146,7 @@ async def test_healthz_answers_at_once_while_mongo_is_down(mongo: str) -> None:
     async with contextlib.AsyncExitStack() as stack:
         hung = await stack.enter_async_context(_HungMongo()) if mongo == "hung server" else None
         mongo_port = hung.port if hung else free_port()
-        env = _env(
+        env = agent_env(
             MT5_AGENT_STORE_URL=f"mongodb://127.0.0.1:{mongo_port}/",
             MT5_AGENT_BRIDGE_URL=f"http://127.0.0.1:{free_port()}",
             MT5_AGENT_SCHEDULE="1h",
@@ -183,7 +155,7 @@ async def test_healthz_answers_at_once_while_mongo_is_down(mongo: str) -> None:
             MT5_AGENT_HEALTH_RETRIES="1",
         )
         spawned = time.monotonic()
-        proc = await _spawn("run", env=env)
+        proc = await spawn_agent("run", env=env)
         lines: list[tuple[float, str]] = []
         assert proc.stderr is not None
         reader = asyncio.create_task(_read_lines(proc.stderr, lines))

@@ -7,35 +7,19 @@ the URL's credentials); an unknown `MT5_AGENT_*` variable is named in a warning.
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.agent.processes import agent_env, spawn_agent
 from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "s3cretPassw0rd"
 
 
-def _env(**kw: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MT5_AGENT_", "OTEL_"))}
-    env.update(kw)
-    return env
-
-
 async def _cli(*args: str, env: dict[str, str], timeout: float = 60) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "agent.cli",
-        *args,
-        env=env,
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    proc = await spawn_agent(*args, env=env)
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
     except TimeoutError:
@@ -67,7 +51,7 @@ def _one_line(err: str) -> str:
 async def test_bad_store_url_is_one_line_exit_2_without_credentials(
     tmp_path: Path, command: str, url: str, needle: str
 ) -> None:
-    env = _env(MT5_AGENT_STORE_URL=url, MT5_AGENT_LISTEN=f"127.0.0.1:{free_port()}")
+    env = agent_env(MT5_AGENT_STORE_URL=url, MT5_AGENT_LISTEN=f"127.0.0.1:{free_port()}")
     code, out, err = await _cli(command, env=env)
     line = _one_line(err)
     assert code == 2, err
@@ -78,7 +62,7 @@ async def test_bad_store_url_is_one_line_exit_2_without_credentials(
 
 async def test_missing_sqlite_directory_is_named_at_start(tmp_path: Path) -> None:
     missing = tmp_path / "no" / "such" / "dir"
-    env = _env(
+    env = agent_env(
         MT5_AGENT_STORE_URL=f"sqlite:///{missing / 'agent.db'}", MT5_AGENT_BRIDGE_URL="http://127.0.0.1:1"
     )
     for command in ("sync-once", "run"):
@@ -100,7 +84,7 @@ async def test_missing_sqlite_directory_is_named_at_start(tmp_path: Path) -> Non
     ],
 )
 async def test_bad_bridge_url_is_refused_at_start(tmp_path: Path, url: str) -> None:
-    env = _env(MT5_AGENT_BRIDGE_URL=url, MT5_AGENT_STORE_URL=f"sqlite:///{tmp_path / 'a.db'}")
+    env = agent_env(MT5_AGENT_BRIDGE_URL=url, MT5_AGENT_STORE_URL=f"sqlite:///{tmp_path / 'a.db'}")
     code, _out, err = await _cli("sync-once", env=env)
     line = _one_line(err)
     assert code == 2
@@ -110,7 +94,7 @@ async def test_bad_bridge_url_is_refused_at_start(tmp_path: Path, url: str) -> N
 
 
 async def test_misspelt_variable_is_named_in_a_warning(tmp_path: Path) -> None:
-    env = _env(
+    env = agent_env(
         MT5_AGENT_SHEDULE="10s",
         MT5_AGENT_ADMN_TOKEN=SECRET,
         MT5_AGENT_STORE_URL=f"sqlite:///{tmp_path / 'a.db'}",

@@ -17,7 +17,7 @@ from agent.sources.bridge import BridgeClient, BridgeSource
 from agent.store import open_store
 from agent.store.base import Store
 from agent.sync.cycle import AlreadyRunning, SyncService
-from tests.agent.fake_seed_bridge import SEED_ACCOUNTS, SeedBridge, serve_seed_bridge
+from tests.agent.fake_seed_bridge import SEED_ACCOUNTS
 from tests.ports import free_port
 
 SENTINEL = "s3cr3t-PASSWORD-sentinel"
@@ -44,12 +44,6 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
     )
     yield st
     await st.close()
-
-
-@pytest.fixture
-async def seed() -> AsyncIterator[tuple[SeedBridge, str]]:
-    async with serve_seed_bridge() as running:
-        yield running
 
 
 MakeService = Callable[..., Awaitable[SyncService]]
