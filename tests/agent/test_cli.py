@@ -13,8 +13,6 @@ import pytest
 from tests.agent.processes import agent_env, spawn_agent
 from tests.ports import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 async def _sync_once(tmp_path: Path, url: str) -> tuple[int, str, str]:
     env = agent_env(

@@ -21,7 +21,6 @@ import pytest
 from tests.agent.processes import agent_env, spawn_agent
 from tests.ports import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
 STORE_TIMEOUT_S = 5.0  # MongoStore's server-selection timeout when the agent opens it
 
 

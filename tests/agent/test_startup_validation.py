@@ -14,7 +14,6 @@ import pytest
 from tests.agent.processes import agent_env, spawn_agent
 from tests.ports import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
 SECRET = "s3cretPassw0rd"
 
 
