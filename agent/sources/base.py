@@ -4,23 +4,34 @@ A source lists accounts, reads their values by a deadline and reports its own he
 section 10). The cycle and the prober see only this protocol and the domain types: an account read is
 an `AccountSnapshot` or a `ReadFailure` with a reason from the closed set, never a transport error.
 
-Kinds: `bridge` (the seed's REST bridge or ours, `agent.sources.bridge`) and `memory` (tests). Room is
-left for what the events issues add, as optional methods a source may have (checked with `hasattr`,
-never required by the cycle): `read_positions(accounts, deadline)` and `read_deals(accounts, since,
-deadline)` for polled sources, and for a streaming kind (MetaAPI) `subscribe(accounts) ->
-AsyncIterator[...]` instead of polling `read_accounts`.
+Kinds: `bridge` (the seed's REST bridge or ours, `agent.sources.bridge`) and `memory` (tests).
+
+Positions and deals (DESIGN.md section 11), for the events pipeline: `positions_supported(health)` says
+whether the source serves them at all (a bridge advertises `"positions"` in its health `features`; the
+seed's bridge advertises nothing and has no such endpoint), so the agent can say once that trade events
+are unavailable for it and never poll. `read_positions` and `read_deals` read one account, never raise
+for that account's failure, and answer a `ReadFailure` with a reason from the closed set instead (a
+source without positions answers `not_found` with `POSITIONS_UNAVAILABLE` in the message). Room is left
+for a streaming kind (MetaAPI): `subscribe(accounts) -> AsyncIterator[...]` instead of polling.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from agent.domain.accounts import AccountSnapshot, ReadFailure, Reason
 from agent.domain.runs import FetchMode
+from agent.domain.trades import Deal, PositionsSnapshot
 
 AccountRead = AccountSnapshot | ReadFailure
+PositionsRead = PositionsSnapshot | ReadFailure
+DealsRead = list[Deal] | ReadFailure
+
+POSITIONS_FEATURE = "positions"  # in a health document's `features`: positions and deals are served
+POSITIONS_UNAVAILABLE = "trade events unavailable: the source serves no positions or deals"
 
 
 class SourceError(Exception):
@@ -47,6 +58,16 @@ class SourceHealth:
     @property
     def usable(self) -> bool:
         return self.available and self.status in ("healthy", "degraded")
+
+
+def positions_advertised(health: SourceHealth | None) -> bool:
+    """Whether `health` advertises positions (the test every bridge-like source applies)."""
+    return health is not None and POSITIONS_FEATURE in health.features
+
+
+def positions_unavailable(source: str, account: int) -> ReadFailure:
+    """The answer of a source without positions, for any account (no request is made)."""
+    return ReadFailure(Reason.NOT_FOUND, f"account {account}: {POSITIONS_UNAVAILABLE} (source {source})")
 
 
 @dataclass(frozen=True)
@@ -95,6 +116,22 @@ class Source(Protocol):
     async def read_accounts(self, accounts: Sequence[int], deadline: float) -> AccountReads:
         """Every account's values within `deadline` seconds; never raises for one account's failure.
         Accounts without an answer by then are `ReadFailure(Reason.TIMEOUT)`."""
+        ...
+
+    def positions_supported(self, health: SourceHealth | None = None) -> bool:
+        """Whether positions and deals can be read: from `health`, or when None from the source's own
+        last usable health check (False before any)."""
+        ...
+
+    async def read_positions(self, account: int, deadline: float | None = None) -> PositionsRead:
+        """One account's open positions, or its failure (`timeout` past `deadline` seconds)."""
+        ...
+
+    async def read_deals(
+        self, account: int, since: datetime, until: datetime, deadline: float | None = None
+    ) -> DealsRead:
+        """One account's deals with `since <= time <= until` (tz-aware UTC), sorted as the source
+        sent them (time, then ticket, for ours), or its failure."""
         ...
 
     async def close(self) -> None: ...

@@ -24,6 +24,7 @@ from typing import Any
 import aiohttp
 
 from agent.domain.accounts import AccountSnapshot, Reason
+from agent.domain.trades import Deal, PositionsSnapshot
 from agent.sources.base import AccountListing, ListedAccount, SourceError, SourceHealth
 from agent.sources.bridge.parse import (
     CLOCK_SKEW_TOLERANCE,
@@ -35,6 +36,14 @@ from agent.sources.bridge.parse import (
     parse_info,
     reason_for_code,
     text_field,
+)
+from agent.sources.bridge.parse_trades import (
+    deals_body,
+    distinct_deals,
+    distinct_positions,
+    parse_deal,
+    parse_position,
+    positions_body,
 )
 
 log = logging.getLogger("mt5_agent.bridge")
@@ -52,11 +61,18 @@ class BridgeError(SourceError):
     source decides what counts as "the bridge answers" (`agent.sources.bridge.source`)."""
 
     def __init__(
-        self, reason: Reason, message: str, status: int | None = None, *, ahead_seconds: float | None = None
+        self,
+        reason: Reason,
+        message: str,
+        status: int | None = None,
+        *,
+        ahead_seconds: float | None = None,
+        code: str | None = None,
     ) -> None:
         super().__init__(reason, message)
         self.status = status
         self.ahead_seconds = ahead_seconds  # set when the data was refused for clock skew
+        self.code = code  # the bridge's `error.code` of an HTTP error answer, when it sent one
 
 
 def _from_payload(account: int, exc: PayloadError) -> BridgeError:
@@ -160,6 +176,11 @@ async def read_capped(resp: aiohttp.ClientResponse, endpoint: str, limit: int) -
     return b"".join(chunks)
 
 
+def iso_utc(dt: datetime) -> str:
+    """A query time: ISO-8601 UTC with microseconds and a Z (no '+', which a query turns into a space)."""
+    return dt.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
 def loads(raw: bytes) -> Any:
     """json.loads that raises only ValueError: JSON nested deeper than the interpreter's recursion
     limit (a RecursionError from the C decoder) is just invalid JSON here."""
@@ -239,7 +260,10 @@ class BridgeClient:
                         ) from None
                 if resp.status >= 400:
                     raise BridgeError(
-                        _status_reason(resp.status, body), _error_message(resp.status, body), resp.status
+                        _status_reason(resp.status, body),
+                        _error_message(resp.status, body),
+                        resp.status,
+                        code=error_code(body),
                     )
                 ok = True
                 return body
@@ -351,6 +375,58 @@ class BridgeClient:
             raise _from_payload(account, exc) from None
         except Exception as exc:
             raise _unexpected(f"account {account}", exc) from None
+
+    async def _trade_json(self, account: int, what: str, params: dict[str, str] | None = None) -> Any:
+        """GET /positions or /trades. A 404 that names no unknown account is a bridge without the
+        endpoint (the seed's): said plainly, as the reason alone (not_found) cannot tell them apart."""
+        try:
+            return await self.get_json(f"/api/mt5/account/{account}/{what}", what, params)
+        except BridgeError as exc:
+            if exc.status == 404 and exc.code != "unknown_account":
+                exc.message = (
+                    f"account {account}: {what}: {exc.message} (this bridge serves no {what} endpoint?)"
+                )
+                exc.args = (exc.message,)
+            raise
+
+    async def positions(self, account: int) -> PositionsSnapshot:
+        """Our bridge's `/api/mt5/account/{id}/positions`, validated (`parse_trades`)."""
+        body = await self._trade_json(account, "positions")
+        received = datetime.now(UTC)
+        try:
+            as_of, latest, items = positions_body(
+                account, body, received, tolerance=self.clock_skew_tolerance
+            )
+            parsed = []
+            for i, item in enumerate(items):
+                if i and not i % BATCH_YIELD_EVERY:
+                    await asyncio.sleep(0)
+                parsed.append(parse_position(account, i, item, latest))
+            return PositionsSnapshot(account=account, as_of=as_of, positions=distinct_positions(parsed))
+        except PayloadError as exc:
+            raise _from_payload(account, exc) from None
+        except Exception as exc:
+            raise _unexpected(f"account {account} positions", exc) from None
+
+    async def deals(self, account: int, since: datetime, until: datetime) -> list[Deal]:
+        """Deals whose time lies in `[since, until]` (tz-aware), `/api/mt5/account/{id}/trades`."""
+        if since.tzinfo is None or until.tzinfo is None:
+            raise ValueError("since and until must be timezone-aware")
+        params = {"from": iso_utc(since), "to": iso_utc(until)}
+        body = await self._trade_json(account, "trades", params)
+        received = datetime.now(UTC)
+        try:
+            latest, items = deals_body(account, body, received, tolerance=self.clock_skew_tolerance)
+            parsed = []
+            for i, item in enumerate(items):
+                if i and not i % BATCH_YIELD_EVERY:
+                    await asyncio.sleep(0)
+                parsed.append(parse_deal(account, i, item, latest))
+            return distinct_deals(parsed)
+        except PayloadError as exc:
+            raise _from_payload(account, exc) from None
+        except Exception as exc:
+            raise _unexpected(f"account {account} deals", exc) from None
 
     async def live_batch(self) -> BatchResult:
         """Our bridge's `/api/mt5/accounts/live`: every account's live data in one call. An entry

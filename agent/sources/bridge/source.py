@@ -4,13 +4,17 @@ What is bridge-specific stays here: the batch endpoint (`/accounts/live`) is use
 document advertises `batch` and falls back to one call per account otherwise (or when the batch call
 fails); the cycle's deadline bounds both; a `BridgeError` becomes a `ReadFailure` or a `SourceError`,
 and "the bridge is up" is decided here (a listing that came back malformed still means it answers).
+Positions and deals are read one account at a time (`/positions`, `/trades`) when the bridge
+advertises `positions`; a bridge known not to (the seed's) is never asked.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
+from datetime import datetime
+from typing import TypeVar
 
 from agent.domain.accounts import Reason
 from agent.domain.runs import FetchMode
@@ -18,13 +22,18 @@ from agent.sources.base import (
     AccountListing,
     AccountRead,
     AccountReads,
+    DealsRead,
+    PositionsRead,
     ReadFailure,
     SourceError,
     SourceHealth,
+    positions_advertised,
+    positions_unavailable,
 )
 from agent.sources.bridge.client import BridgeClient, BridgeError
 
 log = logging.getLogger("mt5_agent.sync")
+T = TypeVar("T")
 
 
 def _failure(exc: BridgeError) -> ReadFailure:
@@ -49,12 +58,15 @@ class BridgeSource:
         self.use_batch = use_batch
         self.concurrency = concurrency
         self._features: frozenset[str] = frozenset()  # advertised by the last usable health check
+        self._positions: bool | None = None  # advertised by the last health document; None: none yet
 
     async def health(self) -> SourceHealth:
         try:
-            return await self.client.health()
+            health = await self.client.health()
         except BridgeError as exc:
             raise _source_error(exc) from None
+        self._positions = positions_advertised(health)
+        return health
 
     async def usable_health(self, attempts: int, backoff: float) -> SourceHealth:
         try:
@@ -63,6 +75,7 @@ class BridgeSource:
             raise _source_error(exc, answered=False) from None
         # What the next read may use: the cycle's own check, not a probe's in between.
         self._features = health.features
+        self._positions = positions_advertised(health)
         return health
 
     async def list_accounts(self) -> AccountListing:
@@ -127,6 +140,40 @@ class BridgeSource:
             timeout = ReadFailure(Reason.TIMEOUT, f"no answer within the {deadline:g}s cycle deadline")
             for a in accounts:
                 results.setdefault(a, timeout)
+
+    def positions_supported(self, health: SourceHealth | None = None) -> bool:
+        return positions_advertised(health) if health is not None else self._positions is True
+
+    async def read_positions(self, account: int, deadline: float | None = None) -> PositionsRead:
+        if self._positions is False:
+            return positions_unavailable(self.name, account)
+        return await self._one(account, "positions", self.client.positions(account), deadline)
+
+    async def read_deals(
+        self, account: int, since: datetime, until: datetime, deadline: float | None = None
+    ) -> DealsRead:
+        if since.tzinfo is None or until.tzinfo is None:
+            raise ValueError("since and until must be timezone-aware")
+        if self._positions is False:
+            return positions_unavailable(self.name, account)
+        return await self._one(account, "deals", self.client.deals(account, since, until), deadline)
+
+    async def _one(
+        self, account: int, what: str, call: Awaitable[T], deadline: float | None
+    ) -> T | ReadFailure:
+        """One account's read as its value or its failure: nothing escapes but cancellation."""
+        try:
+            async with asyncio.timeout(deadline):
+                return await call
+        except BridgeError as exc:
+            return _failure(exc)
+        except TimeoutError:
+            return ReadFailure(Reason.TIMEOUT, f"account {account}: {what}: no answer within {deadline:g}s")
+        except Exception as exc:
+            log.error("account %s %s: unexpected %s", account, what, type(exc).__name__, exc_info=exc)
+            return ReadFailure(
+                Reason.INVALID_PAYLOAD, f"account {account}: {what}: unexpected {type(exc).__name__}"
+            )
 
     async def close(self) -> None:
         await self.client.close()
