@@ -11,10 +11,12 @@ import asyncio
 import contextlib
 import gc
 import logging
+import math
 import os
 import sys
 from pathlib import Path
 
+from agent import __version__
 from agent.config import (
     ConfigError,
     Settings,
@@ -73,7 +75,7 @@ async def _run(settings: Settings) -> int:
     _check_exposure(settings)
     agent = build_agent(settings)
     try:
-        runner, port = await serve(create_app(agent), socks)
+        runner, port = await serve(create_app(agent), socks, access_log=settings.access_log)
     except BaseException:
         provider.shutdown()
         raise
@@ -153,6 +155,13 @@ async def _assign_client(settings: Settings, account: int, client_id: str | None
 def _render(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     root = Path(args.out) if args.out else Path(__file__).resolve().parent.parent
+    if not args.out and not (root / "pyproject.toml").is_file():
+        print(
+            f"mt5-agent: render: {root} is an installed package, not a checkout; "
+            "give --out DIR (a checkout's root, or any directory)",
+            file=sys.stderr,
+        )
+        return EXIT_COULD_NOT_RUN
     from alerts.render import JOB_SELECTOR, RUNBOOK_URL
 
     if args.what == "alerts":
@@ -174,8 +183,20 @@ def _render(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _seconds(text: str) -> float:
+    """A non-negative finite number of seconds (argparse type: a bad one is argparse's one-line error)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a non-negative number of seconds")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mt5-agent", description="MT5 monitoring agent")
+    p.add_argument("--version", action="version", version=f"mt5-agent {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     for name, text in (
         ("run", "run the agent (scheduler + HTTP server)"),
@@ -190,7 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--schedule", default="5s", help="sync schedule (default %(default)s)")
     demo.add_argument("--db", help="SQLite file to keep (default: a temporary one)")
-    demo.add_argument("--login-cost", type=float, default=0.05, help="simulated account switch seconds")
+    demo.add_argument(
+        "--login-cost",
+        type=_seconds,
+        default=0.05,
+        help="simulated account switch, seconds (default %(default)s)",
+    )
     demo.add_argument("--fault", action="append", metavar="LOGIN=FAULT", help="inject a simulated fault")
     assign = sub.add_parser("assign-client", help="assign an account to a client (or --unassign it)")
     assign.add_argument("account", metavar="ACCOUNT", help="MT5 login")
@@ -218,6 +244,13 @@ def _warn_unknown_env() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C before the command's own handling is set up: no traceback
+        return 130
+
+
+def _main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from agent.telemetry.logs import setup_logging
 

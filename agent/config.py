@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,7 @@ class Settings(BaseSettings):
     max_response_bytes: int = Field(16 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
     log_format: str = "auto"
     log_level: str = "INFO"
+    access_log: bool = False  # one line per HTTP request (aiohttp's access logger), off by default
     service_name: str = "mt5-agent"
 
     @classmethod
@@ -261,14 +263,22 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
         data = data.get("agent", data)
+        if isinstance(data.get("freshness"), list):  # `freshness = [300, 600, 900]` reads naturally in TOML
+            data["freshness"] = ",".join(str(v) for v in data["freshness"])
+        from_file = {k for k in data if f"{ENV_PREFIX}{k.upper()}" not in os.environ}
+        file_label = str(path)
+    else:
+        from_file, file_label = set(), ""
     data.update(overrides)
     try:
         return Settings(**data)
     except ValidationError as exc:
-        raise ConfigError(_one_line(exc)) from None
+        raise ConfigError(_one_line(exc, from_file - set(overrides), file_label)) from None
 
 
-def _one_line(exc: ValidationError) -> str:
+def _one_line(exc: ValidationError, from_file: Collection[str] = (), file_label: str = "") -> str:
+    """The first error, naming the setting as the user wrote it: the TOML key (and file) when the value
+    came from the config file, else the environment variable."""
     err = exc.errors()[0]
     loc = [str(p) for p in err.get("loc", ())]
     name = loc[0] if loc else ""
@@ -278,6 +288,8 @@ def _one_line(exc: ValidationError) -> str:
     if not name and ":" in msg:  # errors raised by model validators name their field first
         name, _, msg = msg.partition(":")
         msg = msg.strip()
+    if name and name in from_file:
+        return f"invalid setting {name} in {file_label}: {msg}"
     env = f"{ENV_PREFIX}{name.upper()}" if name else "settings"
     return f"invalid setting {env}: {msg}"
 

@@ -40,13 +40,21 @@ async def run_demo(args: argparse.Namespace) -> int:
     from agent.app import build_agent, create_app
     from agent.store import open_store
     from bridge.api import create_app as create_bridge_app
-    from bridge.simulated import simulated_pool
+    from bridge.simulated import FAULTS, demo_accounts, simulated_pool
 
     faults: dict[int, str] = {}
+    known = {a.login for a in demo_accounts()}
     for spec in args.fault or []:
         login, _, fault = spec.partition("=")
-        if not login.isdigit() or not fault:
-            print(f"mt5-agent demo: --fault wants LOGIN=FAULT, got {spec!r}", file=sys.stderr)
+        problem = None
+        if not (login.isascii() and login.isdigit()) or not fault:
+            problem = f"wants LOGIN=FAULT, got {spec!r}"
+        elif int(login) not in known:
+            problem = f"{login} is not a demo account ({', '.join(map(str, sorted(known)))})"
+        elif fault not in FAULTS:
+            problem = f"unknown fault {fault!r} (one of {', '.join(FAULTS)})"
+        if problem is not None:
+            print(f"mt5-agent demo: --fault: {problem}", file=sys.stderr)
             return EXIT_COULD_NOT_RUN
         faults[int(login)] = fault
     if args.db is not None and (problem := store_location_problem(f"sqlite:///{args.db}")):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import logging
 import signal
 import socket
 
@@ -66,9 +67,13 @@ def bind_listen(host: str, port: int) -> list[socket.socket]:
     return socks
 
 
-async def serve(app: web.Application, socks: list[socket.socket]) -> tuple[web.AppRunner, int]:
+async def serve(
+    app: web.Application, socks: list[socket.socket], *, access_log: bool = False
+) -> tuple[web.AppRunner, int]:
     """Serve `app` on already bound sockets; the app's start-up (scheduler, prober) runs here."""
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    runner = web.AppRunner(
+        app, handle_signals=False, access_log=logging.getLogger("mt5_agent.access") if access_log else None
+    )
     try:
         await runner.setup()
         for sock in socks:
