@@ -128,11 +128,14 @@ class Deal:
 
 @dataclass(frozen=True, slots=True)
 class PositionsSnapshot:
-    """Every open position of one account at one instant (`as_of`, the terminal's read time)."""
+    """Every open position of one account at one instant (`as_of`, the terminal's read time).
+    `as_of_event_id`: every stored event with an id up to it is reflected in these positions (set by the
+    store when it keeps the snapshot; the API's `as_of_event_id`, where a client resumes the events)."""
 
     account: int
     as_of: datetime
     positions: tuple[Position, ...]
+    as_of_event_id: int | None = None
 
 
 class EventType(StrEnum):

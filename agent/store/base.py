@@ -1,6 +1,6 @@
 """The store's interfaces, one per concern, and the backend that composes them.
 
-Each concern (accounts, sync state, runs; next: positions, events, deals) is one protocol here, one
+Each concern (accounts, sync state, runs, positions, deals, events) is one protocol here, one
 module per backend (agent/store/sqlite/<concern>.py, agent/store/mongo/<concern>.py) and one attribute of
 the backend object (`store.accounts`, `store.sync_state`, `store.runs`). Writes that must land together
 (a cycle's account updates and sync states) are methods of the backend, which owns the transaction.
@@ -10,16 +10,21 @@ One contract suite (tests/store/) runs every protocol against both backends.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from agent.domain.accounts import AccountRecord, AccountSyncState, AccountUpdate
 from agent.domain.runs import SyncRun
+from agent.domain.trades import Deal, EventType, PositionsSnapshot, TradeEvent
 from agent.store.errors import StoreConfigError, StoreError, StoreRejected, StoreUnavailable
 from agent.store.observe import OperationObserver
 
 __all__ = [
     "AccountStore",
+    "DealStore",
+    "EventStore",
     "OperationObserver",
+    "PositionStore",
     "RunStore",
     "Store",
     "StoreBackend",
@@ -81,6 +86,93 @@ class RunStore(Protocol):
 
 
 @runtime_checkable
+class PositionStore(Protocol):
+    """`mt5_positions`: the last known open positions of each account, one whole snapshot per account
+    (the detector's previous snapshot, read back at start to catch up; the API's open positions)."""
+
+    async def replace_positions(self, account: int, snapshot: PositionsSnapshot) -> PositionsSnapshot:
+        """Replace the account's whole set at once (a reader sees the old set or the new, never a mix);
+        an empty snapshot is kept too (the account has no open position). Returns the snapshot as
+        stored: times at ms, and `as_of_event_id` the snapshot's own or, when None, the store's
+        `events.latest_id()` at the write, so append a snapshot's events before replacing it.
+        ValueError when the snapshot or a position is another account's; StoreRejected (nothing
+        written) for a value the store cannot hold."""
+
+    async def get_positions(self, account: int) -> PositionsSnapshot | None:
+        """None when no snapshot was ever stored for the account."""
+
+    async def get_all_positions(self) -> dict[int, PositionsSnapshot]:
+        """Every account's snapshot, by account (ordered by account number)."""
+
+
+@runtime_checkable
+class DealStore(Protocol):
+    """`mt5_deals`: deals seen by the deal sweep, keyed by (account, ticket)."""
+
+    async def put_deals(self, deals: Sequence[Deal]) -> None:
+        """Insert or replace by (account, ticket): the same deal twice is stored once (the last in a
+        batch wins). One transaction (SQLite) or one bulk write (MongoDB, in chunks of 1,000).
+        StoreRejected naming the accounts (nothing written) for a value the store cannot hold."""
+
+    async def get_deals(
+        self,
+        account: int,
+        *,
+        position_id: int | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[Deal]:
+        """The account's deals with `since <= time < until` (either bound optional; both floored to
+        the ms like stored times), of one position when `position_id` is given; ordered by (time,
+        ticket)."""
+
+    async def latest_deal_time(self, account: int) -> datetime | None:
+        """The time of the account's newest stored deal (where a deal sweep resumes), None if none."""
+
+
+@runtime_checkable
+class EventStore(Protocol):
+    """`mt5_trade_events`: detected trade events, each with a store-assigned id and a unique dedup_key.
+
+    Ids are integers, strictly increasing in the order a store object commits them and never reused
+    (not even after pruning); there may be gaps (MongoDB: ids claimed by a write that then failed).
+    Two store objects writing one MongoDB (shards) draw from one counter: ids stay unique, and
+    increasing per writer, but one writer may commit an id lower than one the other committed before.
+    A cursor (`after`) is valid while `after >= oldest_available() - 1`; when nothing is retained, while
+    `after >= latest_id()`. Anything older was pruned: the API answers 410 cursor_expired."""
+
+    async def append_events(self, events: Sequence[TradeEvent]) -> list[TradeEvent]:
+        """Store the events whose dedup_key is not stored yet (within a batch, the first per key) and
+        return ONLY those, with their new ids, in id order (= input order): an event already stored,
+        by this call or any earlier one, is neither stored again nor returned. An input `id` is
+        ignored. `data` must be a JSON object (reads back as dicts and lists). One transaction
+        (SQLite) or one bulk insert (MongoDB). StoreRejected naming the accounts (nothing written)
+        for a value the store cannot hold; ValueError for an empty dedup_key."""
+
+    async def list_events(
+        self,
+        *,
+        after: int = 0,
+        limit: int,
+        accounts: set[int] | None = None,
+        types: set[EventType] | None = None,
+    ) -> list[TradeEvent]:
+        """Up to `limit` events with id > `after`, in id order, of `accounts` and `types` when given
+        (an empty set matches nothing)."""
+
+    async def latest_id(self) -> int:
+        """The greatest stored id; when none is stored, the greatest ever assigned (0: none ever)."""
+
+    async def oldest_available(self) -> int | None:
+        """The smallest id still retained, None when none is."""
+
+    async def prune_events(self, *, keep_after: datetime | None = None, max_events: int | None = None) -> int:
+        """Drop the oldest events, always a prefix in id order (so `oldest_available` bounds what is
+        gone): those before the first event (by id) detected at or after `keep_after`, and all but the
+        newest `max_events`. Both given: whichever drops more. Returns how many were dropped."""
+
+
+@runtime_checkable
 class StoreBackend(Protocol):
     """One backend (SQLite file, MongoDB database): its lifecycle, its concerns, and the writes that span
     concerns. A new concern adds an attribute here and a module per backend."""
@@ -88,6 +180,9 @@ class StoreBackend(Protocol):
     accounts: AccountStore
     sync_state: SyncStateStore
     runs: RunStore
+    positions: PositionStore
+    deals: DealStore
+    events: EventStore
 
     def observe_operations(self, observer: OperationObserver | None) -> None:
         """Report each operation (its name, e.g. `get_accounts`, and its duration in seconds, failed
@@ -109,4 +204,5 @@ class StoreBackend(Protocol):
 
 @runtime_checkable
 class Store(StoreBackend, Protocol):
-    """What `open_store` returns: a backend with its concerns (`accounts`, `sync_state`, `runs`)."""
+    """What `open_store` returns: a backend with its concerns (`accounts`, `sync_state`, `runs`,
+    `positions`, `deals`, `events`)."""

@@ -1,5 +1,6 @@
 """The MongoDB store: the seed's collections written with PyMongo's async client, one module per concern
-(accounts.py, sync_state.py, runs.py), composed here with the writes that span them."""
+(accounts.py, sync_state.py, runs.py, positions.py, deals.py, events.py), composed here with the writes
+that span them."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from agent.store.codec import last_per_account
 from agent.store.mongo.accounts import MongoAccounts
 from agent.store.mongo.collections import ACCOUNTS, SYNC_RUNS, SYNC_STATE, CollectionNames
 from agent.store.mongo.connection import MongoConnection
+from agent.store.mongo.deals import MongoDeals
+from agent.store.mongo.events import MongoEvents
+from agent.store.mongo.positions import MongoPositions
 from agent.store.mongo.runs import MongoRuns
 from agent.store.mongo.sync_state import MongoSyncState
 from agent.store.observe import OperationObserver, operation
@@ -27,12 +31,19 @@ class MongoStore:
         runs_collection: str = SYNC_RUNS,
         state_collection: str = SYNC_STATE,
         timeout_ms: int = 5000,
+        collections: CollectionNames | None = None,
     ) -> None:
+        """`collections` names every collection (the three `*_collection` arguments are then ignored)."""
         self._db = MongoConnection(url, database, timeout_ms)
-        self.collections = CollectionNames(accounts_collection, runs_collection, state_collection)
+        self.collections = collections or CollectionNames(
+            accounts_collection, runs_collection, state_collection
+        )
         self.accounts = MongoAccounts(self._db, self.collections.accounts)
         self.runs = MongoRuns(self._db, self.collections.runs)
         self.sync_state = MongoSyncState(self._db, self.collections.sync_state)
+        self.events = MongoEvents(self._db, self.collections.events, self.collections.counters)
+        self.positions = MongoPositions(self._db, self.collections.positions, self.events._latest_id)
+        self.deals = MongoDeals(self._db, self.collections.deals)
 
     @property
     def database(self) -> str:

@@ -1,5 +1,6 @@
 """The embedded default store: one SQLite file with the same behaviour as the MongoDB store, one module
-per concern (accounts.py, sync_state.py, runs.py), composed here with the writes that span them."""
+per concern (accounts.py, sync_state.py, runs.py, positions.py, deals.py, events.py), composed here with
+the writes that span them."""
 
 from __future__ import annotations
 
@@ -14,14 +15,20 @@ from agent.store.observe import OperationObserver, operation
 from agent.store.sqlite.accounts import SCHEMA as ACCOUNTS_SCHEMA
 from agent.store.sqlite.accounts import SQLiteAccounts, update_rows, write_update_rows
 from agent.store.sqlite.connection import MEMORY, SQLiteConnection, transaction
+from agent.store.sqlite.deals import SCHEMA as DEALS_SCHEMA
+from agent.store.sqlite.deals import SQLiteDeals
 from agent.store.sqlite.encoding import IsoMemo
+from agent.store.sqlite.events import SCHEMA as EVENTS_SCHEMA
+from agent.store.sqlite.events import SQLiteEvents
+from agent.store.sqlite.positions import SCHEMA as POSITIONS_SCHEMA
+from agent.store.sqlite.positions import SQLitePositions
 from agent.store.sqlite.runs import SCHEMA as RUNS_SCHEMA
 from agent.store.sqlite.runs import SQLiteRuns
 from agent.store.sqlite.sync_state import SCHEMA as SYNC_STATE_SCHEMA
 from agent.store.sqlite.sync_state import SQLiteSyncState, state_rows, write_state_rows
 
 # Every concern's tables, created in one transaction when a connection opens (or reopens a new file).
-SCHEMA = ACCOUNTS_SCHEMA + SYNC_STATE_SCHEMA + RUNS_SCHEMA
+SCHEMA = ACCOUNTS_SCHEMA + SYNC_STATE_SCHEMA + RUNS_SCHEMA + POSITIONS_SCHEMA + DEALS_SCHEMA + EVENTS_SCHEMA
 
 
 class SQLiteStore:
@@ -34,6 +41,9 @@ class SQLiteStore:
         self.accounts = SQLiteAccounts(self._db)
         self.sync_state = SQLiteSyncState(self._db)
         self.runs = SQLiteRuns(self._db)
+        self.positions = SQLitePositions(self._db)
+        self.deals = SQLiteDeals(self._db)
+        self.events = SQLiteEvents(self._db)
 
     @property
     def path(self) -> str:

@@ -11,6 +11,9 @@ from agent.domain.accounts import AccountSyncState, Reason
 from agent.domain.runs import SyncRun
 from agent.store.base import (
     AccountStore,
+    DealStore,
+    EventStore,
+    PositionStore,
     RunStore,
     Store,
     StoreBackend,
@@ -22,6 +25,7 @@ from agent.store.base import (
 
 from ..conftest import Backend
 from ..factories import T0, update
+from ..trade_factories import deal, event, snapshot
 
 
 async def test_satisfies_the_store_protocol(store: Store) -> None:
@@ -106,6 +110,9 @@ async def test_each_concern_satisfies_its_protocol(store: Store) -> None:
     assert isinstance(store.accounts, AccountStore)
     assert isinstance(store.sync_state, SyncStateStore)
     assert isinstance(store.runs, RunStore)
+    assert isinstance(store.positions, PositionStore)
+    assert isinstance(store.deals, DealStore)
+    assert isinstance(store.events, EventStore)
 
 
 async def test_a_closed_store_is_unavailable_for_every_concern(backend: Backend) -> None:
@@ -125,6 +132,17 @@ async def test_a_closed_store_is_unavailable_for_every_concern(backend: Backend)
         lambda: s.runs.record_run(SyncRun("r", started_at=T0)),
         s.runs.list_runs,
         s.runs.count_runs,
+        lambda: s.positions.replace_positions(1, snapshot(1)),
+        lambda: s.positions.get_positions(1),
+        s.positions.get_all_positions,
+        lambda: s.deals.put_deals([deal(1, 1)]),
+        lambda: s.deals.get_deals(1),
+        lambda: s.deals.latest_deal_time(1),
+        lambda: s.events.append_events([event(1, "k")]),
+        lambda: s.events.list_events(limit=1),
+        s.events.latest_id,
+        s.events.oldest_available,
+        lambda: s.events.prune_events(max_events=1),
     )
     for call in calls:
         with pytest.raises(StoreUnavailable):
@@ -182,6 +200,17 @@ async def test_every_operation_is_reported_once_to_the_observer(backend: Backend
         await s.runs.record_run(SyncRun("r", started_at=T0))
         await s.runs.list_runs()
         await s.runs.count_runs()
+        await s.positions.replace_positions(1, snapshot(1))  # reads the latest event id: one operation
+        await s.positions.get_positions(1)
+        await s.positions.get_all_positions()
+        await s.deals.put_deals([deal(1, 1)])
+        await s.deals.get_deals(1)
+        await s.deals.latest_deal_time(1)
+        await s.events.append_events([event(1, "k")])
+        await s.events.list_events(limit=1)
+        await s.events.latest_id()
+        await s.events.oldest_available()
+        await s.events.prune_events(max_events=1)
         await s.write_cycle([], [])  # pings inside: one operation all the same
         with pytest.raises(StoreRejected):
             await s.write_cycle([update(4, float("nan"))], [])
@@ -204,6 +233,17 @@ async def test_every_operation_is_reported_once_to_the_observer(backend: Backend
         "record_run",
         "list_runs",
         "count_runs",
+        "replace_positions",
+        "get_positions",
+        "get_all_positions",
+        "put_deals",
+        "get_deals",
+        "latest_deal_time",
+        "append_events",
+        "list_events",
+        "latest_id",
+        "oldest_available",
+        "prune_events",
         "write_cycle",
         "write_cycle",
     ]

@@ -1,0 +1,181 @@
+"""`mt5_trade_events` in MongoDB: the id is the document's `_id`, drawn from a counter document
+(`mt5_counters`, `_id` = this collection) with one `find_one_and_update` `$inc` per append, so store
+objects sharing one database (shards) never assign the same id; a unique index on `dedup_key` keeps an
+event from being stored twice whoever writes it.
+
+Within one store object appends are serialised (a lock) and inserted ordered, so its ids increase in
+commit order; a write that fails after claiming ids leaves a gap, never a reuse. The counter is raised to
+the greatest stored `_id` once per store object (`$max`), so a lost or restored counter cannot hand out
+an id already stored."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import BulkWriteError
+
+from agent.domain.trades import EventType, TradeEvent
+from agent.store.codec import utc_ms
+from agent.store.mongo.connection import Document, MongoConnection
+from agent.store.observe import operation
+from agent.store.trade_checks import check_events, validate_listing, validate_pruning
+from agent.store.trade_codec import event_from_doc, event_to_doc, unique_by_key
+
+_DUPLICATE_KEY = 11000
+
+
+def _dedup_conflict(error: dict[str, Any]) -> bool:
+    """A duplicate dedup_key (another writer stored the same event meanwhile), not a duplicate `_id`."""
+    if error.get("code") != _DUPLICATE_KEY:
+        return False
+    pattern = error.get("keyPattern") or error.get("keyValue") or {}
+    return "dedup_key" in pattern or "dedup_key" in str(error.get("errmsg", ""))
+
+
+async def _insert_ordered(coll: AsyncCollection[Document], docs: list[Document]) -> list[Document]:
+    """Insert in id order, skipping a document whose dedup_key another writer stored meanwhile; what was
+    inserted, in order. Any other write error is raised."""
+    stored: list[Document] = []
+    start = 0
+    while start < len(docs):
+        batch = docs[start:]
+        try:
+            await coll.insert_many(batch, ordered=True)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors") or []
+            if not errors or not _dedup_conflict(errors[0]):
+                raise
+            index = int(errors[0]["index"])
+            stored.extend(batch[:index])
+            start += index + 1
+        else:
+            stored.extend(batch)
+            break
+    return stored
+
+
+class MongoEvents:
+    """`EventStore` on one collection and a counter document in `counters`."""
+
+    def __init__(self, db: MongoConnection, collection: str, counters: str) -> None:
+        self._db = db
+        self.collection = collection
+        self.counters = counters
+        self._append_lock = asyncio.Lock()
+        self._counter_checked = False
+        db.declare_index(collection, [("dedup_key", ASCENDING)], unique=True)
+        db.declare_index(collection, [("account", ASCENDING), ("_id", ASCENDING)])
+
+    def _coll(self, client: AsyncMongoClient[Document]) -> AsyncCollection[Document]:
+        return self._db.collection(client, self.collection)
+
+    async def _claim_ids(self, client: AsyncMongoClient[Document], count: int) -> int:
+        """The first of `count` consecutive ids no one else will get."""
+        counters = self._db.collection(client, self.counters)
+        if not self._counter_checked:
+            newest = await self._coll(client).find_one({}, {"_id": 1}, sort=[("_id", DESCENDING)])
+            if newest is not None:
+                await counters.update_one(
+                    {"_id": self.collection}, {"$max": {"seq": int(newest["_id"])}}, upsert=True
+                )
+            self._counter_checked = True
+        doc = await counters.find_one_and_update(
+            {"_id": self.collection},
+            {"$inc": {"seq": count}},
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+        )
+        assert doc is not None  # upsert with AFTER always returns the document
+        return int(doc["seq"]) - count + 1
+
+    @operation("append_events")
+    async def append_events(self, events: Sequence[TradeEvent]) -> list[TradeEvent]:
+        events = unique_by_key(list(events))
+        if not events:
+            return []
+        check_events(events)  # before anything is sent: refused means nothing written
+        docs = [event_to_doc(e) for e in events]
+        await self._db.ensure_indexes("append_events")
+        async with self._append_lock, self._db.guard("append_events") as client:
+            coll = self._coll(client)
+            keys = [d["dedup_key"] for d in docs]
+            cursor = coll.find({"dedup_key": {"$in": keys}}, {"_id": 0, "dedup_key": 1})
+            known = {d["dedup_key"] async for d in cursor}
+            fresh = [d for d in docs if d["dedup_key"] not in known]
+            if not fresh:
+                return []
+            first = await self._claim_ids(client, len(fresh))
+            for offset, doc in enumerate(fresh):
+                doc["_id"] = first + offset
+            stored = await _insert_ordered(coll, fresh)
+        return [e for d in stored if (e := event_from_doc(d["_id"], d)) is not None]
+
+    @operation("list_events")
+    async def list_events(
+        self,
+        *,
+        after: int = 0,
+        limit: int,
+        accounts: set[int] | None = None,
+        types: set[EventType] | None = None,
+    ) -> list[TradeEvent]:
+        validate_listing(after, limit)
+        if limit == 0 or (accounts is not None and not accounts) or (types is not None and not types):
+            return []  # (Mongo reads limit 0 as "no limit")
+        query: dict[str, Any] = {"_id": {"$gt": after}}
+        if accounts is not None:
+            query["account"] = {"$in": sorted(accounts)}
+        if types is not None:
+            query["type"] = {"$in": sorted(EventType(t).value for t in types)}
+        async with self._db.guard("list_events") as client:
+            cursor = self._coll(client).find(query).sort("_id", ASCENDING).limit(limit)
+            return [e async for d in cursor if (e := event_from_doc(int(d["_id"]), d)) is not None]
+
+    async def _latest_id(self) -> int:
+        """`latest_id` without reporting an operation (replace_positions calls it)."""
+        async with self._db.guard("latest_id") as client:
+            newest = await self._coll(client).find_one({}, {"_id": 1}, sort=[("_id", DESCENDING)])
+            if newest is not None:
+                return int(newest["_id"])
+            counter = await self._db.collection(client, self.counters).find_one({"_id": self.collection})
+            return int(counter["seq"]) if counter is not None else 0
+
+    @operation("latest_id")
+    async def latest_id(self) -> int:
+        return await self._latest_id()
+
+    @operation("oldest_available")
+    async def oldest_available(self) -> int | None:
+        async with self._db.guard("oldest_available") as client:
+            oldest = await self._coll(client).find_one({}, {"_id": 1}, sort=[("_id", ASCENDING)])
+        return int(oldest["_id"]) if oldest is not None else None
+
+    @operation("prune_events")
+    async def prune_events(self, *, keep_after: datetime | None = None, max_events: int | None = None) -> int:
+        validate_pruning(max_events)
+        if keep_after is None and max_events is None:
+            return 0
+        everything = 2**63 - 1  # a cut above every id
+        async with self._db.guard("prune_events") as client:
+            coll = self._coll(client)
+            cut = 0  # every id below it goes
+            if keep_after is not None:
+                first_kept = await coll.find_one(
+                    {"detected_at": {"$gte": utc_ms(keep_after)}}, {"_id": 1}, sort=[("_id", ASCENDING)]
+                )
+                cut = max(cut, int(first_kept["_id"]) if first_kept is not None else everything)
+            if max_events == 0:
+                cut = everything
+            elif max_events is not None:
+                cursor = coll.find({}, {"_id": 1}).sort("_id", DESCENDING).skip(max_events - 1).limit(1)
+                kept = [int(d["_id"]) async for d in cursor]
+                cut = max(cut, kept[0] if kept else 0)
+            if cut == 0:
+                return 0
+            result = await coll.delete_many({"_id": {"$lt": cut}})
+            return result.deleted_count
