@@ -1,32 +1,27 @@
 """A simulated MT5 terminal: realistic, deterministic, and able to fail on purpose.
 
-Everything is a function of (seed, clock): prices are fractal value noise over time (they wander like a
-random walk but can be evaluated at any instant without state), trades are drawn per 5-minute slot from a
-random.Random seeded by (seed, login, slot). Reads are cheap, and two terminals with the same seed and
-clock report the same data. The seed balance is the balance at construction time; the deposit that opens
-the deal history is derived so the history adds up to it.
+Everything is a function of (seed, clock): prices are fractal value noise over time (bridge.sim_market) and
+each 5-minute slot's trade, with its whole life of SL/TP moves, scale-ins, partial closes, reversals and its
+close, is laid out from a random.Random seeded by (seed, login, slot) (bridge.sim_trades). Any instant can
+be read, in any order, and two terminals with the same seed and clock report the same data. The seed
+balance is the balance at construction time; the deposit that opens the deal history is derived so the
+history adds up to it. `ground_truth` lists every change made, for tests of event detection.
 """
 
 from __future__ import annotations
 
-import math
-import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from bridge.config import AccountEntry
 from bridge.pool import TerminalPool
+from bridge.sim_market import SYMBOLS, margin_of, pnl, price_at
+from bridge.sim_trades import SLOT_MS, SimDeal, SimTrade, TruthChange, build_trade, ticket_for
 from bridge.terminal import (
-    DEAL_ENTRY_IN,
-    DEAL_ENTRY_OUT,
-    DEAL_REASON_CLIENT,
     DEAL_TYPE_BALANCE,
-    DEAL_TYPE_BUY,
-    DEAL_TYPE_SELL,
     POSITION_TYPE_BUY,
     POSITION_TYPE_SELL,
     RES_E_AUTH_FAILED,
@@ -41,6 +36,8 @@ from bridge.terminal import (
     TradePosition,
 )
 
+__all__ = ["SLOT_MS", "SYMBOLS", "SimTrade", "SimulatedTerminal", "TruthChange", "price_at", "simulated_pool"]
+
 FAULTS = ("login_failed", "disconnected", "hang", "wrong_account", "no_live_data")
 
 SERVER = "MEXAtlantic-Real"
@@ -54,13 +51,7 @@ DEMO_ACCOUNTS: tuple[tuple[int, str, float], ...] = (
     (891234, "Account 891234", 8_000.00),
 )
 
-SLOT_MS = 300_000  # one trade opportunity per account per 5 minutes
-TRADE_PROBABILITY = 0.5
-MEAN_TRADE_SECONDS = 1_200.0
 HISTORY_MS = 2 * 86_400_000  # deal history that exists when the terminal starts
-COMMISSION_PER_LOT = 3.5  # per side, account currency
-NOISE_BASE_PERIOD = 8.0  # seconds; octaves double up to ~4.5 h
-NOISE_OCTAVES = 11
 
 
 def demo_accounts() -> list[AccountEntry]:
@@ -71,224 +62,119 @@ def demo_accounts() -> list[AccountEntry]:
     ]
 
 
-@dataclass(frozen=True)
-class _Symbol:
-    name: str
-    base_price: float
-    digits: int
-    contract_size: float
-    volatility: float  # relative move per sqrt(second)
-    usd_base: bool  # USDxxx: profit and margin convert through the price
-
-
-SYMBOLS: tuple[_Symbol, ...] = (
-    _Symbol("EURUSD", 1.0850, 5, 100_000, 2.0e-5, False),
-    _Symbol("GBPUSD", 1.2700, 5, 100_000, 2.5e-5, False),
-    _Symbol("USDJPY", 149.50, 3, 100_000, 2.5e-5, True),
-    _Symbol("XAUUSD", 2650.0, 2, 100, 4.0e-5, False),
-)
-
-_MASK = (1 << 64) - 1
-
-
-def _unit(a: int, b: int, c: int, d: int) -> float:
-    """Deterministic value in [-1, 1) for a lattice point. Hashing a tuple of ints is stable across runs
-    (PYTHONHASHSEED only salts str and bytes) and far cheaper than seeding a generator per point."""
-    return (hash((a, b, c, d)) & _MASK) / 2**63 - 1.0
-
-
-def price_at(seed: int, symbol: int, t: float) -> float:
-    """Price of SYMBOLS[symbol] at UTC epoch second t: octaves of smoothed value noise whose amplitude
-    grows with sqrt(period), the scaling of a random walk, so it drifts like one but stays bounded."""
-    sym = SYMBOLS[symbol]
-    x = 0.0
-    for octave in range(NOISE_OCTAVES):
-        period = NOISE_BASE_PERIOD * (1 << octave)
-        u = t / period
-        k = math.floor(u)
-        f = u - k
-        f = f * f * (3.0 - 2.0 * f)
-        a = _unit(seed, symbol, octave, k)
-        b = _unit(seed, symbol, octave, k + 1)
-        x += (a + (b - a) * f) * math.sqrt(period)
-    return round(sym.base_price * (1.0 + sym.volatility * x), sym.digits)
-
-
-def _pnl(sym: _Symbol, buy: bool, volume: float, price_open: float, price_now: float) -> float:
-    diff = (price_now - price_open) if buy else (price_open - price_now)
-    pnl = diff * volume * sym.contract_size
-    return pnl / price_now if sym.usd_base else pnl
-
-
-def _margin(sym: _Symbol, volume: float, price_open: float, leverage: int) -> float:
-    notional = volume * sym.contract_size * (1.0 if sym.usd_base else price_open)
-    return notional / leverage
-
-
-@dataclass(frozen=True)
-class SimTrade:
-    """One simulated round trip, times in true UTC epoch milliseconds (ground truth for tests)."""
-
-    position: int
-    symbol: int
-    buy: bool
-    volume: float
-    open_ms: int
-    close_ms: int
-    price_open: float
-    price_close: float
-    profit: float  # realised at close
-    commission: float  # per side
-
-    @property
-    def sym(self) -> _Symbol:
-        return SYMBOLS[self.symbol]
-
-
 class _AccountSim:
-    """One account's market activity. Trades are generated slot by slot as the clock passes them and
-    cached, so each read costs a scan of the account's trades, not a replay."""
+    """One account's trading desk. Trades (bridge.sim_trades) are laid out slot by slot as the clock
+    passes them and cached, so each read costs a scan of the account's trades, not a replay."""
 
-    def __init__(self, entry: AccountEntry, seed: int, start_ms: int) -> None:
+    def __init__(self, entry: AccountEntry, seed: int, start_ms: int, offset_ms: int) -> None:
         self.entry = entry
         self.seed = seed
+        self.offset_ms = offset_ms
         self.trades: list[SimTrade] = []
+        self.balance_ops: list[SimDeal] = []
         first_slot = (start_ms - HISTORY_MS) // SLOT_MS
         self.origin_ms = first_slot * SLOT_MS
         self._next_slot = first_slot
-        self.deposit = 0.0
+        self.deposit: SimDeal | None = None
         self.advance(start_ms)
-        realised = sum(_deal_amount(d) for d in self._raw_deals(start_ms))
-        self.deposit = round(entry.balance - realised, 2)
+        realised = sum(d.amount for d in self._visible_deals(start_ms))
+        amount = round(entry.balance - realised, 2)
+        if amount:
+            fields = dict(
+                ticket=ticket_for(self.origin_ms, entry.login, 98),
+                type=DEAL_TYPE_BALANCE,
+                profit=amount,
+                comment="Deposit" if amount > 0 else "Withdrawal",
+            )
+            self.deposit = SimDeal(self.origin_ms, self.origin_ms, fields)
 
     def advance(self, now_ms: int) -> None:
         if self.entry.balance <= 0:  # an empty account does not trade
             return
         last = now_ms // SLOT_MS
         while self._next_slot <= last:
-            trade = self._trade_for_slot(self._next_slot)
+            trade, op = build_trade(
+                self.seed, self.entry.login, self._next_slot, self.entry.balance, self.offset_ms
+            )
             if trade is not None:
                 self.trades.append(trade)
+            if op is not None:
+                self.balance_ops.append(op)
             self._next_slot += 1
 
-    def _trade_for_slot(self, slot: int) -> SimTrade | None:
-        rng = random.Random(f"{self.seed}:{self.entry.login}:{slot}")
-        if rng.random() >= TRADE_PROBABILITY:
-            return None
-        open_ms = slot * SLOT_MS + int(rng.random() * SLOT_MS)
-        seconds = min(max(rng.expovariate(1.0 / MEAN_TRADE_SECONDS), 30.0), 6 * 3600.0)
-        close_ms = open_ms + int(seconds * 1000)
-        symbol = rng.randrange(len(SYMBOLS))
-        sym = SYMBOLS[symbol]
-        buy = rng.random() < 0.5
-        per_lot = sym.contract_size * (1.0 if sym.usd_base else sym.base_price)
-        volume = max(0.01, round(self.entry.balance * rng.uniform(0.5, 3.0) / per_lot, 2))
-        p_open = price_at(self.seed, symbol, open_ms / 1000)
-        p_close = price_at(self.seed, symbol, close_ms / 1000)
-        return SimTrade(
-            position=slot * 10_000 + (self.entry.login % 1000) * 10,
-            symbol=symbol,
-            buy=buy,
-            volume=volume,
-            open_ms=open_ms,
-            close_ms=close_ms,
-            price_open=p_open,
-            price_close=p_close,
-            profit=round(_pnl(sym, buy, volume, p_open, p_close), 2),
-            commission=round(-COMMISSION_PER_LOT * volume, 2),
-        )
-
-    def _raw_deals(self, now_ms: int) -> list[tuple[int, dict[str, Any]]]:
-        """(utc_ms, deal fields) for every deal done by now_ms, in time order."""
-        out: list[tuple[int, dict[str, Any]]] = []
-        base = (self.origin_ms // SLOT_MS - 1) * 10_000 + (self.entry.login % 1000) * 10
-        if self.deposit:
-            comment = "Deposit" if self.deposit > 0 else "Withdrawal"
-            out.append(
-                (
-                    self.origin_ms,
-                    dict(ticket=base + 2, type=DEAL_TYPE_BALANCE, profit=self.deposit, comment=comment),
-                )
-            )
+    def _visible_deals(self, now_ms: int) -> list[SimDeal]:
+        """Every deal in the history at now_ms, in time order."""
+        out = [d for d in self.balance_ops if d.visible_ms <= now_ms]
+        if self.deposit is not None:
+            out.append(self.deposit)
         for t in self.trades:
-            if t.open_ms > now_ms:
-                continue
-            side_in = DEAL_TYPE_BUY if t.buy else DEAL_TYPE_SELL
-            side_out = DEAL_TYPE_SELL if t.buy else DEAL_TYPE_BUY
-            common = dict(
-                position_id=t.position, volume=t.volume, symbol=t.sym.name, reason=DEAL_REASON_CLIENT
-            )
-            out.append(
-                (
-                    t.open_ms,
-                    dict(
-                        common,
-                        ticket=t.position + 2,
-                        order=t.position,
-                        type=side_in,
-                        entry=DEAL_ENTRY_IN,
-                        price=t.price_open,
-                        commission=t.commission,
-                    ),
-                )
-            )
-            if t.close_ms <= now_ms:
-                out.append(
-                    (
-                        t.close_ms,
-                        dict(
-                            common,
-                            ticket=t.position + 3,
-                            order=t.position + 1,
-                            type=side_out,
-                            entry=DEAL_ENTRY_OUT,
-                            price=t.price_close,
-                            commission=t.commission,
-                            profit=t.profit,
-                        ),
-                    )
-                )
-        out.sort(key=lambda d: (d[0], d[1]["ticket"]))
+            if t.open_ms <= now_ms:
+                out.extend(d for d in t.deals if d.visible_ms <= now_ms)
+        out.sort(key=lambda d: (d.utc_ms, d.fields["ticket"]))
         return out
 
-    def deals(self, now_ms: int, offset_ms: int) -> list[TradeDeal]:
+    def deals(self, now_ms: int) -> list[TradeDeal]:
+        off = self.offset_ms
         return [
-            TradeDeal(**fields, time=(ms + offset_ms) // 1000, time_msc=ms + offset_ms)
-            for ms, fields in self._raw_deals(now_ms)
+            TradeDeal(**d.fields, time=(d.utc_ms + off) // 1000, time_msc=d.utc_ms + off)
+            for d in self._visible_deals(now_ms)
         ]
 
-    def positions(self, now_ms: int, offset_ms: int) -> list[TradePosition]:
+    def positions(self, now_ms: int) -> list[TradePosition]:
+        off = self.offset_ms
         out = []
         for t in self.trades:
-            if not (t.open_ms <= now_ms < t.close_ms):
+            s = t.state_at(now_ms)
+            if s is None:
                 continue
             price = price_at(self.seed, t.symbol, now_ms / 1000)
-            broker_ms = t.open_ms + offset_ms
             out.append(
                 TradePosition(
-                    ticket=t.position,
-                    time=broker_ms // 1000,
-                    time_msc=broker_ms,
-                    time_update=broker_ms // 1000,
-                    time_update_msc=broker_ms,
-                    type=POSITION_TYPE_BUY if t.buy else POSITION_TYPE_SELL,
-                    identifier=t.position,
-                    reason=DEAL_REASON_CLIENT,
-                    volume=t.volume,
-                    price_open=t.price_open,
+                    ticket=s.identifier,
+                    time=(s.open_ms + off) // 1000,
+                    time_msc=s.open_ms + off,
+                    time_update=(s.update_ms + off) // 1000,
+                    time_update_msc=s.update_ms + off,
+                    type=POSITION_TYPE_BUY if s.buy else POSITION_TYPE_SELL,
+                    magic=s.magic,
+                    identifier=s.identifier,
+                    reason=s.reason,
+                    volume=s.volume,
+                    price_open=s.price_open,
+                    sl=s.sl,
+                    tp=s.tp,
                     price_current=price,
-                    profit=round(_pnl(t.sym, t.buy, t.volume, t.price_open, price), 2),
+                    swap=t.swap_at(now_ms),
+                    profit=round(pnl(t.sym, s.buy, s.volume, s.price_open, price), 2),
                     symbol=t.sym.name,
+                    comment=s.comment,
                 )
             )
+        return out
+
+    def ground_truth(self, since_ms: int, until_ms: int) -> list[TruthChange]:
+        """Every change in [since_ms, until_ms), in time order."""
+        out = [c for t in self.trades for c in t.changes if since_ms <= c.time_ms < until_ms]
+        ops = list(self.balance_ops) + ([self.deposit] if self.deposit is not None else [])
+        for d in ops:
+            if since_ms <= d.utc_ms < until_ms:
+                data = dict(amount=d.fields["profit"], deal=d.fields["ticket"], comment=d.fields["comment"])
+                out.append(TruthChange(d.utc_ms, self.entry.login, 0, "balance", data))
+        out.sort(key=lambda c: (c.time_ms, c.identifier, _KIND_ORDER[c.kind]))
         return out
 
     def account_info(self, now_ms: int, company: str) -> AccountInfo:
+        """Balance is the visible history's sum (a late closing deal moves it when it shows); profit is
+        the floating profit plus swap of the open positions; equity = balance + profit."""
         e = self.entry
-        balance = round(sum(_deal_amount(d) for d in self._raw_deals(now_ms)), 2)
-        open_trades = [t for t in self.trades if t.open_ms <= now_ms < t.close_ms]
-        profit = round(sum(p.profit for p in self.positions(now_ms, 0)), 2)
-        margin = round(sum(_margin(t.sym, t.volume, t.price_open, e.leverage) for t in open_trades), 2)
+        balance = round(sum(d.amount for d in self._visible_deals(now_ms)), 2)
+        positions = self.positions(now_ms)
+        profit = round(sum(p.profit + p.swap for p in positions), 2)
+        margin = 0.0
+        for p in positions:
+            sym = next(s for s in SYMBOLS if s.name == p.symbol)
+            margin += margin_of(sym, p.volume, p.price_open, e.leverage)
+        margin = round(margin, 2)
         equity = round(balance + profit, 2)
         return AccountInfo(
             login=e.login,
@@ -314,9 +200,15 @@ class _AccountSim:
         )
 
 
-def _deal_amount(d: tuple[int, dict[str, Any]]) -> float:
-    f = d[1]
-    return f.get("profit", 0.0) + f.get("commission", 0.0) + f.get("swap", 0.0) + f.get("fee", 0.0)
+_KIND_ORDER = {
+    "balance": 0,
+    "opened": 1,
+    "sl_tp": 2,
+    "volume_added": 3,
+    "partial_close": 4,
+    "reversal": 5,
+    "closed": 6,
+}
 
 
 def _epoch_seconds(value: datetime | float) -> float:
@@ -377,6 +269,8 @@ class SimulatedTerminal(Terminal):
         self.hung_calls = 0  # calls blocked right now by a `hang` fault
         for login, fault in (faults or {}).items():
             self.set_fault(login, fault)
+        for login in self._logins:  # lay out the history now (~50 ms a trading account), not in a first call
+            self._sim(login, self._start_ms)
 
     # -- knobs ---------------------------------------------------------------------------------------
 
@@ -412,9 +306,17 @@ class SimulatedTerminal(Terminal):
         return int(self._clock() * 1000)
 
     def simulated_trades(self, login: int) -> list[SimTrade]:
-        """Ground truth (UTC) for tests: the trades opened so far on an account."""
+        """Ground truth (UTC) for tests: the trades opened so far on an account, whole lives included
+        (a trade's `close_ms` may lie in the future)."""
         now = self.now_ms()
         return [t for t in self._sim(login, now).trades if t.open_ms <= now]
+
+    def ground_truth(self, login: int, since_ms: int, until_ms: int | None = None) -> list[TruthChange]:
+        """Every change the simulator made to an account in [since_ms, until_ms) (UTC ms; default: up to
+        now), in time order: opened, sl_tp, volume_added, partial_close, reversal, closed, balance.
+        Independent of the clock's history: any window can be asked for, in any order."""
+        until = self.now_ms() + 1 if until_ms is None else until_ms
+        return self._sim(login, until).ground_truth(since_ms, until)
 
     # -- internals -----------------------------------------------------------------------------------
 
@@ -422,7 +324,9 @@ class SimulatedTerminal(Terminal):
         with self._sim_lock:  # the worker thread and a test's direct reads may both get here
             sim = self._sims.get(login)
             if sim is None:
-                sim = self._sims[login] = _AccountSim(self._entries[login], self.seed, self._start_ms)
+                sim = self._sims[login] = _AccountSim(
+                    self._entries[login], self.seed, self._start_ms, self._offset_ms()
+                )
             sim.advance(now_ms)
             return sim
 
@@ -548,7 +452,7 @@ class SimulatedTerminal(Terminal):
             return ()
         now = self.now_ms()
         self._last_error = (RES_S_OK, "Success")
-        return tuple(self._sim(login, now).positions(now, self._offset_ms()))
+        return tuple(self._sim(login, now).positions(now))
 
     def history_deals_get(self, date_from: datetime, date_to: datetime) -> tuple[TradeDeal, ...] | None:
         login = self._data_call_login()
@@ -558,7 +462,7 @@ class SimulatedTerminal(Terminal):
             return ()
         lo, hi = _epoch_seconds(date_from), _epoch_seconds(date_to)
         now = self.now_ms()
-        deals = self._sim(login, now).deals(now, self._offset_ms())
+        deals = self._sim(login, now).deals(now)
         self._last_error = (RES_S_OK, "Success")
         return tuple(d for d in deals if lo <= d.time <= hi)
 

@@ -144,7 +144,7 @@ async def test_balance_positions_trades_shapes(make_bridge, busy_clock) -> None:
     assert status == 200
     _validate(doc, "PositionsResponse", pos)
     assert pos["account_id"] == A and pos["positions"], "the demo account should hold open positions"
-    assert round(sum(p["profit"] for p in pos["positions"]), 2) == bal["profit"]
+    assert round(sum(p["profit"] + p["swap"] for p in pos["positions"]), 2) == bal["profit"]
     assert len(pos["positions"]) == len(br.sim(A).positions_get() or ())
 
     status, tr = await br.get(f"/api/mt5/account/{A}/trades")

@@ -39,8 +39,8 @@ async def test_200_concurrent_requests_on_one_terminal_never_mix_accounts(make_b
             assert body["live_data"]["balance"] == expected[login]
         elif kind == "balance":
             assert body["balance"] == expected[login]
-        else:  # simulated tickets carry the owner's login in digits 2-4
-            assert all((p["ticket"] // 10) % 1000 == login % 1000 for p in body["positions"])
+        else:  # simulated tickets carry the last two digits of the owner's login in digits 3-4
+            assert all((p["ticket"] // 100) % 100 == login % 100 for p in body["positions"])
     assert term.login_calls > len(logins), "the requests should have made the terminal switch accounts"
 
 

@@ -29,8 +29,8 @@ async def test_deals_are_reported_at_their_utc_instant(make_bridge, offset) -> N
     lo, hi = _iso_ms(trade.open_ms - 1000), _iso_ms(trade.open_ms + 1000)
     status, body = await br.get(f"/api/mt5/account/{A}/trades?from={lo}&to={hi}".replace("+", "%2B"))
     assert status == 200
-    opened = [d for d in body["deals"] if d["position_id"] == trade.position]
-    assert len(opened) == 1 and opened[0]["entry"] == 0
+    opened = [d for d in body["deals"] if d["position_id"] == trade.position and d["entry"] == 0]
+    assert len(opened) == 1
     assert opened[0]["time"] == _iso_ms(trade.open_ms)
 
     # The terminal itself reports broker time, so the conversion is doing real work.
@@ -39,7 +39,9 @@ async def test_deals_are_reported_at_their_utc_instant(make_bridge, offset) -> N
     assert raw_open.time_msc == trade.open_ms + round(offset * 3_600_000)
 
     status, body = await br.get(f"/api/mt5/account/{A}/trades?from=2000-01-01")
-    closed = next(d for d in body["deals"] if d["position_id"] == trade.position and d["entry"] == 1)
+    closing = trade.deals[-1].fields["ticket"]
+    closed = next(d for d in body["deals"] if d["ticket"] == closing)
+    assert closed["position_id"] == trade.position and closed["entry"] == 1
     assert closed["time"] == _iso_ms(trade.close_ms)
     assert closed["profit"] == trade.profit
 
