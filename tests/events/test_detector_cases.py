@@ -273,3 +273,19 @@ def test_prune_forgets_old_closed_identifiers() -> None:
     )
     assert det.state.accounts[ACC].closed == {7: at(2)}
     assert det.state.prune_closed(at(3)) == 1 and det.state.accounts[ACC].closed == {}
+
+
+def test_a_close_seen_before_an_earlier_partial_close_is_not_taken_for_a_partial_close() -> None:
+    """Out of order (history filled in late): the closing deal leaves volume only because an earlier OUT
+    deal is missing; nothing is decided until it arrives."""
+    det = Detector()
+    run(
+        det, 1, snapshot(1, position(7, opened=1)), [deal(8, 7, IN, buy=True, volume=1.0, time=1, opens=True)]
+    )
+    final = deal(10, 7, OUT, buy=False, volume=0.6, time=3, profit=6.0)
+    assert run(det, 4, snapshot(4), [final]) == []
+    ev = run(det, 5, snapshot(5), [deal(9, 7, OUT, buy=False, volume=0.4, time=2, profit=4.0)])
+    assert [(e.dedup_key, e.data.get("change")) for e in ev] == [
+        (f"{ACC}:deal:9", "partial_close"),
+        (f"{ACC}:7:closed", None),
+    ]
