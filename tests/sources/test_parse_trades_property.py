@@ -4,7 +4,6 @@ exception, never a value outside the domain."""
 
 from __future__ import annotations
 
-import math
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -12,19 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.domain.accounts import REASONS
-from agent.domain.trades import Deal, DealEntry, DealType, Position, PositionType
-from agent.sources.bridge.parse import CLOCK_SKEW_TOLERANCE, MIN_TIMESTAMP, PayloadError
+from agent.domain.trades import Deal, Position
+from agent.sources.bridge.parse import CLOCK_SKEW_TOLERANCE, PayloadError
 from agent.sources.bridge.parse_trades import (
     DEAL_FIELDS,
-    MAX_COMMENT,
-    MAX_INT64,
-    MAX_REASON,
-    MAX_SYMBOL,
-    MAX_VOLUME,
     POSITION_FIELDS,
     parse_deals,
     parse_positions,
 )
+from tests.sources.checks import check_deal, check_position
 from tests.sources.payloads import ACCOUNT, RECEIVED, deal_json, deals_answer, position_json, positions_answer
 
 LATEST = RECEIVED + timedelta(seconds=CLOCK_SKEW_TOLERANCE)
@@ -84,40 +79,6 @@ json_values = st.recursive(
 )
 
 
-def _check_common(x: Position | Deal) -> None:
-    assert x.account == ACCOUNT
-    assert type(x.ticket) is int and 0 < x.ticket <= MAX_INT64
-    assert type(x.magic) is int and 0 <= x.magic <= MAX_INT64
-    assert type(x.reason) is int and 0 <= x.reason <= MAX_REASON
-    assert type(x.volume) is float and 0 <= x.volume <= MAX_VOLUME
-    assert x.time.tzinfo is UTC and MIN_TIMESTAMP <= x.time <= LATEST
-    assert type(x.symbol) is str and len(x.symbol) <= MAX_SYMBOL and x.symbol.isprintable()
-    assert type(x.comment) is str and len(x.comment) <= MAX_COMMENT and x.comment.isprintable()
-
-
-def _money(*values: float) -> bool:
-    return all(type(v) is float and math.isfinite(v) and abs(v) <= 1e15 for v in values)
-
-
-def check_position(p: Position) -> None:
-    _check_common(p)
-    assert type(p.identifier) is int and 0 < p.identifier <= MAX_INT64
-    assert type(p.type) is PositionType and p.symbol.strip()
-    assert p.time_update.tzinfo is UTC and MIN_TIMESTAMP <= p.time_update <= LATEST
-    assert _money(p.price_open, p.sl, p.tp, p.price_current, p.swap, p.profit)
-
-
-def check_deal(d: Deal) -> None:
-    _check_common(d)
-    assert type(d.order) is int and 0 <= d.order <= MAX_INT64
-    assert type(d.position_id) is int and 0 <= d.position_id <= MAX_INT64
-    assert type(d.type) is DealType and type(d.entry) is DealEntry
-    if d.is_trade:
-        assert d.position_id > 0 and d.symbol.strip()
-    assert _money(d.price, d.commission, d.swap, d.profit, d.fee)
-    assert math.isfinite(d.result)
-
-
 def _same(sent: Any, got: Any) -> bool:
     """The parsed value is what was sent, only re-typed (never rounded, truncated or shifted)."""
     if isinstance(got, datetime):
@@ -144,7 +105,7 @@ def _positions(doc: Any) -> None:
     assert snap.account == ACCOUNT and snap.as_of <= RECEIVED
     assert len({p.identifier for p in snap.positions}) == len(snap.positions)
     for p in snap.positions:
-        check_position(p)
+        check_position(p, ACCOUNT, LATEST)
     if len(snap.positions) == len(doc["positions"]):
         for entry, p in zip(doc["positions"], snap.positions, strict=True):
             _check_sent(entry, p)
@@ -158,7 +119,7 @@ def _deals(doc: Any) -> None:
         return
     assert len({d.ticket for d in deals}) == len(deals)
     for d in deals:
-        check_deal(d)
+        check_deal(d, ACCOUNT, LATEST)
     if len(deals) == len(doc["deals"]):
         for entry, d in zip(doc["deals"], deals, strict=True):
             _check_sent(entry, d)
