@@ -171,6 +171,9 @@ class Detector:
                 if raw.identifier > 0 and raw.identifier in a.tracks:
                     present.add(raw.identifier)  # still there; its last good sighting stands
                 continue
+            if p.identifier in present:
+                self.rejected.append(f"position {p.identifier}: twice in one snapshot (the first stands)")
+                continue
             if p.identifier in a.closed:
                 continue
             present.add(p.identifier)
@@ -207,7 +210,7 @@ class Detector:
         if not ins:
             return None
         first = ins[0]
-        if track.sighting is None or first.time <= track.sighting.time + OPEN_TIME_SLACK:
+        if track.sighting is None or first.time - track.sighting.time <= OPEN_TIME_SLACK:  # (no overflow)
             return first
         return None
 
