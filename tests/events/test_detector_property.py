@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 from decimal import Decimal
 
 from hypothesis import HealthCheck, given, settings
@@ -28,6 +29,7 @@ class Store:
         self.deals: dict[tuple[int, int], Deal] = {}
         self.positions: dict[int, tuple[Position, ...]] = {}
         self.as_of: dict[int, object] = {}
+        self.stats: Counter[str] = Counter()  # which cases a run exercised
 
     def add(self, events: list[TradeEvent]) -> None:
         for e in events:
@@ -55,6 +57,8 @@ def play(rng: random.Random) -> tuple[Store, dict[str, Expected]]:
     if rng.random() < 0.4:  # the agent is down for a run of polls
         start = rng.randrange(len(polls) - 3)
         down = set(range(start, min(start + rng.randint(1, 5), len(polls) - 3)))
+    store = Store()
+    store.stats["downtime"] += bool(down)
     visible: dict[tuple[int, int], int] = {}  # deal -> first poll index whose sweep can return it
     for tr in desk.trades:
         k_prev = 0
@@ -62,16 +66,17 @@ def play(rng: random.Random) -> tuple[Store, dict[str, Expected]]:
             k = next(i for i, t in enumerate(polls) if t >= d.time.timestamp() - at(0).timestamp())
             if d.entry != DealEntry.IN and rng.random() < 0.35:  # a closing (or reversing) deal a sweep late
                 k += 1
+                store.stats["late deal"] += 1
             # a terminal's history fills in time order: a position's later deals are never seen before it
             k_prev = visible[(d.account, d.ticket)] = max(k, k_prev)
     all_deals = [d for tr in desk.trades for d in tr.deals]
-    store = Store()
     det = Detector()
     seen: dict[int, list[PositionsSnapshot]] = {a: [] for a in ACCOUNTS}
     for k, t in enumerate(polls):
         if k in down:
             continue
         if rng.random() < 0.2:  # a restart
+            store.stats["restart"] += 1
             if rng.random() < 0.5:
                 det = Detector(DetectorState.from_dict(json.loads(json.dumps(det.state.to_dict()))))
             else:
@@ -103,6 +108,11 @@ def play(rng: random.Random) -> tuple[Store, dict[str, Expected]]:
     expected = desk.expected()
     for acc in ACCOUNTS:
         expected |= sltp_expected(seen[acc])
+        ever = {(acc, p.identifier) for s in seen[acc] for p in s.positions}
+        store.stats["opened and closed between polls"] += sum(
+            1 for tr in desk.trades if tr.account == acc and tr.closed and (acc, tr.identifier) not in ever
+        )
+    store.stats.update(e.data.get("change", e.type.value) for e in store.events.values())
     return store, expected
 
 
@@ -128,6 +138,22 @@ def check(store: Store, expected: dict[str, Expected]) -> None:
 @given(st.integers(min_value=0, max_value=2**32))
 def test_every_change_yields_exactly_the_expected_events(seed: int) -> None:
     check(*play(random.Random(seed)))  # a seed, not st.randoms(): recording every draw costs 10x
+
+
+def test_the_runs_exercise_every_case() -> None:
+    total: Counter[str] = Counter()
+    for seed in range(100):
+        total += play(random.Random(seed))[0].stats
+    cases = (
+        "late deal",
+        "downtime",
+        "restart",
+        "opened and closed between polls",
+        "TRADE_OPENED",
+        "TRADE_CLOSED",
+    )
+    changes = ("sl_tp", "volume_added", "partial_close", "reversal")
+    assert all(total[c] >= 10 for c in cases + changes), total
 
 
 def test_the_property_can_fail() -> None:
