@@ -32,11 +32,56 @@ MT5TerminalInfo = namedtuple(
 
 LOGIN = 891215
 
+# The enum constants the fake module carries, written out like the real package's __init__.py (checked
+# against the real wheel by test_mt5_constants.py).
+FAKE_CONSTANTS = {
+    "POSITION_TYPE_BUY": 0,
+    "POSITION_TYPE_SELL": 1,
+    "POSITION_REASON_CLIENT": 0,
+    "POSITION_REASON_MOBILE": 1,
+    "POSITION_REASON_WEB": 2,
+    "POSITION_REASON_EXPERT": 3,
+    "DEAL_TYPE_BUY": 0,
+    "DEAL_TYPE_SELL": 1,
+    "DEAL_TYPE_BALANCE": 2,
+    "DEAL_TYPE_CREDIT": 3,
+    "DEAL_TYPE_CHARGE": 4,
+    "DEAL_TYPE_CORRECTION": 5,
+    "DEAL_TYPE_BONUS": 6,
+    "DEAL_TYPE_COMMISSION": 7,
+    "DEAL_TYPE_COMMISSION_DAILY": 8,
+    "DEAL_TYPE_COMMISSION_MONTHLY": 9,
+    "DEAL_TYPE_COMMISSION_AGENT_DAILY": 10,
+    "DEAL_TYPE_COMMISSION_AGENT_MONTHLY": 11,
+    "DEAL_TYPE_INTEREST": 12,
+    "DEAL_TYPE_BUY_CANCELED": 13,
+    "DEAL_TYPE_SELL_CANCELED": 14,
+    "DEAL_DIVIDEND": 15,
+    "DEAL_DIVIDEND_FRANKED": 16,
+    "DEAL_TAX": 17,
+    "DEAL_ENTRY_IN": 0,
+    "DEAL_ENTRY_OUT": 1,
+    "DEAL_ENTRY_INOUT": 2,
+    "DEAL_ENTRY_OUT_BY": 3,
+    "DEAL_REASON_CLIENT": 0,
+    "DEAL_REASON_MOBILE": 1,
+    "DEAL_REASON_WEB": 2,
+    "DEAL_REASON_EXPERT": 3,
+    "DEAL_REASON_SL": 4,
+    "DEAL_REASON_TP": 5,
+    "DEAL_REASON_SO": 6,
+    "DEAL_REASON_ROLLOVER": 7,
+    "DEAL_REASON_VMARGIN": 8,
+    "DEAL_REASON_SPLIT": 9,
+}
+
 
 def fake_mt5() -> types.ModuleType:
     mod = types.ModuleType("MetaTrader5")
     state: dict[str, Any] = {"calls": [], "login": None}
     mod.state = state  # type: ignore[attr-defined]
+    for name, value in FAKE_CONSTANTS.items():
+        setattr(mod, name, value)
 
     def initialize(*args: Any, **kw: Any) -> bool:
         state["calls"].append(("initialize", args, kw))
