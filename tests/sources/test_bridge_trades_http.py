@@ -316,3 +316,31 @@ async def test_a_hostile_answer_fails_that_account_only(
         release.set()
         await source.close()
         await server.close()
+
+
+async def test_only_a_usable_health_document_decides_support() -> None:
+    doc: dict[str, Any] = {"status": "unhealthy", "mt5": {"available": False}}
+
+    async def health(request: web.Request) -> web.Response:
+        return web.json_response(doc)
+
+    app = web.Application()
+    app.router.add_get("/api/mt5/bridge/health", health)
+    server, url = await _serve(app)
+    source = BridgeSource(BridgeClient(url, timeout=5.0))
+    try:
+        await source.health()  # a bridge starting up lists no features: nothing is concluded
+        assert not source.positions_supported() and source._positions is None
+        doc.update(status="healthy", mt5={"available": True}, features=["batch", "positions"])
+        await source.health()  # the prober's check counts as well as the cycle's
+        assert source.positions_supported()
+        doc["status"] = "unhealthy"
+        doc.pop("features")
+        await source.health()
+        assert source.positions_supported()  # kept until a usable document says otherwise
+        doc["status"] = "degraded"
+        await source.health()
+        assert not source.positions_supported()
+    finally:
+        await source.close()
+        await server.close()

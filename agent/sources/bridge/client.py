@@ -377,16 +377,17 @@ class BridgeClient:
             raise _unexpected(f"account {account}", exc) from None
 
     async def _trade_json(self, account: int, what: str, params: dict[str, str] | None = None) -> Any:
-        """GET /positions or /trades. A 404 that names no unknown account is a bridge without the
-        endpoint (the seed's): said plainly, as the reason alone (not_found) cannot tell them apart."""
+        """GET /positions or /trades; a failure's message names the account and the endpoint. A 404
+        that names no unknown account is a bridge without the endpoint (the seed's): said plainly, as
+        the reason alone (not_found) cannot tell the two apart."""
         try:
             return await self.get_json(f"/api/mt5/account/{account}/{what}", what, params)
         except BridgeError as exc:
+            text = exc.message if exc.message.startswith(f"{what}: ") else f"{what}: {exc.message}"
             if exc.status == 404 and exc.code != "unknown_account":
-                exc.message = (
-                    f"account {account}: {what}: {exc.message} (this bridge serves no {what} endpoint?)"
-                )
-                exc.args = (exc.message,)
+                text += f" (this bridge serves no {what} endpoint?)"
+            exc.message = f"account {account}: {text}"
+            exc.args = (exc.message,)
             raise
 
     async def positions(self, account: int) -> PositionsSnapshot:

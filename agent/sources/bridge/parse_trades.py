@@ -88,6 +88,9 @@ DEAL_FIELDS = (
     "reason",
 )
 
+_POSITION_KEYS = frozenset(POSITION_FIELDS)
+_DEAL_KEYS = frozenset(DEAL_FIELDS)
+
 E = TypeVar("E", bound=IntEnum)
 
 
@@ -122,8 +125,9 @@ def _small_int(name: str, value: Any, hi: int) -> int:
 def parse_enum(name: str, value: Any, enum: type[E]) -> E:
     t = type(value)
     n = value if t is int else int(value) if t is float and value.is_integer() else None
-    if n is not None and n in enum._value2member_map_:
-        return enum(n)
+    member = enum._value2member_map_.get(n) if n is not None else None
+    if member is not None:
+        return member  # type: ignore[return-value]
     allowed = ", ".join(str(m.value) for m in enum)
     raise _invalid(f"{name} {_show(value)} is not one of {allowed} ({enum.__name__})")
 
@@ -235,28 +239,35 @@ def parse_position(account: int, index: int, item: Any, latest: datetime) -> Pos
     where = f"positions[{index}]"
     if type(item) is not dict:
         raise _invalid(f"{where} is {_json_type(item)}, not an object")
-    for f in POSITION_FIELDS:
-        if f not in item:
-            raise _invalid(f"{where}.{f} is missing")
+    if not item.keys() >= _POSITION_KEYS:
+        missing = next(f for f in POSITION_FIELDS if f not in item)
+        raise _invalid(f"{where}.{missing} is missing")
     g = item.__getitem__
+    try:
+        return _position(account, g, latest)
+    except PayloadError as exc:  # messages start with the field's name: prefix the entry's
+        raise _invalid(f"{where}.{exc.message}") from None
+
+
+def _position(account: int, g: Any, latest: datetime) -> Position:
     return Position(
         account=account,
-        ticket=parse_int(f"{where}.ticket", g("ticket"), positive=True),
-        identifier=parse_int(f"{where}.identifier", g("identifier"), positive=True),
-        time=parse_utc_time(f"{where}.time", g("time"), latest),
-        time_update=parse_utc_time(f"{where}.time_update", g("time_update"), latest),
-        type=parse_enum(f"{where}.type", g("type"), PositionType),
-        magic=parse_int(f"{where}.magic", g("magic"), positive=False),
-        reason=_small_int(f"{where}.reason", g("reason"), MAX_REASON),
-        volume=parse_volume(f"{where}.volume", g("volume")),
-        price_open=parse_money(f"{where}.price_open", g("price_open")),
-        sl=parse_money(f"{where}.sl", g("sl")),
-        tp=parse_money(f"{where}.tp", g("tp")),
-        price_current=parse_money(f"{where}.price_current", g("price_current")),
-        swap=parse_money(f"{where}.swap", g("swap")),
-        profit=parse_money(f"{where}.profit", g("profit")),
-        symbol=parse_text(f"{where}.symbol", g("symbol"), MAX_SYMBOL, required=True),
-        comment=parse_text(f"{where}.comment", g("comment"), MAX_COMMENT, required=False),
+        ticket=parse_int("ticket", g("ticket"), positive=True),
+        identifier=parse_int("identifier", g("identifier"), positive=True),
+        time=parse_utc_time("time", g("time"), latest),
+        time_update=parse_utc_time("time_update", g("time_update"), latest),
+        type=parse_enum("type", g("type"), PositionType),
+        magic=parse_int("magic", g("magic"), positive=False),
+        reason=_small_int("reason", g("reason"), MAX_REASON),
+        volume=parse_volume("volume", g("volume")),
+        price_open=parse_money("price_open", g("price_open")),
+        sl=parse_money("sl", g("sl")),
+        tp=parse_money("tp", g("tp")),
+        price_current=parse_money("price_current", g("price_current")),
+        swap=parse_money("swap", g("swap")),
+        profit=parse_money("profit", g("profit")),
+        symbol=parse_text("symbol", g("symbol"), MAX_SYMBOL, required=True),
+        comment=parse_text("comment", g("comment"), MAX_COMMENT, required=False),
     )
 
 
@@ -302,32 +313,39 @@ def parse_deal(account: int, index: int, item: Any, latest: datetime) -> Deal:
     where = f"deals[{index}]"
     if type(item) is not dict:
         raise _invalid(f"{where} is {_json_type(item)}, not an object")
-    for f in DEAL_FIELDS:
-        if f not in item:
-            raise _invalid(f"{where}.{f} is missing")
+    if not item.keys() >= _DEAL_KEYS:
+        missing = next(f for f in DEAL_FIELDS if f not in item)
+        raise _invalid(f"{where}.{missing} is missing")
     g = item.__getitem__
-    deal_type = parse_enum(f"{where}.type", g("type"), DealType)
+    try:
+        return _deal(account, g, latest)
+    except PayloadError as exc:  # messages start with the field's name: prefix the entry's
+        raise _invalid(f"{where}.{exc.message}") from None
+
+
+def _deal(account: int, g: Any, latest: datetime) -> Deal:
+    deal_type = parse_enum("type", g("type"), DealType)
     trade = deal_type in (DealType.BUY, DealType.SELL)
-    position_id = parse_int(f"{where}.position_id", g("position_id"), positive=trade)
+    position_id = parse_int("position_id", g("position_id"), positive=trade)
     return Deal(
         account=account,
-        ticket=parse_int(f"{where}.ticket", g("ticket"), positive=True),
-        order=parse_int(f"{where}.order", g("order"), positive=False),
-        time=parse_utc_time(f"{where}.time", g("time"), latest),
+        ticket=parse_int("ticket", g("ticket"), positive=True),
+        order=parse_int("order", g("order"), positive=False),
+        time=parse_utc_time("time", g("time"), latest),
         type=deal_type,
-        entry=parse_enum(f"{where}.entry", g("entry"), DealEntry),
-        volume=parse_volume(f"{where}.volume", g("volume")),
-        price=parse_money(f"{where}.price", g("price")),
-        commission=parse_money(f"{where}.commission", g("commission")),
-        swap=parse_money(f"{where}.swap", g("swap")),
-        profit=parse_money(f"{where}.profit", g("profit")),
-        fee=parse_money(f"{where}.fee", g("fee")),
+        entry=parse_enum("entry", g("entry"), DealEntry),
+        volume=parse_volume("volume", g("volume")),
+        price=parse_money("price", g("price")),
+        commission=parse_money("commission", g("commission")),
+        swap=parse_money("swap", g("swap")),
+        profit=parse_money("profit", g("profit")),
+        fee=parse_money("fee", g("fee")),
         # A buy or sell belongs to a position on a symbol; a balance operation has neither.
-        symbol=parse_text(f"{where}.symbol", g("symbol"), MAX_SYMBOL, required=trade),
+        symbol=parse_text("symbol", g("symbol"), MAX_SYMBOL, required=trade),
         position_id=position_id,
-        magic=parse_int(f"{where}.magic", g("magic"), positive=False),
-        reason=_small_int(f"{where}.reason", g("reason"), MAX_REASON),
-        comment=parse_text(f"{where}.comment", g("comment"), MAX_COMMENT, required=False),
+        magic=parse_int("magic", g("magic"), positive=False),
+        reason=_small_int("reason", g("reason"), MAX_REASON),
+        comment=parse_text("comment", g("comment"), MAX_COMMENT, required=False),
     )
 
 

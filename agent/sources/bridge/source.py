@@ -65,7 +65,8 @@ class BridgeSource:
             health = await self.client.health()
         except BridgeError as exc:
             raise _source_error(exc) from None
-        self._positions = positions_advertised(health)
+        if health.usable:  # an unusable document (a bridge starting or failing) says nothing of features
+            self._positions = positions_advertised(health)
         return health
 
     async def usable_health(self, attempts: int, backoff: float) -> SourceHealth:
