@@ -7,7 +7,14 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 
 from agent import __version__
 from agent.domain.freshness import Thresholds
@@ -28,7 +35,7 @@ class AgentMetrics:
     collector (in that order): /metrics writes `events` with prometheus_client and the collector's
     families with its own text path, the same bytes as `registry` encoded whole."""
 
-    def __init__(self, *, version: str = __version__) -> None:
+    def __init__(self, *, version: str = __version__, runtime: bool = True) -> None:
         self.events = CollectorRegistry()
         self.sync_duration = _histogram(m.SYNC_DURATION, self.events)
         self.bridge_request_duration = _histogram(m.BRIDGE_REQUEST_DURATION, self.events)
@@ -40,12 +47,25 @@ class AgentMetrics:
         info = m.AGENT_BUILD_INFO
         build = Gauge(info.name, info.help, info.labels, registry=self.events)
         build.labels(version).set(1)
+        # The process and platform series every exporter has (process_*, python_*), as node_exporter and
+        # prometheus_client's default registry export them: ops dashboards expect them.
+        # `runtime=False`: without them, for tests that compare two encodings byte for byte (CPU time moves).
+        collectors = (
+            (
+                ProcessCollector(registry=self.events),
+                PlatformCollector(registry=self.events),
+                GCCollector(registry=self.events),
+            )
+            if runtime
+            else ()
+        )
         self.registry = CollectorRegistry()
         for instrument in (
             self.sync_duration,
             self.bridge_request_duration,
             self.store_operation_duration,
             build,
+            *collectors,
         ):
             self.registry.register(instrument)
         self._collector: FleetCollector | None = None

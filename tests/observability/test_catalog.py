@@ -65,6 +65,16 @@ def test_registry_exports_exactly_the_catalog() -> None:
         for fam in getattr(collector, "describe", lambda: [])() or collector.collect():
             described[fam.name] = fam
     assert metrics.collector is None  # the state collector comes with attach()
+    # prometheus_client's standard process/platform/GC collectors, outside our prefix and catalog.
+    runtime = {name for name in described if name.startswith(("process_", "python_"))}
+    assert {
+        "process_cpu_seconds",
+        "process_resident_memory_bytes",
+        "python_info",
+        "python_gc_objects_collected",
+    } <= runtime
+    for name in runtime:
+        del described[name]
     expected = {f.name: f for f in catalog.EVENT_FAMILIES}
     assert set(described) == set(expected)
     for name, fam in described.items():
