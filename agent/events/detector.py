@@ -229,9 +229,8 @@ class Detector:
         if opening is not None or sighting is not None:
             self._emit_opened(account, identifier, opening, sighting, emit)
         if opening is not None:
-            start: Decimal | None = ZERO
-            walk = ordered[ordered.index(opening) :]
-            before_open = ordered[: ordered.index(opening)]
+            # deals dated before the opening deal (inconsistent) count in the P&L but are not walked
+            start, walk = ZERO, ordered[ordered.index(opening) :]
         elif sighting is not None:
             # anchor: the sighting reflects every deal up to its time_update
             at = (
@@ -240,10 +239,9 @@ class Detector:
                 else -exact(sighting.volume)
             )
             start = at - sum((signed(d) for d in ordered if d.time <= sighting.time_update), ZERO)
-            walk, before_open = ordered, []
+            walk = ordered
         else:
             return  # only OUT/INOUT deals of an unknown position: kept until matched
-        del before_open  # deals dated before the opening deal: counted in P&L, not walked
         net = start
         for i, d in enumerate(walk):
             before, net = net, net + signed(d)
@@ -294,10 +292,11 @@ class Detector:
         if opening is not None:
             time, symbol = opening.time, opening.symbol
             data = {"side": _deal_side(opening), "volume": opening.volume, "price_open": opening.price}
-        else:
-            assert sighting is not None
+        elif sighting is not None:
             time, symbol = sighting.time, sighting.symbol
             data = {"side": _pos_side(sighting), "volume": sighting.volume, "price_open": sighting.price_open}
+        else:
+            return
         data |= {
             "symbol": symbol,
             "sl": sighting.sl if sighting else None,  # None: not known yet (seen from its deal alone)

@@ -155,14 +155,14 @@ class DetectorState:
                 if d.position_id not in a.closed:
                     a.track(d.position_id).deals[d.ticket] = d
         for p in positions:
-            checked, _ = check_position(p)
-            if checked is None:
+            pos, _ = check_position(p)
+            if pos is None:
                 continue
-            a = state.account(checked.account)
-            if checked.identifier in a.closed:
+            a = state.account(pos.account)
+            if pos.identifier in a.closed:
                 continue
-            a.track(checked.identifier).sighting = checked
-            a.present.add(checked.identifier)
+            a.track(pos.identifier).sighting = pos
+            a.present.add(pos.identifier)
         for acc, t in (as_of or {}).items():
             state.account(acc).as_of = t
         return state

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
+from datetime import datetime
 from decimal import Decimal
 
 from hypothesis import HealthCheck, given, settings
@@ -28,7 +29,7 @@ class Store:
         self.events: dict[str, TradeEvent] = {}
         self.deals: dict[tuple[int, int], Deal] = {}
         self.positions: dict[int, tuple[Position, ...]] = {}
-        self.as_of: dict[int, object] = {}
+        self.as_of: dict[int, datetime] = {}
         self.stats: Counter[str] = Counter()  # which cases a run exercised
 
     def add(self, events: list[TradeEvent]) -> None:
