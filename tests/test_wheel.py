@@ -47,3 +47,4 @@ def test_the_wheel_ships_no_tests(tmp_path: Path) -> None:
     ]
     assert test_files == []
     assert "alerts/rules.yml" in names and "agent/api/static/index.html" in names
+    assert "agent/py.typed" in names  # type hints are part of what the agent package offers
