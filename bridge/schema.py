@@ -113,22 +113,28 @@ class BalanceResponse(Schema):
 
 
 class Deal(Schema):
-    ticket: int
-    order: int
-    time: datetime = Field(description="deal time converted from broker time to UTC")
-    type: int = Field(description="MT5 DEAL_TYPE_* (0 buy, 1 sell, 2 balance, ...)")
-    entry: int = Field(description="MT5 DEAL_ENTRY_* (0 in, 1 out, 2 inout, 3 out_by)")
-    volume: float | None
+    """One deal (MT5 history_deals_get). Every enum value is MetaQuotes' own."""
+
+    ticket: int = Field(description="deal ticket, unique per account, grows with time")
+    order: int = Field(description="ticket of the order that made the deal (0 for a balance operation)")
+    time: Instant = Field(description=f"deal time converted from broker time to UTC; {ISO_DESCRIPTION}")
+    type: int = Field(description="MT5 DEAL_TYPE_* (0 buy, 1 sell, 2 balance: deposit or withdrawal, ...)")
+    entry: int = Field(description="MT5 DEAL_ENTRY_* (0 in, 1 out, 2 inout: a reversal, 3 out_by)")
+    volume: float | None = Field(description="lots")
     price: float | None
-    commission: float | None
-    swap: float | None
-    profit: float | None
+    commission: float | None = Field(description="account currency, negative when charged")
+    swap: float | None = Field(description="account currency; a position's swap is paid on its closing deal")
+    profit: float | None = Field(
+        description="realised profit (an OUT or INOUT deal), or a balance operation's amount"
+    )
     fee: float | None
-    symbol: str
+    symbol: str = Field(description="empty for a balance operation")
     comment: str
-    position_id: int
-    magic: int | SkipJsonSchema[None] = optional_key()
-    reason: int | SkipJsonSchema[None] = optional_key()
+    position_id: int = Field(description="identifier of the position the deal belongs to (0: none)")
+    magic: int = Field(description="expert advisor id (0: manual)")
+    reason: int = Field(
+        description="MT5 DEAL_REASON_* (0 client, 1 mobile, 2 web, 3 expert, 4 sl, 5 tp, 6 stop out, ...)"
+    )
 
 
 class TradesResponse(Schema):
@@ -139,20 +145,23 @@ class TradesResponse(Schema):
 
 
 class Position(Schema):
+    """One open position (MT5 positions_get). A trade is identified by `identifier`, which never changes
+    (the ticket can). Every enum value is MetaQuotes' own."""
+
     ticket: int
-    time: Instant
-    time_update: Instant
+    time: Instant = Field(description=f"open time converted from broker time to UTC; {ISO_DESCRIPTION}")
+    time_update: Instant = Field(description=f"last change (volume, SL/TP, reversal), UTC; {ISO_DESCRIPTION}")
     type: int = Field(description="MT5 POSITION_TYPE_* (0 buy, 1 sell)")
-    magic: int
-    identifier: int
-    reason: int
-    volume: float | None
-    price_open: float | None
-    sl: float | None
-    tp: float | None
+    magic: int = Field(description="expert advisor id (0: manual)")
+    identifier: int = Field(description="position identifier: stable for the position's whole life")
+    reason: int = Field(description="MT5 POSITION_REASON_* (0 client, 1 mobile, 2 web, 3 expert)")
+    volume: float | None = Field(description="lots")
+    price_open: float | None = Field(description="volume-weighted open price")
+    sl: float | None = Field(description="stop loss price, 0 when none")
+    tp: float | None = Field(description="take profit price, 0 when none")
     price_current: float | None
-    swap: float | None
-    profit: float | None
+    swap: float | None = Field(description="swap accumulated so far, account currency")
+    profit: float | None = Field(description="floating profit, account currency, swap excluded")
     symbol: str
     comment: str
 

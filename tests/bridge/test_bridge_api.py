@@ -32,6 +32,15 @@ LIVE_FIELDS = {
     "timestamp",
 }
 ACCOUNT_PATHS = ("info", "balance", "trades", "positions")
+# DESIGN.md section 11, exactly.
+POSITION_FIELDS = (
+    "ticket identifier time time_update type magic reason volume price_open sl tp price_current swap profit "
+    "symbol comment"
+).split()
+DEAL_FIELDS = (
+    "ticket order time type entry volume price commission swap profit fee symbol comment position_id magic "
+    "reason"
+).split()
 
 
 def _utc(text: str) -> datetime:
@@ -146,12 +155,19 @@ async def test_balance_positions_trades_shapes(make_bridge, busy_clock) -> None:
     assert pos["account_id"] == A and pos["positions"], "the demo account should hold open positions"
     assert round(sum(p["profit"] + p["swap"] for p in pos["positions"]), 2) == bal["profit"]
     assert len(pos["positions"]) == len(br.sim(A).positions_get() or ())
+    assert set(pos) == {"account_id", "timestamp", "positions"}
+    assert all(set(p) == set(POSITION_FIELDS) for p in pos["positions"])
+    assert all(_utc(p["time"]) <= _utc(p["time_update"]) <= _utc(pos["timestamp"]) for p in pos["positions"])
 
     status, tr = await br.get(f"/api/mt5/account/{A}/trades")
     assert status == 200
     _validate(doc, "TradesResponse", tr)
     assert _utc(tr["to"]) - _utc(tr["from"]) == timedelta(days=7)  # default window
     deals = tr["deals"]
+    assert set(tr) == {"account_id", "from", "to", "deals"}
+    assert all(set(d) == set(DEAL_FIELDS) for d in deals)
+    assert {d["entry"] for d in deals} == {0, 1, 2}, "in, out and inout (reversal) deals"
+    assert {d["reason"] for d in deals} >= {0, 3, 4, 5}
     assert deals and all(_utc(tr["from"]) <= _utc(d["time"]) <= _utc(tr["to"]) for d in deals)
     assert [d["time"] for d in deals] == sorted(d["time"] for d in deals)
     assert deals[0]["comment"] == "Deposit" and deals[0]["type"] == 2
@@ -338,3 +354,10 @@ def test_openapi_schemas_are_generated_from_the_response_models() -> None:
     assert schemas["Health"]["properties"]["status"]["enum"] == ["healthy", "degraded", "unhealthy"]
     assert set(schemas["LiveEntry"]) >= {"oneOf"}  # an entry has data or failed, never both
     assert schemas["TradesResponse"]["required"] == ["account_id", "from", "to", "deals"]
+    assert schemas["PositionsResponse"]["required"] == ["account_id", "timestamp", "positions"]
+    assert sorted(schemas["Position"]["required"]) == sorted(POSITION_FIELDS)
+    assert sorted(schemas["Deal"]["required"]) == sorted(DEAL_FIELDS)
+    for name in ("Position", "Deal"):
+        props = schemas[name]["properties"]
+        assert props["time"]["format"] == "date-time" and "UTC" in props["time"]["description"]
+        assert "MT5" in props["type"]["description"] and "MT5" in props["reason"]["description"]
