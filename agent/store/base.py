@@ -33,6 +33,7 @@ __all__ = [
     "StoreRejected",
     "StoreUnavailable",
     "SyncStateStore",
+    "cursor_expired",
 ]
 
 
@@ -170,6 +171,15 @@ class EventStore(Protocol):
         """Drop the oldest events, always a prefix in id order (so `oldest_available` bounds what is
         gone): those before the first event (by id) detected at or after `keep_after`, and all but the
         newest `max_events`. Both given: whichever drops more. Returns how many were dropped."""
+
+
+def cursor_expired(after: int, oldest_available: int | None, latest_id: int) -> bool:
+    """Whether events after `after` may have been pruned (the API's 410 cursor_expired): `after` below
+    the retained history (`oldest_available() - 1`), or, with nothing retained, below `latest_id()`.
+    Read both AFTER reading the page: a prune between the checks and the read would go unnoticed."""
+    if oldest_available is None:
+        return after < latest_id
+    return after < oldest_available - 1
 
 
 @runtime_checkable

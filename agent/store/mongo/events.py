@@ -17,10 +17,11 @@ from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import BulkWriteError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from agent.domain.trades import EventType, TradeEvent
 from agent.store.codec import utc_ms
+from agent.store.errors import StoreError
 from agent.store.mongo.connection import Document, MongoConnection
 from agent.store.observe import operation
 from agent.store.trade_checks import check_events, validate_listing, validate_pruning
@@ -75,23 +76,31 @@ class MongoEvents:
         return self._db.collection(client, self.collection)
 
     async def _claim_ids(self, client: AsyncMongoClient[Document], count: int) -> int:
-        """The first of `count` consecutive ids no one else will get."""
+        """The first of `count` consecutive ids no one else will get. The counter document is made (and
+        raised to the greatest stored id) first, once per store object: two writers upserting a missing
+        counter at once may collide on its `_id` (a duplicate key, retried here)."""
         counters = self._db.collection(client, self.counters)
-        if not self._counter_checked:
-            newest = await self._coll(client).find_one({}, {"_id": 1}, sort=[("_id", DESCENDING)])
-            if newest is not None:
-                await counters.update_one(
-                    {"_id": self.collection}, {"$max": {"seq": int(newest["_id"])}}, upsert=True
+        for attempt in range(3):
+            try:
+                if not self._counter_checked:
+                    newest = await self._coll(client).find_one({}, {"_id": 1}, sort=[("_id", DESCENDING)])
+                    floor = int(newest["_id"]) if newest is not None else 0
+                    await counters.update_one({"_id": self.collection}, {"$max": {"seq": floor}}, upsert=True)
+                    self._counter_checked = True
+                doc = await counters.find_one_and_update(
+                    {"_id": self.collection},
+                    {"$inc": {"seq": count}},
+                    upsert=True,
+                    return_document=ReturnDocument.AFTER,
                 )
-            self._counter_checked = True
-        doc = await counters.find_one_and_update(
-            {"_id": self.collection},
-            {"$inc": {"seq": count}},
-            upsert=True,
-            return_document=ReturnDocument.AFTER,
-        )
-        assert doc is not None  # upsert with AFTER always returns the document
-        return int(doc["seq"]) - count + 1
+            except DuplicateKeyError:
+                if attempt == 2:
+                    raise
+                continue
+            if doc is not None:
+                return int(doc["seq"]) - count + 1
+            self._counter_checked = False  # the counter vanished under us: make it again
+        raise StoreError(f"MongoDB counter {self.counters}/{self.collection} could not be incremented")
 
     @operation("append_events")
     async def append_events(self, events: Sequence[TradeEvent]) -> list[TradeEvent]:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from agent.domain.trades import EventType, TradeEvent
-from agent.store.base import Store, StoreRejected
+from agent.store.base import Store, StoreRejected, cursor_expired
 
 from ..conftest import Backend
 from ..factories import T0, ms
@@ -162,8 +162,12 @@ async def test_retention_drops_a_prefix_and_ids_are_never_reused(store: Store, b
     assert await store.events.prune_events() == 0
     assert await store.events.prune_events(max_events=20) == 0
     assert await store.events.prune_events(keep_after=T0 - sec) == 0
+    assert not cursor_expired(0, await store.events.oldest_available(), await store.events.latest_id())
     assert await store.events.prune_events(max_events=8) == 2
     assert await store.events.oldest_available() == ids[2]
+    latest = await store.events.latest_id()
+    assert cursor_expired(0, ids[2], latest) and cursor_expired(ids[0], ids[2], latest)
+    assert not cursor_expired(ids[1], ids[2], latest)  # the next page starts at the oldest retained
     assert await store.events.prune_events(keep_after=T0 + 4 * sec + timedelta(microseconds=500)) == 2
     assert await store.events.oldest_available() == ids[4]  # detected at T0+4s (ms precision) is kept
     assert await store.events.prune_events(keep_after=T0 + 6 * sec, max_events=5) == 2  # whichever drops more
@@ -180,6 +184,7 @@ async def test_retention_drops_a_prefix_and_ids_are_never_reused(store: Store, b
     assert await store.events.prune_events(max_events=0) == 3
     assert await store.events.oldest_available() is None
     assert await store.events.latest_id() == late[1].id  # the last ever assigned
+    assert cursor_expired(ids[9], None, late[1].id) and not cursor_expired(late[1].id, None, late[1].id)
 
     await store.close()
     reopened = backend.make()
@@ -285,3 +290,34 @@ async def test_other_refusals(store: Store) -> None:
     with pytest.raises(ValueError, match="dedup_key"):
         await store.events.append_events([event(1, "")])
     assert await all_events(store) == []
+
+
+async def test_a_reader_following_the_cursor_misses_nothing_while_one_store_appends(store: Store) -> None:
+    """Concurrent appends through one store object commit in id order, so a client polling with
+    `after` = the last id it saw never skips an event committed later with a lower id."""
+    done = asyncio.Event()
+    seen: list[int] = []
+
+    async def writer(w: int) -> None:
+        for round_ in range(10):
+            await store.events.append_events([event(1, f"w{w}-{round_}-{i}") for i in range(20)])
+
+    async def reader() -> None:
+        cursor = 0
+        while True:
+            finished = done.is_set()
+            batch = await store.events.list_events(after=cursor, limit=1000)
+            seen.extend(e.id for e in batch)  # type: ignore[misc]
+            cursor = batch[-1].id if batch else cursor  # type: ignore[assignment]
+            if finished and not batch:
+                return
+            await asyncio.sleep(0)
+
+    async def writers() -> None:
+        await asyncio.gather(*(writer(w) for w in range(4)))
+        done.set()
+
+    await asyncio.gather(writers(), reader())
+    everything = [e.id for e in await all_events(store)]
+    assert len(everything) == 4 * 10 * 20
+    assert seen == everything
