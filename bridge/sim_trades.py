@@ -32,6 +32,8 @@ from bridge.terminal import (
     DEAL_TYPE_BALANCE,
     DEAL_TYPE_BUY,
     DEAL_TYPE_SELL,
+    POSITION_TYPE_BUY,
+    POSITION_TYPE_SELL,
 )
 
 SLOT_MS = 300_000  # one trade opportunity per account per 5 minutes
@@ -87,10 +89,18 @@ class SimDeal:
 
 @dataclass(frozen=True)
 class TruthChange:
-    """One change the simulator made to an account: ground truth for event detection.
+    """One change the simulator made to an account: ground truth for event detection. `time_ms` is the
+    true UTC instant (ms); `identifier` the position's (0 for a balance operation). `data` by kind:
 
-    kind: opened, sl_tp, volume_added, partial_close, reversal, closed, balance. `data` holds what the
-    matching event must carry (see `Trade.build` for each kind's keys)."""
+    - opened: symbol, buy, type, volume, price, sl, tp, deal (ticket of the IN deal)
+    - sl_tp: old_sl, old_tp, sl, tp
+    - volume_added: old_volume, volume, added, price (of the deal), price_open (new average), deal
+    - partial_close: old_volume, volume, closed, price, profit, deal
+    - reversal: old_buy, buy, type, old_volume, volume, price (new open price), profit, sl, tp, deal (INOUT)
+    - closed: price, reason (DEAL_REASON_*), volume, profit, swap, realised (profit + commission + swap +
+      fee over all the position's deals), duration_ms, deal, deal_visible_ms (when the deal shows in history)
+    - balance: amount, deal, comment
+    """
 
     time_ms: int
     login: int
@@ -152,6 +162,10 @@ def _rollovers(open_ms: int, close_ms: int, offset_ms: int) -> list[tuple[int, i
         weekday = (_EPOCH + timedelta(milliseconds=ms + offset_ms)).weekday()
         out.append((ms, 3 if weekday == 3 else 1))
     return out
+
+
+def _type(buy: bool) -> int:
+    return POSITION_TYPE_BUY if buy else POSITION_TYPE_SELL
 
 
 def _commission(volume: float) -> float:
@@ -231,7 +245,7 @@ def _build_trade(
     final = life.state
     floating = pnl(sym, final.buy, final.volume, final.price_open, p_close)
     reason, hit, close_comment = DEAL_REASON_EXPERT if expert else DEAL_REASON_CLIENT, None, ""
-    if not quick and reason_draw < 0.03:
+    if not quick and floating < 0 and reason_draw < 0.06:  # a stop-out closes a loser
         reason, close_comment = DEAL_REASON_SO, f"[so {so_level:.2f}%]"
     elif not quick and floating < 0 and reason_draw < 0.5:
         reason, hit, close_comment = DEAL_REASON_SL, "sl", f"[sl {p_close:.{sym.digits}f}]"
@@ -360,7 +374,8 @@ class _Life:
         )  # fmt: skip
         self._set(self.open_ms, state)
         self._change(
-            self.open_ms, "opened", symbol=self.sym.name, buy=self.buy0, volume=self.volume0, price=p0,
+            self.open_ms, "opened", symbol=self.sym.name, buy=self.buy0, type=_type(self.buy0),
+            volume=self.volume0, price=p0,
             sl=sl, tp=tp, deal=deal.fields["ticket"],
         )  # fmt: skip
         for kind, ms in zip(self.kinds, self.times, strict=True):
@@ -415,7 +430,8 @@ class _Life:
                     ),
                 )
                 self._change(
-                    ms, "reversal", old_buy=s.buy, buy=not s.buy, old_volume=s.volume, volume=new_volume,
+                    ms, "reversal", old_buy=s.buy, buy=not s.buy, type=_type(not s.buy), old_volume=s.volume,
+                    volume=new_volume,
                     price=price, profit=profit, sl=new_sl, tp=new_tp, deal=deal.fields["ticket"],
                 )  # fmt: skip
 

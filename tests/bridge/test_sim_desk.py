@@ -62,6 +62,7 @@ def test_every_kind_of_change_happens(truth) -> None:
     reasons = Counter(c.data["reason"] for c in closed)
     for reason in (DEAL_REASON_CLIENT, DEAL_REASON_EXPERT, DEAL_REASON_SL, DEAL_REASON_TP, DEAL_REASON_SO):
         assert reasons[reason] >= 3, reasons
+    assert all(c.data["profit"] < 0 for c in closed if c.data["reason"] == DEAL_REASON_SO)
     assert sum(c.data["duration_ms"] < 1000 for c in closed) >= 5, "some open and close between two polls"
     assert sum(c.data["deal_visible_ms"] > c.time_ms for c in closed) >= 20, "some closing deals come late"
     assert all(c.data["deal_visible_ms"] - c.time_ms <= 3000 for c in closed)
