@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import time
 from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from agent.domain.trades import EventType, TradeEvent
 from agent.store.base import Store, StoreRejected, cursor_expired
@@ -321,3 +324,35 @@ async def test_a_reader_following_the_cursor_misses_nothing_while_one_store_appe
     everything = [e.id for e in await all_events(store)]
     assert len(everything) == 4 * 10 * 20
     assert seen == everything
+
+
+_json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(st.characters(exclude_categories=["Cs"]), max_size=8)
+)
+_keys = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=6).filter(
+    lambda k: not k.startswith("$")
+)
+_json_objects = st.dictionaries(
+    _keys,
+    st.recursive(
+        _json_scalars,
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_keys, inner, max_size=4),
+        max_leaves=12,
+    ),
+    max_size=6,
+)
+_keys_seen = itertools.count()
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=_json_objects)
+async def test_any_json_object_round_trips_exactly(store: Store, data: dict[str, Any]) -> None:
+    key = f"prop-{next(_keys_seen)}"  # the store outlives one example
+    [returned] = await store.events.append_events([event(1, key, data=data)])
+    [got] = await store.events.list_events(after=returned.id - 1, limit=1)  # type: ignore[operator]
+    assert got == returned
+    assert repr(got.data) == repr(data)  # exact floats (-0.0 too), ints stay ints, key order kept
