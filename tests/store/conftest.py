@@ -36,6 +36,10 @@ class Backend:
         """Store a run document as is (e.g. one an older or newer agent wrote)."""
         raise NotImplementedError
 
+    def put_raw_event(self, event_id: int, doc: dict[str, Any]) -> None:
+        """Store an event document as is, with its id (e.g. one a newer agent wrote)."""
+        raise NotImplementedError
+
 
 class SQLiteBackend(Backend):
     name = "sqlite"
@@ -66,6 +70,25 @@ class SQLiteBackend(Backend):
         finally:
             conn.close()
 
+    def put_raw_event(self, event_id: int, doc: dict[str, Any]) -> None:
+        conn = sqlite3.connect(self.path)
+        try:
+            conn.execute(
+                "INSERT INTO mt5_trade_events (id, dedup_key, account, type, detected_at, doc) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    event_id,
+                    doc["dedup_key"],
+                    doc["account"],
+                    doc["type"],
+                    iso_ms(doc["detected_at"]),
+                    json.dumps(doc, default=iso_ms),
+                ),
+            )
+            conn.commit()
+        finally:
+            conn.close()
+
 
 class MongoBackend(Backend):
     name = "mongo"
@@ -84,6 +107,10 @@ class MongoBackend(Backend):
     def put_raw_run(self, doc: dict[str, Any]) -> None:
         with self.server.client() as client:
             client[self.database]["mt5_sync_runs"].insert_one(dict(doc))
+
+    def put_raw_event(self, event_id: int, doc: dict[str, Any]) -> None:
+        with self.server.client() as client:
+            client[self.database]["mt5_trade_events"].insert_one({"_id": event_id, **doc})
 
     def drop(self) -> None:
         with self.server.client() as client:

@@ -94,6 +94,12 @@ async def test_a_lost_counter_never_hands_out_a_stored_id(
         await restarted.close()
     assert fresh.id == stored[-1].id + 1  # type: ignore[operator]
 
+    with mongo_server.client() as client:
+        client[mongo_store.database]["mt5_counters"].delete_many({})  # lost while this object runs
+    again = await mongo_store.events.append_events([event(1, "a"), event(1, "b")])
+    assert [e.id for e in again] == [fresh.id + 1, fresh.id + 2]  # type: ignore[operator]
+    assert len(await mongo_store.events.list_events(limit=100)) == 8
+
 
 async def test_a_key_another_writer_stored_meanwhile_is_skipped(
     mongo_store: MongoStore, mongo_server: MongoServer

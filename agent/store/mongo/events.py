@@ -11,6 +11,7 @@ an id already stored."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -27,20 +28,33 @@ from agent.store.observe import operation
 from agent.store.trade_checks import check_events, validate_listing, validate_pruning
 from agent.store.trade_codec import event_from_doc, event_to_doc, unique_by_key
 
+log = logging.getLogger(__name__)
+
 _DUPLICATE_KEY = 11000
 
 
-def _dedup_conflict(error: dict[str, Any]) -> bool:
-    """A duplicate dedup_key (another writer stored the same event meanwhile), not a duplicate `_id`."""
+def _duplicate_of(error: dict[str, Any]) -> str | None:
+    """Which unique key a write error duplicates ("dedup_key", "_id"), None when it is no duplicate."""
     if error.get("code") != _DUPLICATE_KEY:
-        return False
+        return None
     pattern = error.get("keyPattern") or error.get("keyValue") or {}
-    return "dedup_key" in pattern or "dedup_key" in str(error.get("errmsg", ""))
+    if "dedup_key" in pattern or "dedup_key" in str(error.get("errmsg", "")):
+        return "dedup_key"
+    return "_id"
+
+
+class _IdTaken(Exception):
+    """An id claimed from the counter is stored already (the counter was lost or reset meanwhile, or a
+    writer bypassed it): `stored` went in, `rest` still needs ids."""
+
+    def __init__(self, stored: list[Document], rest: list[Document]) -> None:
+        super().__init__("id taken")
+        self.stored, self.rest = stored, rest
 
 
 async def _insert_ordered(coll: AsyncCollection[Document], docs: list[Document]) -> list[Document]:
     """Insert in id order, skipping a document whose dedup_key another writer stored meanwhile; what was
-    inserted, in order. Any other write error is raised."""
+    inserted, in order. _IdTaken when an id is stored already; any other write error is raised."""
     stored: list[Document] = []
     start = 0
     while start < len(docs):
@@ -49,10 +63,13 @@ async def _insert_ordered(coll: AsyncCollection[Document], docs: list[Document])
             await coll.insert_many(batch, ordered=True)
         except BulkWriteError as exc:
             errors = exc.details.get("writeErrors") or []
-            if not errors or not _dedup_conflict(errors[0]):
+            duplicate = _duplicate_of(errors[0]) if errors else None
+            if duplicate is None:
                 raise
             index = int(errors[0]["index"])
             stored.extend(batch[:index])
+            if duplicate == "_id":
+                raise _IdTaken(stored, batch[index:]) from None
             start += index + 1
         else:
             stored.extend(batch)
@@ -118,10 +135,21 @@ class MongoEvents:
             fresh = [d for d in docs if d["dedup_key"] not in known]
             if not fresh:
                 return []
-            first = await self._claim_ids(client, len(fresh))
-            for offset, doc in enumerate(fresh):
-                doc["_id"] = first + offset
-            stored = await _insert_ordered(coll, fresh)
+            stored: list[Document] = []
+            for _ in range(3):
+                first = await self._claim_ids(client, len(fresh))
+                for offset, doc in enumerate(fresh):
+                    doc["_id"] = first + offset
+                try:
+                    stored += await _insert_ordered(coll, fresh)
+                    break
+                except _IdTaken as taken:
+                    log.warning("MongoDB event id %s is taken: raising the counter", taken.rest[0]["_id"])
+                    stored += taken.stored
+                    fresh = taken.rest
+                    self._counter_checked = False  # raise it to the greatest stored id, then claim again
+            else:
+                raise StoreError(f"MongoDB append_events: ids of {self.collection} keep colliding")
         return [e for d in stored if (e := event_from_doc(d["_id"], d)) is not None]
 
     @operation("list_events")

@@ -326,6 +326,28 @@ async def test_a_reader_following_the_cursor_misses_nothing_while_one_store_appe
     assert seen == everything
 
 
+async def test_an_event_type_from_a_newer_agent_is_skipped(store: Store, backend: Backend) -> None:
+    """Stored events outlive the code: a type this version does not know is left out of reads, never
+    read as another type; ids after it still increase."""
+    [known] = await store.events.append_events([event(1, "known")])
+    assert known.id is not None
+    newer = {
+        "dedup_key": "teleport",
+        "account": 1,
+        "identifier": 5,
+        "type": "TRADE_TELEPORTED",
+        "time": T0,
+        "detected_at": T0,
+        "symbol": "X",
+        "data": {},
+    }
+    backend.put_raw_event(known.id + 1, newer)
+    assert await all_events(store) == [known]
+    [later] = await store.events.append_events([event(1, "later")])
+    assert later.id > known.id + 1  # type: ignore[operator]
+    assert await all_events(store) == [known, later]
+
+
 _json_scalars = (
     st.none()
     | st.booleans()
