@@ -10,6 +10,8 @@ history adds up to it. `ground_truth` lists every change made, for tests of even
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -19,7 +21,15 @@ from typing import Any
 from bridge.config import AccountEntry
 from bridge.pool import TerminalPool
 from bridge.sim_market import SYMBOLS, margin_of, pnl, price_at
-from bridge.sim_trades import SLOT_MS, SimDeal, SimTrade, TruthChange, build_trade, ticket_for
+from bridge.sim_trades import (
+    MAX_TRADE_SECONDS,
+    SLOT_MS,
+    SimDeal,
+    SimTrade,
+    TruthChange,
+    build_trade,
+    ticket_for,
+)
 from bridge.terminal import (
     DEAL_TYPE_BALANCE,
     POSITION_TYPE_BUY,
@@ -64,7 +74,9 @@ def demo_accounts() -> list[AccountEntry]:
 
 class _AccountSim:
     """One account's trading desk. Trades (bridge.sim_trades) are laid out slot by slot as the clock
-    passes them and cached, so each read costs a scan of the account's trades, not a replay."""
+    passes them and cached, with indexes (deals by time, balance as prefix sums, trades by open time) so a
+    read costs a few bisections and the open positions, not a scan of the history: the bridge verifies
+    the account (account_info) on every positions or deals read."""
 
     def __init__(self, entry: AccountEntry, seed: int, start_ms: int, offset_ms: int) -> None:
         self.entry = entry
@@ -76,6 +88,7 @@ class _AccountSim:
         self.origin_ms = first_slot * SLOT_MS
         self._next_slot = first_slot
         self.deposit: SimDeal | None = None
+        self._dirty = True
         self.advance(start_ms)
         realised = sum(d.amount for d in self._visible_deals(start_ms))
         amount = round(entry.balance - realised, 2)
@@ -87,6 +100,7 @@ class _AccountSim:
                 comment="Deposit" if amount > 0 else "Withdrawal",
             )
             self.deposit = SimDeal(self.origin_ms, self.origin_ms, fields)
+            self._dirty = True
 
     def advance(self, now_ms: int) -> None:
         if self.entry.balance <= 0:  # an empty account does not trade
@@ -97,33 +111,59 @@ class _AccountSim:
                 self.seed, self.entry.login, self._next_slot, self.entry.balance, self.offset_ms
             )
             if trade is not None:
-                self.trades.append(trade)
+                self.trades.append(trade)  # slot order is open-time order
+                self._dirty = True
             if op is not None:
                 self.balance_ops.append(op)
+                self._dirty = True
             self._next_slot += 1
 
-    def _visible_deals(self, now_ms: int) -> list[SimDeal]:
-        """Every deal in the history at now_ms, in time order."""
-        out = [d for d in self.balance_ops if d.visible_ms <= now_ms]
+    def _index(self) -> None:
+        if not self._dirty:
+            return
+        deals = [d for t in self.trades for d in t.deals] + self.balance_ops
         if self.deposit is not None:
-            out.append(self.deposit)
-        for t in self.trades:
-            if t.open_ms <= now_ms:
-                out.extend(d for d in t.deals if d.visible_ms <= now_ms)
-        out.sort(key=lambda d: (d.utc_ms, d.fields["ticket"]))
-        return out
+            deals.append(self.deposit)
+        deals.sort(key=lambda d: (d.utc_ms, d.fields["ticket"]))
+        self._deals = deals
+        self._deal_ms = [d.utc_ms for d in deals]
+        by_visible = sorted(deals, key=lambda d: (d.visible_ms, d.utc_ms, d.fields["ticket"]))
+        self._visible_ms = [d.visible_ms for d in by_visible]
+        self._balance = list(itertools.accumulate((d.amount for d in by_visible), initial=0.0))
+        self._open_ms = [t.open_ms for t in self.trades]
+        self._dirty = False
 
-    def deals(self, now_ms: int) -> list[TradeDeal]:
+    def balance(self, now_ms: int) -> float:
+        self._index()
+        return round(self._balance[bisect.bisect_right(self._visible_ms, now_ms)], 2)
+
+    def _visible_deals(
+        self, now_ms: int, lo_ms: int | None = None, hi_ms: int | None = None
+    ) -> list[SimDeal]:
+        """Deals in the history at now_ms done within [lo_ms, hi_ms] (UTC), in time order."""
+        self._index()
+        i = 0 if lo_ms is None else bisect.bisect_left(self._deal_ms, lo_ms)
+        j = len(self._deals) if hi_ms is None else bisect.bisect_right(self._deal_ms, hi_ms)
+        return [d for d in self._deals[i:j] if d.visible_ms <= now_ms]
+
+    def deals(self, now_ms: int, lo_ms: int | None = None, hi_ms: int | None = None) -> list[TradeDeal]:
         off = self.offset_ms
         return [
             TradeDeal(**d.fields, time=(d.utc_ms + off) // 1000, time_msc=d.utc_ms + off)
-            for d in self._visible_deals(now_ms)
+            for d in self._visible_deals(now_ms, lo_ms, hi_ms)
         ]
+
+    def _open_trades(self, now_ms: int) -> list[SimTrade]:
+        """Candidates only: a trade lives at most MAX_TRADE_SECONDS."""
+        self._index()
+        i = bisect.bisect_left(self._open_ms, now_ms - int(MAX_TRADE_SECONDS * 1000))
+        j = bisect.bisect_right(self._open_ms, now_ms)
+        return self.trades[i:j]
 
     def positions(self, now_ms: int) -> list[TradePosition]:
         off = self.offset_ms
         out = []
-        for t in self.trades:
+        for t in self._open_trades(now_ms):
             s = t.state_at(now_ms)
             if s is None:
                 continue
@@ -167,7 +207,7 @@ class _AccountSim:
         """Balance is the visible history's sum (a late closing deal moves it when it shows); profit is
         the floating profit plus swap of the open positions; equity = balance + profit."""
         e = self.entry
-        balance = round(sum(d.amount for d in self._visible_deals(now_ms)), 2)
+        balance = self.balance(now_ms)
         positions = self.positions(now_ms)
         profit = round(sum(p.profit + p.swap for p in positions), 2)
         margin = 0.0
@@ -462,7 +502,10 @@ class SimulatedTerminal(Terminal):
             return ()
         lo, hi = _epoch_seconds(date_from), _epoch_seconds(date_to)
         now = self.now_ms()
-        deals = self._sim(login, now).deals(now)
+        off = self._offset_ms()  # a UTC window a second wider than the broker-time one, then the exact test
+        lo_ms = max(int(lo * 1000) - off - 1000, 0)
+        hi_ms = int(min(hi, 2**40) * 1000) - off + 1000
+        deals = self._sim(login, now).deals(now, lo_ms, hi_ms)
         self._last_error = (RES_S_OK, "Success")
         return tuple(d for d in deals if lo <= d.time <= hi)
 
