@@ -161,6 +161,11 @@ class EventStore(Protocol):
         """Up to `limit` events with id > `after`, in id order, of `accounts` and `types` when given
         (an empty set matches nothing)."""
 
+    async def dedup_keys(self, *, accounts: set[int] | None = None) -> list[str]:
+        """The dedup keys of the retained events (of `accounts` when given), in id order: what a detector
+        rebuilding its state at start needs (`DetectorState.from_facts`), without the events' bodies.
+        A pruned event's key is gone with it."""
+
     async def latest_id(self) -> int:
         """The greatest stored id; when none is stored, the greatest ever assigned (0: none ever)."""
 

@@ -173,6 +173,15 @@ class MongoEvents:
             cursor = self._coll(client).find(query).sort("_id", ASCENDING).limit(limit)
             return [e async for d in cursor if (e := event_from_doc(int(d["_id"]), d)) is not None]
 
+    @operation("dedup_keys")
+    async def dedup_keys(self, *, accounts: set[int] | None = None) -> list[str]:
+        if accounts is not None and not accounts:
+            return []
+        query = {} if accounts is None else {"account": {"$in": sorted(accounts)}}
+        async with self._db.guard("dedup_keys") as client:
+            cursor = self._coll(client).find(query, {"_id": 1, "dedup_key": 1}).sort("_id", ASCENDING)
+            return [str(d["dedup_key"]) async for d in cursor]
+
     async def _latest_id(self) -> int:
         """`latest_id` without reporting an operation (replace_positions calls it)."""
         async with self._db.guard("latest_id") as client:

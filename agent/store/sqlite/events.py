@@ -110,6 +110,20 @@ class SQLiteEvents:
 
         return await self._db.run("list_events", read_sync, read=True)
 
+    @operation("dedup_keys")
+    async def dedup_keys(self, *, accounts: set[int] | None = None) -> list[str]:
+        if accounts is not None and not accounts:
+            return []
+        where, params = "", sorted(accounts or ())
+        if accounts is not None:
+            where = f"WHERE account IN ({', '.join('?' * len(params))})"
+        sql = f"SELECT dedup_key FROM {TABLE} {where} ORDER BY id"
+
+        def read_sync(conn: sqlite3.Connection) -> list[str]:
+            return [key for (key,) in conn.execute(sql, params)]
+
+        return await self._db.run("dedup_keys", read_sync, read=True)
+
     @operation("latest_id")
     async def latest_id(self) -> int:
         return await self._db.run("latest_id", latest_event_id, read=True)

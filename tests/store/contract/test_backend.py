@@ -141,6 +141,7 @@ async def test_a_closed_store_is_unavailable_for_every_concern(backend: Backend)
         lambda: s.events.append_events([event(1, "k")]),
         lambda: s.events.list_events(limit=1),
         s.events.latest_id,
+        s.events.dedup_keys,
         s.events.oldest_available,
         lambda: s.events.prune_events(max_events=1),
     )
@@ -209,6 +210,7 @@ async def test_every_operation_is_reported_once_to_the_observer(backend: Backend
         await s.events.append_events([event(1, "k")])
         await s.events.list_events(limit=1)
         await s.events.latest_id()
+        await s.events.dedup_keys()
         await s.events.oldest_available()
         await s.events.prune_events(max_events=1)
         await s.write_cycle([], [])  # pings inside: one operation all the same
@@ -242,6 +244,7 @@ async def test_every_operation_is_reported_once_to_the_observer(backend: Backend
         "append_events",
         "list_events",
         "latest_id",
+        "dedup_keys",
         "oldest_available",
         "prune_events",
         "write_cycle",

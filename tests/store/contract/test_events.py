@@ -146,6 +146,11 @@ async def test_filters_limit_and_cursor(store: Store) -> None:
     limited = await store.events.list_events(limit=2, types={OPENED}, after=ids[3])
     assert limited == [e for e in everything[4:] if e.type is OPENED][:2]
 
+    assert await store.events.dedup_keys() == [e.dedup_key for e in everything]
+    assert await store.events.dedup_keys(accounts={101, 7}) == [
+        e.dedup_key for e in everything if e.account == 101
+    ]
+    assert await store.events.dedup_keys(accounts=set()) == []
     assert await all_events(store, accounts=set()) == []
     assert await all_events(store, types=set()) == []
     assert await store.events.list_events(limit=0) == []
