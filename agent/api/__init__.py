@@ -21,7 +21,8 @@ from agent.api import openapi as openapi_area
 from agent.api.auth import metrics_auth_middleware
 from agent.api.cors import cors_middleware
 from agent.api.errors import error_middleware
-from agent.api.keys import FLEET, MANUAL_CYCLES, OPENAPI_DOCUMENT, SETTINGS, STORE, SYNC
+from agent.api.fleetview import FleetView
+from agent.api.keys import FLEET, FLEET_VIEW, MANUAL_CYCLES, OPENAPI_DOCUMENT, SETTINGS, STORE, SYNC
 from agent.api.protocol import setup_protocol
 from agent.config import Settings
 from agent.store.base import Store
@@ -56,6 +57,7 @@ def setup_api(app: web.Application) -> None:
     setup_protocol(app)
 
     app[MANUAL_CYCLES] = set()
+    app[FLEET_VIEW] = FleetView()
     app.on_shutdown.append(admin.stop_manual_cycles)
     for area in AREAS:
         app.add_routes(area.routes)

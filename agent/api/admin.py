@@ -24,7 +24,7 @@ from agent.api.common import (
     ACCOUNT_PARAM,
     accounts,
     from_store,
-    known_accounts,
+    known_scope,
     now,
     parse_account,
     settings,
@@ -121,10 +121,10 @@ async def stop_manual_cycles(app: web.Application) -> None:
 )
 async def get_health(request: web.Request) -> web.Response:
     require_admin(request, settings(request))
+    found = await known_scope(request)
     sync, t = sync_view(request), now(request)
-    known = known_accounts(request)
-    records = None if known is None else queries.account_records(known)
-    return web.json_response(queries.health_summary(sync, records, t, thresholds(request)))
+    fresh = None if found is None else found.freshness(t, thresholds(request))
+    return web.json_response(queries.health_of(sync, fresh, t))
 
 
 # -- client assignment --------------------------------------------------------------------------------

@@ -9,10 +9,11 @@ from collections.abc import Awaitable
 from datetime import datetime
 from typing import TypeVar
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from agent.api.errors import ApiError
-from agent.api.keys import FLEET, SETTINGS, STORE, SYNC
+from agent.api.fleetview import Scope
+from agent.api.keys import FLEET, FLEET_VIEW, SETTINGS, STORE, SYNC
 from agent.api.queries import Accounts, SyncView
 from agent.api.spec import Param
 from agent.config import Settings
@@ -57,6 +58,55 @@ def accounts(request: web.Request) -> Accounts:
     if found is None:
         raise store_unavailable()
     return found
+
+
+OFFLOAD_ABOVE = 200  # accounts; above this a fleet version's pieces are built off the loop
+
+
+async def known_scope(request: web.Request, client_id: str | None = None) -> Scope | None:
+    """The accounts a caller sees (all, or one client's) as cached pieces of the fleet's snapshot now;
+    None while the store's accounts were never loaded."""
+    fleet = request.app[FLEET]
+    if not fleet.loaded:
+        return None
+    view, snapshot = request.app[FLEET_VIEW], fleet.snapshot()
+    found = view.cached(snapshot, client_id)
+    if found is not None:
+        return found
+    if len(snapshot.accounts) <= OFFLOAD_ABOVE:
+        return view.scope(snapshot, client_id)
+    return await view.build(snapshot, client_id)
+
+
+async def scope(request: web.Request, client_id: str | None = None) -> Scope:
+    """`known_scope`, or 503 while the accounts are unknown (as `accounts`)."""
+    found = await known_scope(request, client_id)
+    if found is None:
+        raise store_unavailable()
+    return found
+
+
+def accepts_gzip(request: web.Request) -> bool:
+    """The client asked for gzip (`Accept-Encoding: gzip`, not with q=0)."""
+    for part in request.headers.get(hdrs.ACCEPT_ENCODING, "").lower().split(","):
+        coding, _, params = part.strip().partition(";")
+        if coding.strip() in ("gzip", "x-gzip"):
+            q = params.strip().removeprefix("q=").strip()
+            return not q or q.rstrip("0").rstrip(".") not in ("", "0")
+    return False
+
+
+GZIP_ABOVE = 2048  # bytes; smaller bodies fit a packet or two, compressing them costs more than it saves
+
+
+def json_text(request: web.Request, text: str, headers: dict[str, str] | None = None) -> web.Response:
+    """A JSON answer from its text, gzip-compressed when large and the client asks for it."""
+    response = web.Response(text=text, content_type="application/json", headers=headers)
+    if len(text) > GZIP_ABOVE:
+        response.headers.add(hdrs.VARY, hdrs.ACCEPT_ENCODING)
+        if accepts_gzip(request):
+            response.enable_compression(web.ContentCoding.gzip)
+    return response
 
 
 def sync_view(request: web.Request) -> SyncView:

@@ -10,6 +10,7 @@ import asyncio
 
 from aiohttp import web
 
+from agent.api.fleetview import FleetView
 from agent.config import Settings
 from agent.domain.runs import SyncRun
 from agent.store.base import Store
@@ -26,3 +27,5 @@ FLEET = web.AppKey("mt5_fleet", Fleet)
 MANUAL_CYCLES = web.AppKey("mt5_manual_cycles", set[asyncio.Task[SyncRun]])
 # The generated OpenAPI document (JSON bytes), built once the routes are registered (set by setup_api).
 OPENAPI_DOCUMENT = web.AppKey("mt5_openapi_document", bytes)
+# Whole-fleet answers from cached pieces over the fleet's snapshots (set by setup_api).
+FLEET_VIEW = web.AppKey("mt5_fleet_view", FleetView)

@@ -175,7 +175,9 @@ def _operation(op: Operation, security: list[dict[str, list[str]]], errors: Iter
     for status in errors:
         responses[str(status)] = {"$ref": f"#/components/responses/{ERROR_RESPONSES[status][0]}"}
     for status, (description, model) in op.responses.items():
-        responses[str(status)] = _json_response(description, model)
+        responses[str(status)] = (
+            {"description": description} if model is None else _json_response(description, model)
+        )
     out: dict[str, Any] = {
         "operationId": op.operation_id,
         "summary": op.summary,

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from agent.api import queries, schema
 from agent.api.auth import require_read
-from agent.api.common import known_accounts, now, settings, store, sync_view, thresholds
+from agent.api.common import known_scope, now, settings, store, sync_view, thresholds
 from agent.api.spec import Operation, documented
 from agent.store.errors import StoreError
 
@@ -56,8 +56,8 @@ async def readyz(request: web.Request) -> web.Response:
 async def get_status(request: web.Request) -> web.Response:
     """Answers even when the store is down (`store.up` false; no counts while its accounts are unknown)."""
     caller = require_read(request, settings(request))
-    t = now(request)
     client_id = None if caller.sees_all else caller.client_id
-    known = known_accounts(request)
-    records = None if known is None else queries.account_records(known, client_id)
-    return web.json_response(queries.status_summary(sync_view(request), records, t, thresholds(request)))
+    found = await known_scope(request, client_id)
+    t, limits = now(request), thresholds(request)
+    fresh = None if found is None else found.freshness(t, limits)
+    return web.json_response(queries.status_of(sync_view(request), fresh, t, limits))

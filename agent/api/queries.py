@@ -13,6 +13,7 @@ request (the sync history is: runs stay in the store).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -209,15 +210,43 @@ def _round(value: float | None, digits: int) -> float | None:
     return round(value, digits) if value is not None else None
 
 
+@dataclass(frozen=True)
+class FleetFreshness:
+    """What the summaries need of the accounts' freshness at one instant: counts per state, the worst
+    state (None: no accounts) and the oldest age (None: some account never synced, or none exist).
+    `agent.api.fleetview` computes it by bisection; `fleet_freshness` from records, account by account."""
+
+    total: int
+    by_state: dict[str, int]
+    worst: State | None
+    oldest_age: float | None
+
+
+def fleet_freshness(
+    records: Sequence[AccountRecord], now: datetime, thresholds: Thresholds
+) -> FleetFreshness:
+    accounts = accounts_json(records, now, thresholds)
+    ages = [a["freshness"]["age_seconds"] for a in accounts]
+    oldest = None if None in ages or not ages else max(ages)
+    return FleetFreshness(len(accounts), state_counts(accounts), worst_state(accounts), oldest)
+
+
 def status_summary(
     sync: SyncView, records: Sequence[AccountRecord] | None, now: datetime, thresholds: Thresholds
 ) -> dict[str, Any]:
     """What the status page shows besides the accounts. `records` None: the accounts are unknown (the
     store has been down since start)."""
+    fresh = None if records is None else fleet_freshness(records, now, thresholds)
+    return status_of(sync, fresh, now, thresholds)
+
+
+def status_of(
+    sync: SyncView, fresh: FleetFreshness | None, now: datetime, thresholds: Thresholds
+) -> dict[str, Any]:
+    """`status_summary` from the accounts' freshness (None: the accounts are unknown)."""
     counts: dict[str, Any] | None = None
-    if records is not None:
-        accounts = accounts_json(records, now, thresholds)
-        counts = {"total": len(accounts), "by_state": state_counts(accounts)}
+    if fresh is not None:
+        counts = {"total": fresh.total, "by_state": dict(fresh.by_state)}
     health = sync.last_health if sync.bridge_up else None
     run = sync.last_run
     return {
@@ -227,7 +256,7 @@ def status_summary(
             "status": health.status if health else None,
             "response_time": round(health.response_time, 3) if health else None,
         },
-        "store": {"up": store_is_up(sync, records)},
+        "store": {"up": fresh is not None and sync.store_up is not False},
         "sync": {
             "running": sync.running is not None,
             "last_success_at": iso(sync.last_success_at),
@@ -251,6 +280,12 @@ def health_summary(
 ) -> dict[str, Any]:
     """The seed's section 6.3 shape, from what the agent already knows: the bridge is not called.
     `records` None: the accounts are unknown (the store has been down since start)."""
+    fresh = None if records is None else fleet_freshness(records, now, thresholds)
+    return health_of(sync, fresh, now)
+
+
+def health_of(sync: SyncView, fresh: FleetFreshness | None, now: datetime) -> dict[str, Any]:
+    """`health_summary` from the accounts' freshness (None: the accounts are unknown)."""
     issues: list[str] = []
     unhealthy = False
 
@@ -268,23 +303,21 @@ def health_summary(
         issues.append("VPS bridge unreachable or unhealthy at the last sync")
 
     freshness: dict[str, Any] = {"oldest_update": None, "staleness": None, "age_seconds": None}
-    if not store_is_up(sync, records):
+    if fresh is None or sync.store_up is False:
         unhealthy = True
         issues.append("store unreachable")
-    if records is not None:
-        accounts = accounts_json(records, now, thresholds)
-        worst = worst_state(accounts)
+    if fresh is not None:
+        worst = fresh.worst
         if worst is None:
             issues.append("no accounts stored or listed")
         else:
-            ages = [a["freshness"]["age_seconds"] for a in accounts]
-            oldest = None if None in ages else max(ages)
+            oldest = fresh.oldest_age
             freshness = {
                 "oldest_update": humanize_age(oldest),
                 "staleness": worst.value,
                 "age_seconds": oldest,
             }
-            by_state = {s: sum(a["freshness"]["state"] == s for a in accounts) for s in State}
+            by_state = {s: fresh.by_state[s.value] for s in State}
             if worst is State.CRITICAL:
                 unhealthy = True
                 issues.append(f"{by_state[State.CRITICAL]} account(s) with critical data age or never synced")

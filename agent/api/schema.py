@@ -56,9 +56,13 @@ class Thresholds(Schema):
 
 class AccountList(Schema):
     accounts: list[Account]
-    count: int = Field(ge=0)
+    count: int = Field(ge=0, description="accounts in this answer (this page, when paged)")
     thresholds: Thresholds
     generated_at: datetime
+    next_cursor: str = optional_key(
+        pattern="^[0-9]{1,19}$",
+        description="only when `limit` was given and more accounts follow: the `cursor` of the next page",
+    )
 
 
 class ClientAccounts(Schema):

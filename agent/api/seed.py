@@ -10,33 +10,42 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from agent.api import queries, schema
+from agent.api import schema
 from agent.api.auth import require_admin, require_read
 from agent.api.common import (
     CLIENT_ID_PARAM,
-    accounts,
+    json_text,
     now,
     parse_client_id,
+    scope,
     settings,
     thresholds,
 )
 from agent.api.errors import ApiError
+from agent.api.fleetview import Scope, compose
+from agent.api.serialize import iso
 from agent.api.spec import Operation, documented
-from agent.domain.accounts import AccountRecord
 
 routes = web.RouteTableDef()
 
 CLIENT_ERRORS = (400, 401, 403, 404, 503)
 
 
-def _client_records(request: web.Request) -> list[AccountRecord]:
+async def _client_scope(request: web.Request) -> Scope:
     caller = require_read(request, settings(request))
     client_id = parse_client_id(request)
     caller.check_client(client_id)
-    records = queries.account_records(accounts(request), client_id)
-    if not records:
+    found = await scope(request, client_id)
+    if not found.pieces:
         raise ApiError(404, "client_not_found", "no accounts are stored for this client")
-    return records
+    return found
+
+
+def _accounts_page(request: web.Request, found: Scope) -> web.Response:
+    """The seed's account lists (a client's, the admin's), from the cached pieces."""
+    t = now(request)
+    texts, _ = found.select(t, thresholds(request))
+    return json_text(request, compose(texts, {"count": len(texts), "generated_at": iso(t)}))
 
 
 @routes.get("/api/client/{client_id}/mt5-accounts")
@@ -55,8 +64,7 @@ def _client_records(request: web.Request) -> list[AccountRecord]:
     )
 )
 async def get_client_accounts(request: web.Request) -> web.Response:
-    records = _client_records(request)
-    return web.json_response(queries.accounts_page(records, now(request), thresholds(request)))
+    return _accounts_page(request, await _client_scope(request))
 
 
 @routes.get("/api/client/{client_id}/portfolio")
@@ -75,8 +83,19 @@ async def get_client_accounts(request: web.Request) -> web.Response:
     )
 )
 async def get_client_portfolio(request: web.Request) -> web.Response:
-    records = _client_records(request)
-    return web.json_response(queries.portfolio(records, now(request), thresholds(request)))
+    found = await _client_scope(request)
+    t = now(request)
+    texts, _ = found.select(t, thresholds(request))
+    totals, not_summed = found.totals()
+    rest = {
+        "count": len(texts),
+        "totals": totals,
+        "accounts_summed": len(texts) - len(not_summed),
+        "accounts_not_summed": len(not_summed),
+        "not_summed": not_summed,
+        "generated_at": iso(t),
+    }
+    return json_text(request, compose(texts, rest))
 
 
 @routes.get("/api/admin/mt5/accounts")
@@ -93,5 +112,4 @@ async def get_client_portfolio(request: web.Request) -> web.Response:
 )
 async def get_admin_accounts(request: web.Request) -> web.Response:
     require_admin(request, settings(request))
-    records = queries.account_records(accounts(request))
-    return web.json_response(queries.accounts_page(records, now(request), thresholds(request)))
+    return _accounts_page(request, await scope(request))

@@ -118,13 +118,25 @@ _CONVERTERS: tuple[tuple[str, Callable[[Any], Any]], ...] = tuple(
 assert ACCOUNT_FIELDS[0] == "account" and ACCOUNT_FIELDS[-1] == "freshness"
 
 
-def account_json(record: AccountRecord, now: datetime, thresholds: Thresholds) -> dict[str, Any]:
-    """An account as every endpoint shows it; values that are absent or malformed are null, never 0."""
+def account_fields(record: AccountRecord) -> dict[str, Any]:
+    """An account's allow-listed fields, all but the freshness (which moves with time): values that are
+    absent or malformed are null, never 0."""
     out: dict[str, Any] = {"account": record.account}
     for f, convert in _CONVERTERS:
         out[f] = convert(getattr(record, f))
+    return out
+
+
+def account_json(record: AccountRecord, now: datetime, thresholds: Thresholds) -> dict[str, Any]:
+    """An account as every endpoint shows it: its allow-listed fields, then its freshness now."""
+    out = account_fields(record)
     out["freshness"] = freshness(_typed(record.live_data_at, datetime), now, thresholds)
     return out
+
+
+def live_time(record: AccountRecord) -> datetime | None:
+    """The time the freshness is computed from (a malformed one counts as never synced)."""
+    return _typed(record.live_data_at, datetime)
 
 
 def accounts_json(

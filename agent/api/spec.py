@@ -51,8 +51,8 @@ class Operation:
     params: tuple[Param, ...] = ()
     description: str | None = None
     body: type[BaseModel] | None = None  # required JSON request body
-    # Other answers: status -> (description, model of the JSON body).
-    responses: Mapping[int, tuple[str, type[BaseModel]]] = field(default_factory=dict)
+    # Other answers: status -> (description, model of the JSON body; None: no body, as a 304).
+    responses: Mapping[int, tuple[str, type[BaseModel] | None]] = field(default_factory=dict)
     content: Mapping[str, Any] | None = None  # the 200 content when it is not a model
 
 

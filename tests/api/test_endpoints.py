@@ -276,8 +276,8 @@ async def test_unexpected_exception_is_json_500_without_traceback(make_api: Make
 
 
 async def test_large_list_is_serialised_off_the_loop_with_the_same_answer(make_api: MakeApi):
-    """Above OFFLOAD_ABOVE accounts the body is built in a thread: same shape, every account."""
-    from agent.api.accounts import OFFLOAD_ABOVE
+    """Above OFFLOAD_ABOVE accounts the pieces are built in a thread: same shape, every account."""
+    from agent.api.common import OFFLOAD_ABOVE
 
     api = await make_api(api_token=READ)
     n = OFFLOAD_ABOVE + 50
