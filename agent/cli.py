@@ -21,8 +21,10 @@ from agent.config import (
     ConfigError,
     Settings,
     check_store_location,
+    describe_settings,
     is_loopback,
     load_settings,
+    toml_keys,
     unknown_env_warnings,
 )
 from agent.demo import run_demo
@@ -183,6 +185,16 @@ def _render(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _print_settings(settings: Settings, config: str | None) -> int:
+    lines = describe_settings(settings, toml_keys(config))
+    width = max(len(line.env) for line in lines)
+    for line in lines:
+        print(f"{line.env:<{width}}  {line.value}  [{line.source}; default {line.default}]  {line.help}")
+    for warning in unknown_env_warnings(os.environ):
+        print(f"warning: {warning}")
+    return EXIT_OK
+
+
 def _seconds(text: str) -> float:
     """A non-negative finite number of seconds (argparse type: a bad one is argparse's one-line error)."""
     try:
@@ -201,8 +213,14 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (
         ("run", "run the agent (scheduler + HTTP server)"),
         ("sync-once", "run one sync cycle"),
+        ("settings", "print every setting: value, where it came from, default (secrets masked)"),
     ):
-        sp = sub.add_parser(name, help=text)
+        sp = sub.add_parser(
+            name,
+            help=text,
+            epilog="Settings: MT5_AGENT_* environment variables or TOML keys (lower case, no prefix); "
+            "`mt5-agent settings` lists them all with their values and defaults.",
+        )
         sp.add_argument("--config", help="TOML settings file (environment variables win)")
     demo = sub.add_parser("demo", help="simulated bridge + SQLite + fast schedule on 127.0.0.1:8080")
     demo.add_argument("--config", help="TOML settings file")
@@ -264,6 +282,8 @@ def _main(argv: list[str] | None = None) -> int:
         if args.command == "assign-client":
             account, client_id = _assign_args(args)
         settings = load_settings(args.config)
+        if args.command == "settings":
+            return _print_settings(settings, args.config)
         check_store_location(settings)  # every command left opens the store
     except ConfigError as exc:
         print(f"mt5-agent: {exc}", file=sys.stderr)

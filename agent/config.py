@@ -294,6 +294,91 @@ def _one_line(exc: ValidationError, from_file: Collection[str] = (), file_label:
     return f"invalid setting {env}: {msg}"
 
 
+# One line per setting for `mt5-agent settings` (README.md's table says the same at more length).
+SETTING_HELP: dict[str, str] = {
+    "bridge_url": "bridge base URL",
+    "bridge_token": "bearer token for the bridge",
+    "store_url": "sqlite:///path or mongodb://...",
+    "mongo_database": "MongoDB database",
+    "schedule": "cron minute field (1-59/5) or an interval (10s, 5m)",
+    "listen": "host:port of the agent's HTTP server",
+    "admin_token": "token for admin endpoints (none: admin answers 503)",
+    "api_token": "read token for trusted backends",
+    "jwt_secret": "HS256 secret for per-client JWTs (sub = client id), >= 32 bytes",
+    "metrics_token": "bearer token Prometheus sends to scrape /metrics",
+    "freshness": "state thresholds in seconds: acceptable, degraded, critical",
+    "cors_origins": "comma-separated browser origins allowed to call the API",
+    "request_timeout": "per bridge request, seconds",
+    "cycle_deadline": "whole fetch phase of a cycle, seconds",
+    "concurrency": "parallel /info calls when the bridge has no batch endpoint",
+    "health_retries": "health attempts before a cycle is skipped",
+    "health_backoff": "base of the exponential backoff between health attempts, seconds",
+    "use_batch": "use the bridge's batch endpoint when it advertises one",
+    "probe_interval": "seconds between bridge health probes (mt5_bridge_up)",
+    "clock_skew_tolerance": "seconds a source timestamp may lead the receive time",
+    "max_response_bytes": "cap on one bridge response, compressed and decompressed",
+    "log_format": "auto, json or text",
+    "log_level": "DEBUG, INFO, WARNING or ERROR",
+    "access_log": "one log line per HTTP request",
+    "service_name": "OpenTelemetry service.name",
+}
+
+
+@dataclass(frozen=True)
+class SettingLine:
+    env: str
+    toml_key: str
+    value: str  # secrets masked
+    source: str  # environment, file, default
+    default: str
+    help: str
+
+
+def describe_settings(settings: Settings, file_keys: Collection[str] = ()) -> list[SettingLine]:
+    """Every setting with its value, where the value came from and its default; secrets masked. The
+    `*_file` companions are folded into their secret (source `file:<path>`)."""
+    out = []
+    for name, field in Settings.model_fields.items():
+        if name.endswith("_file") and name.removesuffix("_file") in SECRET_FIELDS:
+            continue
+        env = f"{ENV_PREFIX}{name.upper()}"
+        if name in SECRET_FIELDS:
+            path = getattr(settings, f"{name}_file")
+            value = "(set, masked)" if getattr(settings, name) is not None else "(none)"
+            if path is not None:
+                source = f"secret file {path}"
+            elif env in os.environ:
+                source = "environment"
+            else:
+                source = "file" if name in file_keys else "default"
+            default = "(none)"
+        else:
+            value = _without_password(str(getattr(settings, name)))
+            source = "environment" if env in os.environ else "file" if name in file_keys else "default"
+            default = str(field.default)
+        out.append(SettingLine(env, name, value, source, default, SETTING_HELP.get(name, "")))
+    return out
+
+
+def _without_password(value: str) -> str:
+    """A URL's password masked (store and bridge URLs may carry credentials); other values unchanged."""
+    if "://" not in value or "@" not in value:
+        return value
+    scheme, _, rest = value.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    user, colon, _password = userinfo.partition(":")
+    return f"{scheme}://{user}{':***' if colon else ''}{at}{host}"
+
+
+def toml_keys(config_file: str | Path | None) -> set[str]:
+    """The setting names a TOML file sets (for `describe_settings`); empty without a file."""
+    if config_file is None:
+        return set()
+    with Path(config_file).open("rb") as fh:
+        data = tomllib.load(fh)
+    return set(data.get("agent", data))
+
+
 def known_env_names() -> frozenset[str]:
     """Every `MT5_AGENT_*` variable the settings read."""
     return frozenset(f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields)

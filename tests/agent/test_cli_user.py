@@ -90,17 +90,29 @@ def test_render_refuses_to_write_into_an_installed_package(tmp_path: Path) -> No
     assert (site / "alerts" / "rules.yml").stat().st_mtime_ns == before
 
 
-@pytest.mark.parametrize("delay", [0.05, 0.3, 0.8])
+@pytest.mark.parametrize("delay", [0.05, 0.15, 0.3, 0.8])
 async def test_early_ctrl_c_never_prints_a_traceback(tmp_path: Path, delay: float) -> None:
+    """From the moment the entry point starts loading the CLI (a Ctrl-C during CPython's own start-up,
+    before any of our code runs, is CPython's to report)."""
     env = agent_env(
         MT5_AGENT_STORE_URL=f"sqlite:///{tmp_path / 'a.db'}",
         MT5_AGENT_LISTEN=f"127.0.0.1:{free_port()}",
         MT5_AGENT_BRIDGE_URL=f"http://127.0.0.1:{free_port()}",
         MT5_AGENT_SCHEDULE="1h",
     )
+    announced = "import sys; from agent.entry import main; print('entry', flush=True); sys.exit(main())"
     proc = await asyncio.create_subprocess_exec(
-        *ENTRY, "run", env=env, cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        sys.executable,
+        "-c",
+        announced,
+        "run",
+        env=env,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
+    assert proc.stdout is not None
+    assert (await asyncio.wait_for(proc.stdout.readline(), 30)).strip() == b"entry"
     await asyncio.sleep(delay)  # the point of the test is *when* the signal lands
     proc.send_signal(signal.SIGINT)
     _out, err = await asyncio.wait_for(proc.communicate(), 30)
@@ -136,3 +148,43 @@ async def test_access_log_switch(tmp_path: Path, enabled: bool) -> None:
         _out, err = await asyncio.wait_for(proc.communicate(), 30)
     logged = "probe=access" in err.decode()
     assert logged is enabled, err.decode()[-2000:]
+
+
+def test_settings_lists_every_setting_with_its_source_and_masks_secrets(tmp_path: Path) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text('schedule = "10s"\nlisten = "127.0.0.1:9999"\n')
+    secret_file = tmp_path / "jwt"
+    secret_file.write_text("j" * 40)
+    env = agent_env(
+        MT5_AGENT_LISTEN="127.0.0.1:9100",
+        MT5_AGENT_ADMIN_TOKEN="admin-sentinel-value",
+        MT5_AGENT_JWT_SECRET_FILE=str(secret_file),
+        MT5_AGENT_STORE_URL="mongodb://ops:pw-sentinel@127.0.0.1:27017/",
+        MT5_AGENT_SHEDULE="5m",
+    )
+    done = _run("settings", "--config", str(config), env=env)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    for sentinel in ("admin-sentinel-value", "pw-sentinel", "j" * 40):
+        assert sentinel not in out + done.stderr
+    rows = {line.split()[0]: line for line in out.splitlines() if line.startswith("MT5_AGENT_")}
+    from agent.config import Settings
+
+    secret_companions = {
+        f"{n}_file" for n in ("bridge_token", "admin_token", "api_token", "jwt_secret", "metrics_token")
+    }
+    assert set(rows) == {
+        f"MT5_AGENT_{n.upper()}" for n in Settings.model_fields if n not in secret_companions
+    }
+    assert "10s" in rows["MT5_AGENT_SCHEDULE"] and "[file;" in rows["MT5_AGENT_SCHEDULE"]
+    assert "127.0.0.1:9100" in rows["MT5_AGENT_LISTEN"] and "[environment;" in rows["MT5_AGENT_LISTEN"]
+    assert "[default; default 300,600,900]" in rows["MT5_AGENT_FRESHNESS"]
+    assert "(set, masked)" in rows["MT5_AGENT_ADMIN_TOKEN"]
+    assert f"secret file {secret_file}" in rows["MT5_AGENT_JWT_SECRET"]
+    assert "mongodb://ops:***@127.0.0.1:27017/" in rows["MT5_AGENT_STORE_URL"]
+    assert "did you mean MT5_AGENT_SCHEDULE?" in out
+
+
+def test_run_help_points_at_the_settings() -> None:
+    done = _run("run", "--help")
+    assert done.returncode == 0 and "mt5-agent settings" in done.stdout
