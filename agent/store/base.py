@@ -143,7 +143,7 @@ class EventStore(Protocol):
     `after >= latest_id()`. Anything older was pruned: the API answers 410 cursor_expired."""
 
     async def append_events(self, events: Sequence[TradeEvent]) -> list[TradeEvent]:
-        """Store the events whose dedup_key is not stored yet (within a batch, the first per key) and
+        """Store the events whose dedup_key was never stored (within a batch, the first per key) and
         return ONLY those, with their new ids, in id order (= input order): an event already stored,
         by this call or any earlier one, is neither stored again nor returned. An input `id` is
         ignored. `data` must be a JSON object (reads back as dicts and lists). One transaction
@@ -162,9 +162,9 @@ class EventStore(Protocol):
         (an empty set matches nothing)."""
 
     async def dedup_keys(self, *, accounts: set[int] | None = None) -> list[str]:
-        """The dedup keys of the retained events (of `accounts` when given), in id order: what a detector
-        rebuilding its state at start needs (`DetectorState.from_facts`), without the events' bodies.
-        A pruned event's key is gone with it."""
+        """The dedup keys of every event ever stored, pruned ones included (of `accounts` when given), in
+        id order: what a detector rebuilding its state at start needs (`DetectorState.from_facts`),
+        without the events' bodies."""
 
     async def latest_id(self) -> int:
         """The greatest stored id; when none is stored, the greatest ever assigned (0: none ever)."""
@@ -175,7 +175,9 @@ class EventStore(Protocol):
     async def prune_events(self, *, keep_after: datetime | None = None, max_events: int | None = None) -> int:
         """Drop the oldest events, always a prefix in id order (so `oldest_available` bounds what is
         gone): those before the first event (by id) detected at or after `keep_after`, and all but the
-        newest `max_events`. Both given: whichever drops more. Returns how many were dropped."""
+        newest `max_events`. Both given: whichever drops more. Returns how many were dropped. Their
+        dedup keys are kept (`mt5_trade_event_keys`, ~60 bytes an event): a change detected again
+        after its event was pruned (a restart re-reading old deals) is still not stored twice."""
 
 
 def cursor_expired(after: int, oldest_available: int | None, latest_id: int) -> bool:

@@ -281,6 +281,7 @@ async def test_collections_are_chosen_by_name(mongo_server: MongoServer, databas
             "acc",
             "mt5_deals",
             "mt5_positions",
+            "mt5_trade_event_keys",
             "mt5_trade_events",
             "runs",
             "state",

@@ -11,6 +11,7 @@ SYNC_STATE = "mt5_sync_state"
 POSITIONS = "mt5_positions"
 DEALS = "mt5_deals"
 EVENTS = "mt5_trade_events"
+EVENT_KEYS = "mt5_trade_event_keys"  # the dedup keys of pruned events (`_id`: the key)
 COUNTERS = "mt5_counters"  # one document per id sequence (`_id`: the collection it numbers)
 
 
@@ -23,3 +24,4 @@ class CollectionNames:
     deals: str = DEALS
     events: str = EVENTS
     counters: str = COUNTERS
+    event_keys: str = EVENT_KEYS

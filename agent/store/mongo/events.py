@@ -6,7 +6,8 @@ event from being stored twice whoever writes it.
 Within one store object appends are serialised (a lock) and inserted ordered, so its ids increase in
 commit order; a write that fails after claiming ids leaves a gap, never a reuse. The counter is raised to
 the greatest stored `_id` once per store object (`$max`), so a lost or restored counter cannot hand out
-an id already stored."""
+an id already stored. Pruning keeps the dedup keys of what it drops (`mt5_trade_event_keys`, `_id` the
+key): a pruned event is never stored again."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from agent.domain.trades import EventType, TradeEvent
 from agent.store.codec import utc_ms
 from agent.store.errors import StoreError
+from agent.store.mongo.bulk import BULK_CHUNK
 from agent.store.mongo.connection import Document, MongoConnection
 from agent.store.observe import operation
 from agent.store.trade_checks import check_events, validate_listing, validate_pruning
@@ -41,6 +43,16 @@ def _duplicate_of(error: dict[str, Any]) -> str | None:
     if "dedup_key" in pattern or "dedup_key" in str(error.get("errmsg", "")):
         return "dedup_key"
     return "_id"
+
+
+async def _insert_keys(keys: AsyncCollection[Document], docs: list[Document]) -> None:
+    try:
+        await keys.insert_many(docs, ordered=False)
+    except BulkWriteError as exc:
+        if any(e.get("code") != _DUPLICATE_KEY for e in exc.details.get("writeErrors") or []):
+            raise
+        if exc.details.get("writeConcernErrors"):
+            raise
 
 
 class _IdTaken(Exception):
@@ -80,14 +92,16 @@ async def _insert_ordered(coll: AsyncCollection[Document], docs: list[Document])
 class MongoEvents:
     """`EventStore` on one collection and a counter document in `counters`."""
 
-    def __init__(self, db: MongoConnection, collection: str, counters: str) -> None:
+    def __init__(self, db: MongoConnection, collection: str, counters: str, keys: str) -> None:
         self._db = db
         self.collection = collection
         self.counters = counters
+        self.keys = keys  # the dedup keys of pruned events, `_id` the key
         self._append_lock = asyncio.Lock()
         self._counter_checked = False
         db.declare_index(collection, [("dedup_key", ASCENDING)], unique=True)
         db.declare_index(collection, [("account", ASCENDING), ("_id", ASCENDING)])
+        db.declare_index(keys, [("account", ASCENDING), ("id", ASCENDING)])
 
     def _coll(self, client: AsyncMongoClient[Document]) -> AsyncCollection[Document]:
         return self._db.collection(client, self.collection)
@@ -132,6 +146,8 @@ class MongoEvents:
             keys = [d["dedup_key"] for d in docs]
             cursor = coll.find({"dedup_key": {"$in": keys}}, {"_id": 0, "dedup_key": 1})
             known = {d["dedup_key"] async for d in cursor}
+            pruned = self._db.collection(client, self.keys).find({"_id": {"$in": keys}}, {"_id": 1})
+            known.update([d["_id"] async for d in pruned])
             fresh = [d for d in docs if d["dedup_key"] not in known]
             if not fresh:
                 return []
@@ -179,8 +195,11 @@ class MongoEvents:
             return []
         query = {} if accounts is None else {"account": {"$in": sorted(accounts)}}
         async with self._db.guard("dedup_keys") as client:
-            cursor = self._coll(client).find(query, {"_id": 1, "dedup_key": 1}).sort("_id", ASCENDING)
-            return [str(d["dedup_key"]) async for d in cursor]
+            cursor = self._coll(client).find(query, {"_id": 1, "dedup_key": 1})
+            found = [(int(d["_id"]), str(d["dedup_key"])) async for d in cursor]
+            pruned = self._db.collection(client, self.keys).find(query, {"_id": 1, "id": 1})
+            found += [(int(d["id"]), str(d["_id"])) async for d in pruned]
+        return [key for _, key in sorted(found)]
 
     async def _latest_id(self) -> int:
         """`latest_id` without reporting an operation (replace_positions calls it)."""
@@ -223,5 +242,20 @@ class MongoEvents:
                 cut = max(cut, kept[0] if kept else 0)
             if cut == 0:
                 return 0
+            await self._keep_keys(client, cut)
             result = await coll.delete_many({"_id": {"$lt": cut}})
             return result.deleted_count
+
+    async def _keep_keys(self, client: AsyncMongoClient[Document], cut: int) -> None:
+        """Copy the dedup keys of the events below `cut` (about to be pruned) to the keys collection,
+        in chunks; a key already there (an earlier prune that failed half-way) is fine."""
+        keys = self._db.collection(client, self.keys)
+        cursor = self._coll(client).find({"_id": {"$lt": cut}}, {"_id": 1, "dedup_key": 1, "account": 1})
+        chunk: list[Document] = []
+        async for d in cursor:
+            chunk.append({"_id": d["dedup_key"], "id": d["_id"], "account": d["account"]})
+            if len(chunk) == BULK_CHUNK:
+                await _insert_keys(keys, chunk)
+                chunk = []
+        if chunk:
+            await _insert_keys(keys, chunk)

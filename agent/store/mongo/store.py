@@ -41,7 +41,8 @@ class MongoStore:
         self.accounts = MongoAccounts(self._db, self.collections.accounts)
         self.runs = MongoRuns(self._db, self.collections.runs)
         self.sync_state = MongoSyncState(self._db, self.collections.sync_state)
-        self.events = MongoEvents(self._db, self.collections.events, self.collections.counters)
+        names = self.collections
+        self.events = MongoEvents(self._db, names.events, names.counters, names.event_keys)
         self.positions = MongoPositions(self._db, self.collections.positions, self.events._latest_id)
         self.deals = MongoDeals(self._db, self.collections.deals)
 

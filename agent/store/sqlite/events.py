@@ -1,7 +1,8 @@
 """`mt5_trade_events` in SQLite: ids from INTEGER PRIMARY KEY AUTOINCREMENT (strictly increasing, never
 reused, not even after pruning: sqlite_sequence keeps the highest ever assigned), the dedup key UNIQUE,
 the event a JSON document beside the columns its reads filter on. One writer thread and one transaction
-per append: ids increase in commit order."""
+per append: ids increase in commit order. A pruned event's dedup key stays in mt5_trade_event_keys, so
+the same change is never stored again."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from agent.store.trade_checks import check_events, validate_listing, validate_pr
 from agent.store.trade_codec import event_from_doc, event_to_doc, unique_by_key
 
 TABLE = "mt5_trade_events"
+KEYS = "mt5_trade_event_keys"  # the dedup keys of pruned events: a pruned event is never stored again
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS {TABLE} (
@@ -30,11 +32,20 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
     doc         TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS {TABLE}_account ON {TABLE} (account, id);
+CREATE TABLE IF NOT EXISTS {KEYS} (
+    dedup_key TEXT PRIMARY KEY,
+    id        INTEGER NOT NULL,
+    account   INTEGER NOT NULL
+) WITHOUT ROWID;
 """
 
 _INSERT = (
-    f"INSERT INTO {TABLE} (dedup_key, account, type, detected_at, doc) VALUES (?, ?, ?, ?, ?) "
-    "ON CONFLICT (dedup_key) DO NOTHING"
+    f"INSERT INTO {TABLE} (dedup_key, account, type, detected_at, doc) SELECT ?, ?, ?, ?, ? "
+    f"WHERE NOT EXISTS (SELECT 1 FROM {KEYS} WHERE dedup_key = ?) ON CONFLICT (dedup_key) DO NOTHING"
+)
+_KEEP_KEYS = (
+    f"INSERT INTO {KEYS} (dedup_key, id, account) SELECT dedup_key, id, account FROM {TABLE} "
+    "WHERE id < ? ON CONFLICT (dedup_key) DO NOTHING"
 )
 
 
@@ -65,7 +76,14 @@ class SQLiteEvents:
         def write_sync(conn: sqlite3.Connection) -> list[TradeEvent]:
             check_events(events)
             rows = [
-                (e.dedup_key, e.account, e.type.value, iso_ms(e.detected_at), dumps(event_to_doc(e)))
+                (
+                    e.dedup_key,
+                    e.account,
+                    e.type.value,
+                    iso_ms(e.detected_at),
+                    dumps(event_to_doc(e)),
+                    e.dedup_key,
+                )
                 for e in events
             ]
             stored = []
@@ -73,7 +91,7 @@ class SQLiteEvents:
                 for row in rows:
                     cur = conn.execute(_INSERT, row)
                     if cur.rowcount == 1:
-                        stored.append((cur.lastrowid, row[-1]))
+                        stored.append((cur.lastrowid, row[4]))
             # Decoded from what was written: exactly what a later read gives back (ms times, lists).
             return [e for i, doc in stored if (e := event_from_doc(i, json.loads(doc))) is not None]
 
@@ -117,7 +135,10 @@ class SQLiteEvents:
         where, params = "", sorted(accounts or ())
         if accounts is not None:
             where = f"WHERE account IN ({', '.join('?' * len(params))})"
-        sql = f"SELECT dedup_key FROM {TABLE} {where} ORDER BY id"
+        both = (
+            f"SELECT id, dedup_key, account FROM {TABLE} UNION ALL SELECT id, dedup_key, account FROM {KEYS}"
+        )
+        sql = f"SELECT dedup_key FROM ({both}) {where} ORDER BY id"
 
         def read_sync(conn: sqlite3.Connection) -> list[str]:
             return [key for (key,) in conn.execute(sql, params)]
@@ -153,6 +174,7 @@ class SQLiteEvents:
                     sql = f"SELECT id FROM {TABLE} ORDER BY id DESC LIMIT 1 OFFSET ?"
                     row = conn.execute(sql, (max_events - 1,)).fetchone() if max_events else None
                     cut = max(cut, ALL if max_events == 0 else row[0] if row else 0)
+                conn.execute(_KEEP_KEYS, (cut,))
                 return conn.execute(f"DELETE FROM {TABLE} WHERE id < ?", (cut,)).rowcount
 
         return await self._db.run("prune_events", prune_sync)

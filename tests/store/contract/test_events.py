@@ -202,7 +202,17 @@ async def test_retention_drops_a_prefix_and_ids_are_never_reused(store: Store, b
         [fresh] = await reopened.events.append_events([event(1, "after-prune")])
         assert fresh.id > late[1].id  # type: ignore[operator]
         assert await reopened.events.oldest_available() == fresh.id
-        assert await reopened.events.append_events([event(1, "k0")])  # a pruned key may be stored again
+        # A pruned event is never stored again (a restart re-detecting an old change): its key is kept.
+        assert await reopened.events.append_events([event(1, "k0"), event(1, "old-clock")]) == []
+        assert await reopened.events.dedup_keys() == [
+            *(f"k{i}" for i in range(10)),
+            "old-clock",
+            "new",
+            "after-prune",
+        ]
+        assert await reopened.events.dedup_keys(accounts={2}) == []
+        assert await reopened.events.prune_events(max_events=0) == 1  # keys kept once, pruning again is fine
+        assert len(await reopened.events.dedup_keys(accounts={1})) == 13
         with pytest.raises(ValueError):
             await reopened.events.prune_events(max_events=-1)
     finally:
