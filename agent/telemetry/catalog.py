@@ -68,7 +68,7 @@ INSTANCE = "instance"
 
 # Closed label value sets --------------------------------------------------------------------------
 OTHER = "other"  # what an endpoint or operation outside its set is exported as
-BRIDGE_ENDPOINTS: tuple[str, ...] = ("health", "summary", "info", "live", "balance")
+BRIDGE_ENDPOINTS: tuple[str, ...] = ("health", "summary", "info", "live", "balance", "positions", "trades")
 STORE_OPERATIONS: tuple[str, ...] = (
     "open",
     "ping",

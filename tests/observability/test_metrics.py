@@ -122,7 +122,7 @@ async def test_every_metric_has_the_contract_type_and_labels(seed: Seed, make_ag
         (
             "mt5_bridge_request_duration_seconds_count",
             "endpoint",
-            {"health", "summary", "info", "live", "balance"},
+            {"health", "summary", "info", "live", "balance", "positions", "trades"},
         ),
         ("mt5_bridge_invalid_entries_total", "endpoint", {"summary", "live"}),
         ("mt5_freshness_threshold_seconds", "state", {"acceptable", "degraded", "critical"}),
