@@ -41,7 +41,7 @@ PROBE = web.AppKey("bridge_probe", asyncio.Task)
 HEALTH_PATH = "/api/mt5/bridge/health"
 OPENAPI_PATH = "/api/openapi.json"
 PUBLIC_PATHS = frozenset({HEALTH_PATH, OPENAPI_PATH})
-FEATURES = ["batch", "positions"]
+FEATURES = ["batch", "positions", "positions_batch"]
 DEFAULT_WINDOW = timedelta(days=7)
 MAX_LOGIN = 2**63 - 1
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -351,14 +351,7 @@ async def accounts_live(request: web.Request) -> web.Response:
     """Every account in one call. A failing account is reported in its own entry (with the status its
     single-account call would have had), so one bad terminal never fails the batch."""
     pool = request.app[POOL]
-    raw = request.query.get("accounts")
-    if raw is None:
-        logins = pool.accounts
-    else:
-        parts = [p.strip() for p in raw.split(",")]
-        if not any(parts):
-            raise BadAccountId("accounts must list at least one account id")
-        logins = list(dict.fromkeys(parse_login(p) for p in parts))
+    logins = _logins_query(request)
     before = {login: pool.last_known(login) for login in logins}
     results = await pool.read_many(logins, request.app[CALL_TIMEOUT])
     entries: list[dict[str, Any]] = []
@@ -378,6 +371,39 @@ async def accounts_live(request: web.Request) -> web.Response:
                     "live_data": None,
                     "stored_data": stored_data(before[login]),
                     "live_error": result.body()["error"],
+                }
+            )
+        else:
+            entries.append({"account_id": login, "error": result.body()["error"], "status": result.status})
+    return _json({"timestamp": iso_utc(datetime.now(UTC)), "accounts": entries})
+
+
+def _logins_query(request: web.Request) -> list[int]:
+    raw = request.query.get("accounts")
+    if raw is None:
+        return list(request.app[POOL].accounts)
+    parts = [p.strip() for p in raw.split(",")]
+    if not any(parts):
+        raise BadAccountId("accounts must list at least one account id")
+    return list(dict.fromkeys(parse_login(p) for p in parts))
+
+
+async def accounts_positions(request: web.Request) -> web.Response:
+    """Every account's open positions in one call (feature `positions_batch`): one request per poll round
+    instead of one per account. A failing account is reported in its own entry, with the status its
+    single-account call would have had."""
+    pool = request.app[POOL]
+    results = await pool.read_many_positions(_logins_query(request), request.app[CALL_TIMEOUT])
+    entries: list[dict[str, Any]] = []
+    for login, result in results.items():
+        if isinstance(result, tuple):
+            read, positions = result
+            offset = pool.terminal(login).utc_offset_hours
+            entries.append(
+                {
+                    "account_id": login,
+                    "timestamp": iso_utc(read.read_at),
+                    "positions": [position_json(p, offset) for p in positions],
                 }
             )
         else:
@@ -407,6 +433,7 @@ def create_app(
     r.add_get(HEALTH_PATH, health)
     r.add_get("/api/mt5/accounts/summary", accounts_summary)
     r.add_get("/api/mt5/accounts/live", accounts_live)
+    r.add_get("/api/mt5/accounts/positions", accounts_positions)
     r.add_get("/api/mt5/account/{id}/info", account_info)
     r.add_get("/api/mt5/account/{id}/balance", account_balance)
     r.add_get("/api/mt5/account/{id}/trades", account_trades)

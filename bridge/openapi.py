@@ -85,6 +85,14 @@ def _account_op(
     }
 
 
+_ACCOUNTS_PARAM: dict[str, Any] = {
+    "name": "accounts",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "string", "pattern": "^[1-9][0-9]{0,17}(,[1-9][0-9]{0,17})*$"},
+    "description": "comma-separated logins; default all",
+}
+
 _DOCUMENT: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {
@@ -113,17 +121,20 @@ _DOCUMENT: dict[str, Any] = {
         "/api/mt5/accounts/live": {
             "get": {
                 "summary": "Live data of many accounts in one call; failures reported per account",
-                "parameters": [
-                    {
-                        "name": "accounts",
-                        "in": "query",
-                        "required": False,
-                        "schema": {"type": "string", "pattern": "^[1-9][0-9]{0,17}(,[1-9][0-9]{0,17})*$"},
-                        "description": "comma-separated logins; default all",
-                    }
-                ],
+                "parameters": [_ACCOUNTS_PARAM],
                 "responses": {
                     "200": _resp("OK", "LiveBatchResponse"),
+                    **_errors("BadRequest", "Unauthorized"),
+                },
+            }
+        },
+        "/api/mt5/accounts/positions": {
+            "get": {
+                "summary": "Open positions of many accounts in one call (feature positions_batch); failures "
+                "reported per account",
+                "parameters": [_ACCOUNTS_PARAM],
+                "responses": {
+                    "200": _resp("OK", "PositionsBatchResponse"),
                     **_errors("BadRequest", "Unauthorized"),
                 },
             }

@@ -268,6 +268,31 @@ class TerminalPool:
         await asyncio.gather(*(serve(g) for g in groups.values()))
         return {login: results[login] for login in logins}
 
+    async def read_many_positions(
+        self, logins: Sequence[int], call_timeout: float
+    ) -> dict[int, tuple[AccountRead, tuple[TradePosition, ...]] | BridgeError]:
+        """Every account's open positions, scheduled like read_many: terminals in parallel, accounts on
+        one terminal one after another. Failures are returned per account, never raised."""
+        results: dict[int, tuple[AccountRead, tuple[TradePosition, ...]] | BridgeError] = {}
+        groups: dict[int, list[int]] = {}
+        for login in logins:
+            try:
+                h = self.handle(login)
+            except UnknownAccount as e:
+                results[login] = e
+                continue
+            groups.setdefault(id(h), []).append(login)
+
+        async def serve(group: list[int]) -> None:
+            for login in group:
+                try:
+                    results[login] = await self.read_positions(login, call_timeout)
+                except BridgeError as e:
+                    results[login] = e
+
+        await asyncio.gather(*(serve(g) for g in groups.values()))
+        return {login: results[login] for login in logins}
+
     async def probe(self, call_timeout: float) -> None:
         """Initialise every terminal once at start-up so health has terminal_info before the first read.
         Does not log in: that is left to the first request for an account."""

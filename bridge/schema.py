@@ -20,7 +20,7 @@ ISO_DESCRIPTION = "ISO-8601 UTC, e.g. 2025-10-24T15:53:19.571Z"
 
 Login = Annotated[int, Field(ge=1, le=MAX_LOGIN)]
 Instant = Annotated[datetime, Field(description=ISO_DESCRIPTION)]
-Feature = Literal["batch", "positions"]
+Feature = Literal["batch", "positions", "positions_batch"]
 
 
 def _no_default(schema: dict[str, Any]) -> None:
@@ -212,6 +212,17 @@ class LiveBatchResponse(Schema):
     accounts: list[LiveEntry]
 
 
+class PositionsEntry(RootModel[PositionsResponse | LiveFailedEntry]):
+    """same as /account/{id}/positions, or this account's failure"""
+
+    model_config = ConfigDict(json_schema_extra=_one_of)
+
+
+class PositionsBatchResponse(Schema):
+    timestamp: Instant
+    accounts: list[PositionsEntry]
+
+
 class Mt5Status(Schema):
     available: bool
     terminal_info: dict[str, Any] | SkipJsonSchema[None] = optional_key(description="only with a valid token")
@@ -248,5 +259,7 @@ RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     SummaryResponse,
     LiveEntry,
     LiveBatchResponse,
+    PositionsEntry,
+    PositionsBatchResponse,
     Health,
 )

@@ -248,6 +248,7 @@ async def test_unknown_account_is_404(make_bridge, endpoint) -> None:
     [
         "/api/mt5/accounts/summary",
         "/api/mt5/accounts/live",
+        "/api/mt5/accounts/positions",
         *(f"/api/mt5/account/{A}/{p}" for p in ACCOUNT_PATHS),
         "/api/mt5/account/abc/info",
         "/no/such/route",
@@ -304,7 +305,7 @@ async def test_openapi_describes_every_route(make_bridge) -> None:
         for r in br.client.app.router.routes()
         if r.method != "HEAD" and r.resource is not None
     }
-    assert len(routes) == 8
+    assert len(routes) == 9
     for method, path in routes:
         assert path in doc["paths"], path
         assert method in doc["paths"][path], (method, path)
