@@ -1,5 +1,11 @@
 """Generate the Grafana dashboards (JSON) from code with grafana-foundation-sdk.
 
+Three dashboards: the accounts overview (its table drills down to), one account, and sync health. Every
+query selects through the job selector and the `job`/`instance` variables; money panels show one
+currency each (a `currency` variable, joined from mt5_account_info; the overview repeats them per
+currency); annotations mark firing MT5 alerts and failed or skipped syncs; panels whose queries are what an
+alert compares link to its runbook entry (ALERT_SIGNALS).
+
 Colour thresholds for data age come from `agent.domain.freshness.Thresholds`, like the alert rules' fallback;
 the data-age panel also draws the thresholds the agent classifies with (`mt5_freshness_threshold_seconds`).
 Every metric and label name comes from the agent's metric catalog (agent.telemetry.catalog). Render options
@@ -35,21 +41,40 @@ with warnings.catch_warnings():  # the v1 Dashboard builder warns at import; v1 
     warnings.simplefilter("ignore", DeprecationWarning)
     from grafana_foundation_sdk.builders import common as common_builders
     from grafana_foundation_sdk.builders import dashboard as dash
-    from grafana_foundation_sdk.builders import piechart, prometheus, stat, table, timeseries
+    from grafana_foundation_sdk.builders import prometheus, stat, statetimeline, table, timeseries
 from grafana_foundation_sdk.cog import builder as cogbuilder
 from grafana_foundation_sdk.cog import variants
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
-from grafana_foundation_sdk.models import piechart as piechart_model
 from grafana_foundation_sdk.models import prometheus as prom_model
 
 OVERVIEW_UID = "mt5-accounts-overview"
 SYNC_UID = "mt5-sync-health"
-FILES = {OVERVIEW_UID: f"{OVERVIEW_UID}.json", SYNC_UID: f"{SYNC_UID}.json"}
+ACCOUNT_UID = "mt5-account"
+FILES = {uid: f"{uid}.json" for uid in (OVERVIEW_UID, SYNC_UID, ACCOUNT_UID)}
 TAGS = ["mt5", "mt5-monitor"]
 DATASOURCE = common.DataSourceRef(type_val="prometheus", uid="${datasource}")
 ACCOUNT = f'{m.ACCOUNT}=~"$account"'
+CURRENCY = f'{m.CURRENCY}=~"$currency"'
+# The job/instance variables narrow the rendered job selector (which stays in every query and variable).
+JOB_VAR = f'{m.JOB}=~"$job"'
+TARGET = f'{JOB_VAR}, {m.INSTANCE}=~"$instance"'
+# Prometheus' own series of the alerts its rules evaluate, and the name prefix of ours (DESIGN 9).
+# (Not in agent.telemetry.catalog, which lists what the agent exports; ask to move it there.)
+ALERTS_SERIES = "ALERTS"
+ALERT_PREFIX = "MT5"
+# Which alerts a panel is "about": the families each alert's condition compares. A panel that queries one
+# of them links to that alert's runbook entry (tests check these families occur in the alert's rule).
+ALERT_SIGNALS: dict[str, tuple[str, ...]] = {
+    "MT5AccountDataDegraded": (m.ACCOUNT_DATA_AGE.series, m.ACCOUNT_FRESHNESS.series),
+    "MT5AccountDataCritical": (m.ACCOUNT_DATA_AGE.series, m.ACCOUNT_FRESHNESS.series),
+    "MT5AccountSyncFailing": (m.ACCOUNT_CONSECUTIVE_FAILURES.series,),
+    "MT5BridgeDown": (m.BRIDGE_UP.series,),
+    "MT5StoreDown": (m.STORE_UP.series,),
+    "MT5AgentDown": (m.SCRAPE_UP,),
+    "MT5SyncSuccessRateLow": (m.SYNC_RUNS.series,),
+}
 STATE_COLOURS = {
     State.FRESH.value: "green",
     State.ACCEPTABLE.value: "yellow",
@@ -66,7 +91,15 @@ RESULT_COLOURS = {
 }
 AGE_COLUMN = "Data age (min)"
 # Grafana macros and variables -> values that make every expression plain, valid PromQL.
-SUBSTITUTIONS = {"$__rate_interval": "1m", "$__interval": "1m", "$__range": "1h", "$account": ".*"}
+SUBSTITUTIONS = {
+    "$__rate_interval": "1m",
+    "$__interval": "1m",
+    "$__range": "1h",
+    "$account": ".*",
+    "$currency": ".*",
+    "$job": ".*",
+    "$instance": ".*",
+}
 
 assert set(STATE_COLOURS) == {str(s) for s in STATES}, "a freshness state without a colour"
 assert set(RESULT_COLOURS) == set(m.RESULTS), "a run result without a colour"
@@ -162,41 +195,132 @@ def _source_mappings() -> list[model.ValueMapping]:
     ]
 
 
-def _place(panel: Any, pid: int, x: int, y: int, w: int, h: int) -> Any:
+def _place(panel: Any, pid: int, x: int, y: int, w: int, h: int, runbook_url: str) -> Any:
+    """Position the panel; link it to the runbooks of the alerts its queries are about."""
+    exprs = [t.expr for t in panel.build().targets or []]
+    if alerts := _signals(exprs):
+        panel = panel.links(_runbook_links(alerts, runbook_url))
     return panel.id(pid).grid_pos(model.GridPos(x=x, y=y, w=w, h=h)).datasource(DATASOURCE)
 
 
-def _variables(job: str) -> list[cogbuilder.Builder[model.VariableModel]]:
-    accounts = f"label_values({selector(m.ACCOUNT_INFO.series, job)}, {m.ACCOUNT})"
-    return [
-        dash.DatasourceVariable("datasource").label("Data source").type("prometheus"),
-        dash.QueryVariable("account")
-        .label("Account")
+def _query_variable(name: str, label: str, query: str, *, multi: bool = True) -> dash.QueryVariable:
+    """A Prometheus label_values variable; multi-valued ones offer All (= `.*`, the regex the queries use)."""
+    variable = (
+        dash.QueryVariable(name)
+        .label(label)
         .datasource(DATASOURCE)
-        .query(accounts)
-        .definition(accounts)
+        .query(query)
+        .definition(query)
         .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
         .sort(model.VariableSort.NATURAL_ASC)
-        .multi(True)
-        .include_all(True)
-        .all_value(".*")
-        .current(model.VariableOption(selected=True, text=["All"], value=["$__all"])),
+    )
+    if multi:
+        variable = (
+            variable.multi(True)
+            .include_all(True)
+            .all_value(".*")
+            .current(model.VariableOption(selected=True, text=["All"], value=["$__all"]))
+        )
+    return variable
+
+
+def _variables(job: str, *, one_account: bool = False) -> list[cogbuilder.Builder[model.VariableModel]]:
+    """datasource, job and instance (within the job selector), account, currency (of the accounts shown).
+
+    Per-account: one account, and its currency as a hidden variable (the money panels' titles show it)."""
+    target = f"{job}, {TARGET}"
+    info = m.ACCOUNT_INFO.series
+    accounts = f"label_values({selector(info, target)}, {m.ACCOUNT})"
+    variables: list[cogbuilder.Builder[model.VariableModel]] = [
+        dash.DatasourceVariable("datasource").label("Data source").type("prometheus"),
+        _query_variable("job", "Job", f"label_values({selector(m.SCRAPE_UP, job)}, {m.JOB})"),
+        _query_variable(
+            "instance",
+            "Instance",
+            f"label_values({selector(m.SCRAPE_UP, job, JOB_VAR)}, {m.INSTANCE})",
+        ),
+    ]
+    if one_account:
+        currency = f"label_values({selector(info, target, ACCOUNT)}, {m.CURRENCY})"
+        return [
+            *variables,
+            _query_variable("account", "Account", accounts, multi=False),
+            _query_variable("currency", "Currency", currency, multi=False).hide(
+                model.VariableHide.HIDE_VARIABLE
+            ),
+        ]
+    currencies = f"label_values({selector(info, target, ACCOUNT)}, {m.CURRENCY})"
+    return [
+        *variables,
+        _query_variable("account", "Account", accounts),
+        _query_variable("currency", "Currency", currencies),
     ]
 
 
-def _runbook(panel: Any, alertname: str, runbook_url: str) -> Any:
-    """A panel link to the runbook entry of the alert the panel is about."""
-    link = (
+def _signals(exprs: Sequence[str]) -> list[str]:
+    """The alerts (ALERT_SIGNALS) whose compared families these queries select."""
+    return [
+        alert
+        for alert, families in ALERT_SIGNALS.items()
+        if any(re.search(rf"(?<![\w:]){re.escape(f)}\{{", e) for f in families for e in exprs)
+    ]
+
+
+def _runbook_links(
+    alertnames: Sequence[str], runbook_url: str
+) -> list[cogbuilder.Builder[model.DashboardLink]]:
+    """Panel links to the runbook entries of the alerts the panel is about."""
+    return [
         dash.DashboardLink(f"Runbook: {alertname}")
         .type(model.DashboardLinkType.LINK)
         .url(runbook_link(runbook_url, alertname))
         .tooltip(f"What {alertname} means and what to do")
         .target_blank(True)
-    )
-    return panel.links([link])
+        for alertname in alertnames
+    ]
 
 
-def _dashboard(uid: str, title: str, description: str, job: str) -> dash.Dashboard:
+def _annotations(job: str) -> list[cogbuilder.Builder[model.AnnotationQuery]]:
+    """Firing MT5 alerts and failed or skipped sync runs, over every panel (within job/instance)."""
+    target = f"{job}, {TARGET}"
+    alerts = selector(ALERTS_SERIES, target, f'alertname=~"{ALERT_PREFIX}.*"', 'alertstate="firing"')
+    bad = "|".join((RunResult.FAILED, RunResult.SKIPPED))
+    runs = selector(m.SYNC_RUNS.series, target, f'{m.RESULT}=~"{bad}"')
+    return [
+        dash.AnnotationQuery()
+        .name("Annotations & Alerts")
+        .datasource(common.DataSourceRef(type_val="grafana", uid="-- Grafana --"))
+        .enable(True)
+        .hide(True)
+        .icon_color("rgba(0, 211, 255, 1)")
+        .type("dashboard")
+        .built_in(1),
+        dash.AnnotationQuery()
+        .name("MT5 alerts")
+        .datasource(DATASOURCE)
+        .enable(True)
+        .icon_color("red")
+        .expr(alerts)
+        .step("60s")
+        .title_format("{{alertname}}")
+        .text_format("{{severity}} {{account}} {{instance}}")
+        .tag_keys("alertname,severity"),
+        dash.AnnotationQuery()
+        .name("Failed syncs")
+        .datasource(DATASOURCE)
+        .enable(True)
+        .icon_color("orange")
+        .expr(f"sum by ({m.RESULT}) (increase({runs}[$__rate_interval])) > 0")
+        .step("60s")
+        .title_format("Sync {{result}}")
+        .text_format("{{result}} sync runs")
+        .tag_keys(m.RESULT),
+    ]
+
+
+def _dashboard(
+    uid: str, title: str, description: str, job: str, *, one_account: bool = False
+) -> dash.Dashboard:
     return (
         dash.Dashboard(title)
         .uid(uid)
@@ -207,7 +331,8 @@ def _dashboard(uid: str, title: str, description: str, job: str) -> dash.Dashboa
         .time("now-6h", "now")
         .refresh("1m")
         .timezone("browser")
-        .variables(_variables(job))
+        .variables(_variables(job, one_account=one_account))
+        .annotations(_annotations(job))
         .link(
             dash.DashboardLink("MT5 dashboards")
             .type(model.DashboardLinkType.DASHBOARDS)
@@ -219,19 +344,87 @@ def _dashboard(uid: str, title: str, description: str, job: str) -> dash.Dashboa
     )
 
 
+def _freshness_code(sel: str) -> str:
+    """Each account's freshness state as its index in STATES (0 fresh .. 3 critical), for a state timeline."""
+    parts = [
+        f"{selector(m.ACCOUNT_FRESHNESS.series, sel, equals(m.STATE, state))} * {i}"
+        for i, state in enumerate(STATES)
+    ]
+    return f"max by ({m.ACCOUNT}) (\n  " + "\n  or ".join(parts) + "\n)"
+
+
+def _state_code_mappings() -> list[model.ValueMapping]:
+    return [
+        model.ValueMap(
+            options={
+                str(i): model.ValueMappingResult(text=state, color=colour, index=i)
+                for i, (state, colour) in enumerate(STATE_COLOURS.items())
+            }
+        )
+    ]
+
+
+def _freshness_timeline(sel: str, title: str) -> statetimeline.Panel:
+    return (
+        statetimeline.Panel()
+        .title(title)
+        .description(
+            "The agent's freshness state of each account over time (DESIGN 6): green fresh, yellow "
+            "acceptable, orange degraded, red critical."
+        )
+        .with_target(_q(_freshness_code(sel), legend="{{account}}"))
+        .mappings(_state_code_mappings())
+        .show_value(common.VisibilityMode.NEVER)
+        .merge_values(True)
+        .line_width(0)
+        .fill_opacity(80)
+        .decimals(0)
+    )
+
+
+def _joined(family: m.Family, sel: str) -> str:
+    """`family` per account, joined with its currency from mt5_account_info (only $currency's accounts)."""
+    info = f"max by ({m.ACCOUNT}, {m.CURRENCY}) ({selector(m.ACCOUNT_INFO.series, sel, CURRENCY)})"
+    return (
+        f"max by ({m.ACCOUNT}, {m.CURRENCY}) ("
+        f"{selector(family.series, sel)} * on({m.ACCOUNT}) group_left({m.CURRENCY}) {info})"
+    )
+
+
+def _money(title: str, family: m.Family, sel: str, *, repeat: bool) -> timeseries.Panel:
+    """Money in one currency per panel: the queries keep only $currency's accounts; on the overview the
+    panel repeats per selected currency (Grafana cannot template a unit, so the code is in the title)."""
+    panel = (
+        timeseries.Panel()
+        .title(f"{title} (${{currency}})")
+        .description(
+            f"{family.series} as read from the MT5 terminal, per account, in ${{currency}} only: accounts "
+            "in other currencies are on their own panel, never on this axis."
+        )
+        .with_target(_q(_joined(family, sel), legend="{{account}} {{currency}}"))
+        .unit("none")
+        .decimals(2)
+        .line_width(2)
+        .span_nulls(False)
+    )
+    return panel.repeat("currency").repeat_direction("h").max_per_row(2) if repeat else panel
+
+
 def accounts_overview(
     thresholds: Thresholds, *, job_selector: str = JOB_SELECTOR, runbook_url: str = RUNBOOK_URL
 ) -> model.Dashboard:
-    """Fleet freshness at a glance, every account's figures, balance/equity and data age over time."""
+    """Fleet freshness at a glance, every account's figures, freshness and data age over time, money per
+    currency."""
     job = check_job_selector(job_selector)
-    acc = f"{job}, {ACCOUNT}"
+    acc = f"{job}, {TARGET}, {ACCOUNT}"
     age = selector(m.ACCOUNT_DATA_AGE.series, acc)
     d = _dashboard(
         OVERVIEW_UID,
         "MT5 accounts overview",
         "Freshness, balances and data source of every MT5 account. Data age is the age of the last LIVE "
         f"terminal data; colours follow the freshness thresholds ({thresholds}), the data-age graph also "
-        "draws the thresholds the agent classifies (and alerts) with.",
+        "draws the thresholds the agent classifies (and alerts) with. Money panels: one per currency. "
+        "Click an account in the table for its own dashboard.",
         job,
     )
     per_state: list[cogbuilder.Builder[variants.Dataquery]] = [
@@ -257,17 +450,7 @@ def accounts_overview(
         .unit("none")
         .decimals(0)
     )
-    share = (
-        piechart.Panel()
-        .title("Freshness share")
-        .targets(per_state)
-        .pie_type(piechart_model.PieChartType.DONUT)
-        .display_labels([piechart_model.PieChartLabels.VALUE])
-        .reduce_options(common_builders.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
-        .unit("none")
-    )
-    freshness, share = _coloured(freshness, STATE_COLOURS), _coloured(share, STATE_COLOURS)
-    freshness = _runbook(freshness, "MT5AccountDataCritical", runbook_url)
+    freshness = _coloured(freshness, STATE_COLOURS)
 
     oldest = (
         stat.Panel()
@@ -299,17 +482,24 @@ def accounts_overview(
     )
 
     # The schema allows only object-valued override properties (no per-column unit/decimals), so the
-    # table shares decimals=2 and unit none; margin level is shown in % and data age in minutes.
+    # table shares decimals=2 and unit none; margin level is shown in % and data age in minutes. Money
+    # columns are in each row's own currency (the Currency column), only $currency's accounts.
     columns = [
-        ("A", f"max by ({', '.join(m.ACCOUNT_INFO.labels)}) ({selector(m.ACCOUNT_INFO.series, acc)})"),
-        ("B", f"max by ({m.ACCOUNT}) ({selector(m.ACCOUNT_BALANCE.series, acc)})"),
-        ("C", f"max by ({m.ACCOUNT}) ({selector(m.ACCOUNT_EQUITY.series, acc)})"),
-        ("D", f"max by ({m.ACCOUNT}) ({selector(m.ACCOUNT_PROFIT.series, acc)})"),
+        (
+            "A",
+            f"max by ({', '.join(m.ACCOUNT_INFO.labels)}) ({selector(m.ACCOUNT_INFO.series, acc, CURRENCY)})",
+        ),
+        ("B", _joined(m.ACCOUNT_BALANCE, acc)),
+        ("C", _joined(m.ACCOUNT_EQUITY, acc)),
+        ("D", _joined(m.ACCOUNT_PROFIT, acc)),
         ("E", f"100 * max by ({m.ACCOUNT}) ({selector(m.ACCOUNT_MARGIN_LEVEL_RATIO.series, acc)})"),
         ("F", f"max by ({m.ACCOUNT}) ({age}) / 60"),
         ("G", f"max by ({m.ACCOUNT}, {m.STATE}) ({selector(m.ACCOUNT_FRESHNESS.series, acc)}) == 1"),
         ("H", f"max by ({m.ACCOUNT}, {m.SOURCE}) ({selector(m.ACCOUNT_DATA_SOURCE.series, acc)}) == 1"),
     ]
+    # Every row is an account in $currency: the other columns keep only those accounts too.
+    in_currency = f" and on({m.ACCOUNT}) {selector(m.ACCOUNT_INFO.series, acc, CURRENCY)}"
+    columns = [(ref, expr if i < 4 else f"({expr}){in_currency}") for i, (ref, expr) in enumerate(columns)]
     names = {
         "account": "Account",
         "name": "Name",
@@ -330,8 +520,9 @@ def accounts_overview(
         table.Panel()
         .title("Accounts")
         .description(
-            "Every account: figures as last read from the MT5 terminal, age of the last live data (minutes), "
-            "freshness state and where the stored figures came from."
+            "Every account: figures as last read from the MT5 terminal (in the account's currency), age of "
+            "the last live data (minutes), freshness state and where the stored figures came from. Click a "
+            "row for the account's dashboard."
         )
         .targets(table_targets)
         .with_transformation(model.DataTransformerConfig(id_val="merge", options={}))
@@ -348,6 +539,7 @@ def accounts_overview(
         .sort_by([common_builders.TableSortByFieldState().display_name(AGE_COLUMN).desc(True)])
         .unit("none")
         .decimals(2)
+        .data_links([_account_link()])
         .mappings(_state_mappings() + _source_mappings())
         .with_override(
             _by_names(AGE_COLUMN),
@@ -360,19 +552,6 @@ def accounts_overview(
         .with_override(_by_names("Data source"), [_dyn("custom.cellOptions", {"type": "color-text"})])
     )
 
-    def _money(title: str, family: m.Family) -> timeseries.Panel:
-        metric = family.series
-        return (
-            timeseries.Panel()
-            .title(title)
-            .description(f"{metric} as read from the MT5 terminal, per account (account currency).")
-            .with_target(_q(f"max by ({m.ACCOUNT}) ({selector(metric, acc)})", legend="{{account}}"))
-            .unit("none")
-            .decimals(2)
-            .line_width(2)
-            .span_nulls(False)
-        )
-
     age_panel = (
         timeseries.Panel()
         .title("Live data age")
@@ -384,7 +563,7 @@ def accounts_overview(
             [
                 _q(f"max by ({m.ACCOUNT}) ({age})", legend="{{account}}", ref="A"),
                 _q(
-                    f"max by ({m.STATE}) ({selector(m.FRESHNESS_THRESHOLD.series, job)})",
+                    f"max by ({m.STATE}) ({selector(m.FRESHNESS_THRESHOLD.series, job, TARGET)})",
                     legend="{{state}} from",
                     ref="B",
                 ),
@@ -399,19 +578,35 @@ def accounts_overview(
 
     for pid, (panel, x, y, w, h) in enumerate(
         [
-            (freshness, 0, 0, 10, 5),
-            (share, 10, 0, 6, 5),
-            (oldest, 16, 0, 4, 5),
-            (stored, 20, 0, 4, 5),
+            (freshness, 0, 0, 14, 5),
+            (oldest, 14, 0, 5, 5),
+            (stored, 19, 0, 5, 5),
             (accounts, 0, 5, 24, 10),
-            (_money("Balance", m.ACCOUNT_BALANCE), 0, 15, 12, 8),
-            (_money("Equity", m.ACCOUNT_EQUITY), 12, 15, 12, 8),
-            (age_panel, 0, 23, 24, 8),
+            (_freshness_timeline(acc, "Freshness by account"), 0, 15, 24, 8),
+            (_money("Balance", m.ACCOUNT_BALANCE, acc, repeat=True), 0, 23, 12, 8),
+            (_money("Equity", m.ACCOUNT_EQUITY, acc, repeat=True), 12, 23, 12, 8),
+            (age_panel, 0, 31, 24, 8),
         ],
         start=1,
     ):
-        d = d.with_panel(_place(panel, pid, x, y, w, h))
+        d = d.with_panel(_place(panel, pid, x, y, w, h, runbook_url))
     return d.build()
+
+
+def _account_link() -> cogbuilder.Builder[model.DashboardLink]:
+    """Data link of the accounts table: the clicked row's account on the per-account dashboard, keeping the
+    time range and the data source, job and instance."""
+    url = (
+        f"/d/{ACCOUNT_UID}/{ACCOUNT_UID}?var-account=${{__data.fields.Account}}"
+        "&var-datasource=${datasource}&${job:queryparam}&${instance:queryparam}&${__url_time_range}"
+    )
+    return (
+        dash.DashboardLink("Account ${__data.fields.Account}")
+        .type(model.DashboardLinkType.LINK)
+        .url(url)
+        .tooltip("Open the account's dashboard")
+        .target_blank(False)
+    )
 
 
 def sync_health(
@@ -419,7 +614,8 @@ def sync_health(
 ) -> model.Dashboard:
     """Sync cycles, failures, bridge and store health and latency."""
     job = check_job_selector(job_selector)
-    acc = f"{job}, {ACCOUNT}"
+    target = f"{job}, {TARGET}"
+    acc = f"{target}, {ACCOUNT}"
     d = _dashboard(
         SYNC_UID,
         "MT5 sync health",
@@ -429,19 +625,17 @@ def sync_health(
     )
 
     def sel(metric: str) -> str:
-        return selector(metric, job)
+        return selector(metric, target)
 
-    def _up(title: str, expr: str, alertname: str) -> stat.Panel:
-        return _runbook(
+    def _up(title: str, expr: str) -> stat.Panel:
+        return (
             stat.Panel()
             .title(title)
             .with_target(_q(expr, legend=title, instant=True))
             .mappings(_up_mappings())
             .thresholds(_steps((None, "red"), (1, "green")))
             .color_mode(common.BigValueColorMode.BACKGROUND)
-            .graph_mode(common.BigValueGraphMode.NONE),
-            alertname,
-            runbook_url,
+            .graph_mode(common.BigValueGraphMode.NONE)
         )
 
     success = (
@@ -452,14 +646,13 @@ def sync_health(
             "(skipped, failed and partial runs count against it); "
             f"objective {SUCCESS_OBJECTIVE:.0%}; MT5SyncSuccessRateLow alerts on its burn rate."
         )
-        .with_target(_q(success_ratio_expr(job_selector=job), legend="success", instant=True))
+        .with_target(_q(success_ratio_expr(job_selector=target), legend="success", instant=True))
         .unit("percentunit")
         .decimals(2)
         .thresholds(_steps((None, "red"), (SUCCESS_OBJECTIVE, "green")))
         .color_mode(common.BigValueColorMode.BACKGROUND)
         .graph_mode(common.BigValueGraphMode.NONE)
     )
-    success = _runbook(success, "MT5SyncSuccessRateLow", runbook_url)
     last_success = (
         stat.Panel()
         .title("Since last successful sync")
@@ -526,7 +719,7 @@ def sync_health(
         .fill_opacity(60)
         .stacking(common_builders.StackingConfig().mode(common.StackingMode.NORMAL))
     )
-    consecutive = _runbook(
+    consecutive = (
         timeseries.Panel()
         .title("Consecutive failures by account")
         .description(f"MT5AccountSyncFailing fires at {SYNC_FAILURES_IN_A_ROW} failures in a row.")
@@ -540,9 +733,7 @@ def sync_health(
         .min(0)
         .decimals(0)
         .thresholds(_steps((None, "green"), (SYNC_FAILURES_IN_A_ROW, "red")))
-        .thresholds_style(_DASHED),
-        "MT5AccountSyncFailing",
-        runbook_url,
+        .thresholds_style(_DASHED)
     )
     components = (
         timeseries.Panel()
@@ -574,9 +765,9 @@ def sync_health(
     bridge = _quantiles("Bridge request latency", m.BRIDGE_REQUEST_DURATION, (0.5, 0.99))
     store = _quantiles("Store operation latency", m.STORE_OPERATION_DURATION, (0.99,))
     layout = [
-        (_up("Agent", f"min({sel(m.SCRAPE_UP)})", "MT5AgentDown"), 0, 0, 3, 4),
-        (_up("Bridge", f"min({sel(m.BRIDGE_UP.series)})", "MT5BridgeDown"), 3, 0, 3, 4),
-        (_up("Store", f"min({sel(m.STORE_UP.series)})", "MT5StoreDown"), 6, 0, 3, 4),
+        (_up("Agent", f"min({sel(m.SCRAPE_UP)})"), 0, 0, 3, 4),
+        (_up("Bridge", f"min({sel(m.BRIDGE_UP.series)})"), 3, 0, 3, 4),
+        (_up("Store", f"min({sel(m.STORE_UP.series)})"), 6, 0, 3, 4),
         (success, 9, 0, 4, 4),
         (last_success, 13, 0, 4, 4),
         (last_run, 17, 0, 4, 4),
@@ -590,13 +781,172 @@ def sync_health(
         (components, 0, 28, 24, 6),
     ]
     for pid, (panel, x, y, w, h) in enumerate(layout, start=1):
-        d = d.with_panel(_place(panel, pid, x, y, w, h))
+        d = d.with_panel(_place(panel, pid, x, y, w, h, runbook_url))
+    return d.build()
+
+
+def account_detail(
+    thresholds: Thresholds, *, job_selector: str = JOB_SELECTOR, runbook_url: str = RUNBOOK_URL
+) -> model.Dashboard:
+    """One account (the overview's table links here): state, source, money in its currency, age, failures."""
+    job = check_job_selector(job_selector)
+    acc = f"{job}, {TARGET}, {ACCOUNT}"
+    age = selector(m.ACCOUNT_DATA_AGE.series, acc)
+    d = _dashboard(
+        ACCOUNT_UID,
+        "MT5 account",
+        "One MT5 account: its freshness state and history, data source, balance, equity, margin and profit "
+        f"in the account's currency, live data age (thresholds {thresholds}) and sync failures.",
+        job,
+        one_account=True,
+    )
+
+    def _now(title: str, expr: str, legend: str) -> stat.Panel:
+        return (
+            stat.Panel()
+            .title(title)
+            .with_target(_q(expr, legend=legend, instant=True))
+            .text_mode(common.BigValueTextMode.NAME)
+            .color_mode(common.BigValueColorMode.BACKGROUND)
+            .graph_mode(common.BigValueGraphMode.NONE)
+        )
+
+    info = _now(
+        "Account",
+        f"max by ({', '.join(m.ACCOUNT_INFO.labels)}) ({selector(m.ACCOUNT_INFO.series, acc)})",
+        "{{account}} {{name}} · {{server}} · {{currency}}",
+    ).color_mode(common.BigValueColorMode.NONE)
+    state = _coloured(
+        _now(
+            "Freshness",
+            f"max by ({m.STATE}) ({selector(m.ACCOUNT_FRESHNESS.series, acc)}) == 1",
+            "{{state}}",
+        ),
+        STATE_COLOURS,
+    )
+    source = _coloured(
+        _now(
+            "Data source",
+            f"max by ({m.SOURCE}) ({selector(m.ACCOUNT_DATA_SOURCE.series, acc)}) == 1",
+            "{{source}}",
+        ),
+        {DataSource.LIVE: "green", DataSource.STORED: "orange"},
+    )
+    age_now = (
+        stat.Panel()
+        .title("Live data age")
+        .with_target(_q(f"max({age})", legend="age", instant=True))
+        .unit("s")
+        .thresholds(_age_thresholds(thresholds))
+        .color_mode(common.BigValueColorMode.BACKGROUND)
+        .graph_mode(common.BigValueGraphMode.NONE)
+    )
+    failing = (
+        stat.Panel()
+        .title("Failures in a row")
+        .description(f"MT5AccountSyncFailing fires at {SYNC_FAILURES_IN_A_ROW}.")
+        .with_target(
+            _q(
+                f"max({selector(m.ACCOUNT_CONSECUTIVE_FAILURES.series, acc)})",
+                legend="in a row",
+                instant=True,
+            )
+        )
+        .unit("none")
+        .decimals(0)
+        .thresholds(_steps((None, "green"), (1, "orange"), (SYNC_FAILURES_IN_A_ROW, "red")))
+        .color_mode(common.BigValueColorMode.BACKGROUND)
+        .graph_mode(common.BigValueGraphMode.NONE)
+    )
+
+    def _money_panel(title: str, families: Sequence[tuple[m.Family, str]]) -> timeseries.Panel:
+        targets: list[cogbuilder.Builder[variants.Dataquery]] = [
+            _q(_joined(family, acc), legend=legend, ref=chr(ord("A") + i))
+            for i, (family, legend) in enumerate(families)
+        ]
+        return (
+            timeseries.Panel()
+            .title(f"{title} (${{currency}})")
+            .description("As read from the MT5 terminal, in the account's currency.")
+            .targets(targets)
+            .unit("none")
+            .decimals(2)
+            .line_width(2)
+            .span_nulls(False)
+        )
+
+    balance = _money_panel(
+        "Balance and equity", [(m.ACCOUNT_BALANCE, "balance"), (m.ACCOUNT_EQUITY, "equity")]
+    )
+    margin = _money_panel("Margin", [(m.ACCOUNT_MARGIN, "used"), (m.ACCOUNT_MARGIN_FREE, "free")])
+    profit = _money_panel("Floating profit", [(m.ACCOUNT_PROFIT, "profit")])
+    level = (
+        timeseries.Panel()
+        .title("Margin level")
+        .description("Absent while no margin is used.")
+        .with_target(_q(f"max({selector(m.ACCOUNT_MARGIN_LEVEL_RATIO.series, acc)})", legend="margin level"))
+        .unit("percentunit")
+        .min(0)
+        .line_width(2)
+    )
+    age_panel = (
+        timeseries.Panel()
+        .title("Live data age over time")
+        .description("Dashed lines: the rendered thresholds; '<state> from': the ones the agent exports.")
+        .targets(
+            [
+                _q(f"max by ({m.ACCOUNT}) ({age})", legend="{{account}}", ref="A"),
+                _q(
+                    f"max by ({m.STATE}) ({selector(m.FRESHNESS_THRESHOLD.series, job, TARGET)})",
+                    legend="{{state}} from",
+                    ref="B",
+                ),
+            ]
+        )
+        .unit("s")
+        .min(0)
+        .thresholds(_age_thresholds(thresholds))
+        .thresholds_style(_DASHED)
+        .line_width(2)
+    )
+    failures = (
+        timeseries.Panel()
+        .title("Sync failures by reason (per hour)")
+        .with_target(
+            _q(
+                f"sum by ({m.REASON}) (increase({selector(m.ACCOUNT_SYNC_FAILURES.series, acc)}[1h])) > 0",
+                legend="{{reason}}",
+            )
+        )
+        .unit("none")
+        .min(0)
+        .draw_style(common.GraphDrawStyle.BARS)
+        .fill_opacity(60)
+        .stacking(common_builders.StackingConfig().mode(common.StackingMode.NORMAL))
+    )
+    layout = [
+        (info, 0, 0, 8, 4),
+        (state, 8, 0, 4, 4),
+        (source, 12, 0, 4, 4),
+        (age_now, 16, 0, 4, 4),
+        (failing, 20, 0, 4, 4),
+        (_freshness_timeline(acc, "Freshness over time"), 0, 4, 24, 4),
+        (balance, 0, 8, 12, 8),
+        (margin, 12, 8, 12, 8),
+        (profit, 0, 16, 12, 8),
+        (level, 12, 16, 12, 8),
+        (age_panel, 0, 24, 12, 8),
+        (failures, 12, 24, 12, 8),
+    ]
+    for pid, (panel, x, y, w, h) in enumerate(layout, start=1):
+        d = d.with_panel(_place(panel, pid, x, y, w, h, runbook_url))
     return d.build()
 
 
 DASHBOARDS: dict[str, Callable[..., model.Dashboard]] = {
     OVERVIEW_UID: accounts_overview,
     SYNC_UID: sync_health,
+    ACCOUNT_UID: account_detail,
 }
 
 
@@ -618,7 +968,7 @@ def render(
 def render_files(
     out_dir: Path, thresholds: Thresholds, *, job_selector: str = JOB_SELECTOR, runbook_url: str = RUNBOOK_URL
 ) -> list[Path]:
-    """Write `mt5-accounts-overview.json` and `mt5-sync-health.json` into `out_dir`; return their paths."""
+    """Write every dashboard (FILES) into `out_dir`; return their paths."""
     built = {
         uid: to_json(build(thresholds, job_selector=job_selector, runbook_url=runbook_url))
         for uid, build in DASHBOARDS.items()
@@ -645,12 +995,27 @@ def substitute(expr: str) -> str:
     return expr
 
 
-def panel_queries(thresholds: Thresholds | None = None, *, job_selector: str = JOB_SELECTOR) -> list[str]:
-    """Every panel's PromQL, in dashboard order, with template variables substituted (runnable as is)."""
+def _queries(
+    thresholds: Thresholds | None, job_selector: str, *, panels: bool, annotations: bool
+) -> list[str]:
     queries: list[str] = []
     for doc in render(thresholds or Thresholds(), job_selector=job_selector).values():
-        for panel in doc["panels"]:
-            for expr in _exprs(panel):
-                if (plain := substitute(expr)) not in queries:
-                    queries.append(plain)
+        exprs = [e for panel in doc["panels"] for e in _exprs(panel)] if panels else []
+        if annotations:
+            exprs += [a["expr"] for a in doc.get("annotations", {}).get("list", []) if a.get("expr")]
+        for expr in exprs:
+            if (plain := substitute(expr)) not in queries:
+                queries.append(plain)
     return queries
+
+
+def panel_queries(thresholds: Thresholds | None = None, *, job_selector: str = JOB_SELECTOR) -> list[str]:
+    """Every panel's PromQL, in dashboard order, with template variables substituted (runnable as is)."""
+    return _queries(thresholds, job_selector, panels=True, annotations=False)
+
+
+def annotation_queries(
+    thresholds: Thresholds | None = None, *, job_selector: str = JOB_SELECTOR
+) -> list[str]:
+    """The annotations' PromQL (firing MT5 alerts from Prometheus' ALERTS, failed syncs), substituted."""
+    return _queries(thresholds, job_selector, panels=False, annotations=True)

@@ -8,15 +8,18 @@ import math
 import pytest
 
 from alerts import render
-from dashboards.render import panel_queries
+from dashboards.render import annotation_queries, panel_queries
 from tests.e2e.stack import SCRAPE_S, THRESHOLDS, Stack, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 JOB = render.JOB_SELECTOR
+# The job selector narrowed by the job and instance variables, set to All.
+SEL = f'{JOB}, job=~".*", instance=~".*"'
 
-# Queries that are legitimately empty while every sync succeeds: failures filtered with `> 0`.
-EMPTY_WHEN_HEALTHY = ("mt5_account_sync_failures_total",)
+# Queries that are legitimately empty while every sync succeeds: failures filtered with `> 0`, the
+# failed-sync and firing-alert annotations.
+EMPTY_WHEN_HEALTHY = ("mt5_account_sync_failures_total", 'result=~"failed|skipped"', "ALERTS{")
 # The `[1m]` rate panels need two samples of each series in the window.
 MIN_SCRAPES = 3
 
@@ -50,6 +53,9 @@ async def test_every_panel_query_runs_and_key_panels_have_data(e2e_stack: Stack)
 
     queries = panel_queries(THRESHOLDS)
     assert len(queries) >= 20, queries
+    annotations = annotation_queries(THRESHOLDS)
+    assert len(annotations) == 2 and annotations[0].startswith("ALERTS{"), annotations
+    queries += annotations
     results = {q: await stack.query(q) for q in queries}  # each asserts status success
     empty = [q for q, r in results.items() if not r and not any(m in q for m in EMPTY_WHEN_HEALTHY)]
     assert not empty, f"panel queries with no data on a healthy stack: {empty}"
@@ -66,27 +72,43 @@ async def test_every_panel_query_runs_and_key_panels_have_data(e2e_stack: Stack)
         state: scalar(q)
         for q in queries
         for state in ("fresh", "acceptable", "degraded", "critical")
-        if q.startswith(f'sum(max by (account) (mt5_account_freshness_state{{state="{state}", {JOB}')
+        if q.startswith(f'sum(max by (account) (mt5_account_freshness_state{{state="{state}", {SEL}')
     }
     assert counts == {"fresh": 7, "acceptable": 0, "degraded": 0, "critical": 0}
 
-    balance = by_account(f'max by (account) (mt5_account_balance{{{JOB}, account=~".*"}})')
+    # Money panels: every account, each with its currency joined from mt5_account_info.
+    [balance_q] = [q for q in queries if q.startswith("max by (account, currency) (mt5_account_balance{")]
+    balance = by_account(balance_q)
     assert set(balance) == accounts
     assert all(math.isfinite(v) for v in balance.values()) and any(v > 0 for v in balance.values())
-    info = results[f'max by (account, name, server, currency) (mt5_account_info{{{JOB}, account=~".*"}})']
+    assert all(r["metric"]["currency"] for r in results[balance_q])
+    info_q = (
+        f'max by (account, name, server, currency) (mt5_account_info{{{SEL}, account=~".*", currency=~".*"}})'
+    )
+    info = results[info_q]
     assert {r["metric"]["account"] for r in info} == accounts
     assert all(r["metric"]["name"] and r["metric"]["currency"] for r in info), info
-    age = by_account(f'max by (account) (mt5_account_data_age_seconds{{{JOB}, account=~".*"}})')
+    currencies = {r["metric"]["account"]: r["metric"]["currency"] for r in info}
+    assert {r["metric"]["account"]: r["metric"]["currency"] for r in results[balance_q]} == currencies
+    # The freshness state timeline: state index 0 (fresh) for every account.
+    [timeline_q] = [q for q in queries if q.startswith("max by (account) (\n  mt5_account_freshness_state{")]
+    assert by_account(timeline_q) == dict.fromkeys(accounts, 0.0)
+    age = by_account(f'max by (account) (mt5_account_data_age_seconds{{{SEL}, account=~".*"}})')
     assert set(age) == accounts
     assert all(v < THRESHOLDS.acceptable_after + SCRAPE_S for v in age.values()), age
-    assert scalar(f'min(up{{job="{render.AGENT_JOB}"}})') == 1
-    assert scalar(f"min(mt5_bridge_up{{{JOB}}})") == 1
-    assert scalar(f"min(mt5_store_up{{{JOB}}})") == 1
-    assert scalar(render.success_ratio_expr()) == 1.0
-    states = results[f'max by (account, state) (mt5_account_freshness_state{{{JOB}, account=~".*"}}) == 1']
+    assert scalar(f"min(up{{{SEL}}})") == 1
+    assert scalar(f"min(mt5_bridge_up{{{SEL}}})") == 1
+    assert scalar(f"min(mt5_store_up{{{SEL}}})") == 1
+    assert scalar(render.success_ratio_expr(job_selector=SEL)) == 1.0
+    # The table's state column (kept to the accounts of the selected currencies: all of them here).
+    [states_q] = [
+        q for q in queries if q.startswith("(max by (account, state) (mt5_account_freshness_state{")
+    ]
+    assert states_q.endswith("and on(account) mt5_account_info{" + SEL + ', account=~".*", currency=~".*"}')
+    states = results[states_q]
     thresholds = {
         r["metric"]["state"]: float(r["value"][1])
-        for r in results[f"max by (state) (mt5_freshness_threshold_seconds{{{JOB}}})"]
+        for r in results[f"max by (state) (mt5_freshness_threshold_seconds{{{SEL}}})"]
     }
     assert thresholds == {
         "acceptable": THRESHOLDS.acceptable_after,
