@@ -5,7 +5,11 @@
 the other for `--duration` seconds each, with `--concurrency` kept-alive connections:
 
 - `single`: GET /api/v1/accounts/{account}, a random account per request;
-- `list`:   GET /api/v1/accounts (every account, freshness computed per request).
+- `list`:   GET /api/v1/accounts (every account, freshness computed per request);
+- `mix`:    what a frontend and dashboards ask together, drawn per request with these weights (MIX):
+            75 % single reads as above, and 25 % whole-fleet reads: 7 % GET /api/v1/status, 6 %
+            GET /api/admin/mt5-health, 6 % GET /api/v1/accounts, 6 % GET /api/client/{id}/portfolio
+            (a random one of `--clients` clients of 10 accounts each, assigned before the load).
 
 Meanwhile /metrics is scraped every `--scrape-every` seconds, as Prometheus would. The load generator
 is `wrk` when installed (`--client auto`; apt install wrk), else (or with `--client python`) aiohttp in
@@ -34,14 +38,34 @@ import aiohttp
 from _common import note, percentile, r
 
 TOKEN = "bench-api-token"
-ENDPOINTS = ("single", "list")
+ADMIN_TOKEN = "bench-admin-token"
+ENDPOINTS = ("single", "list", "mix")
+# The mix: (kind, percent). A quarter of the requests read the whole fleet (issue 17).
+MIX = (("single", 75), ("status", 7), ("health", 6), ("list", 6), ("portfolio", 6))
+ACCOUNTS_PER_CLIENT = 10
 
 WRK_SCRIPT = """
-local first, n, single = %d, %d, %s
+local first, n, kind, clients, admin = %d, %d, "%s", %d, "%s"
+local mix = {%s}
 math.randomseed(42)
+local admin_headers = {["Authorization"] = "Bearer " .. admin}
 request = function()
-  if single then
+  local k = kind
+  if k == "mix" then
+    local x, acc = math.random(1, 100), 0
+    for i = 1, #mix, 2 do
+      acc = acc + mix[i + 1]
+      if x <= acc then k = mix[i] break end
+    end
+  end
+  if k == "single" then
     return wrk.format("GET", "/api/v1/accounts/" .. (first + math.random(0, n - 1)))
+  elseif k == "status" then
+    return wrk.format("GET", "/api/v1/status")
+  elseif k == "health" then
+    return wrk.format("GET", "/api/admin/mt5-health", admin_headers)
+  elseif k == "portfolio" then
+    return wrk.format("GET", "/api/client/bench-client-" .. math.random(0, clients - 1) .. "/portfolio")
   end
   return wrk.format("GET", "/api/v1/accounts")
 end
@@ -74,7 +98,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=15.0, help="seconds of load per endpoint")
     p.add_argument("--max-requests", type=int, default=2_000_000, help="cap per endpoint (python client)")
     p.add_argument("--scrape-every", type=float, default=5.0, help="/metrics scrape period, 0 = none")
-    p.add_argument("--endpoints", default=",".join(ENDPOINTS), help="comma-separated: single,list")
+    p.add_argument(
+        "--endpoints", default="single,list", help="comma-separated, of single,list,mix (default %(default)s)"
+    )
+    p.add_argument("--clients", type=int, default=20, help="clients of 10 accounts for the mix's portfolios")
     p.add_argument("--client", choices=("auto", "python", "wrk"), default="auto")
     p.add_argument(
         "--agent-command",
@@ -84,6 +111,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=900.0, help="give up after this many seconds")
     args = p.parse_args(argv)
     args.endpoint_list = [e for e in args.endpoints.split(",") if e]
+    args.clients = max(1, min(args.clients, args.accounts // ACCOUNTS_PER_CLIENT))
     if not set(args.endpoint_list) <= set(ENDPOINTS) or not args.endpoint_list:
         p.error(f"--endpoints: one or more of {', '.join(ENDPOINTS)}")
     if args.client == "auto":
@@ -91,6 +119,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.client == "wrk" and not shutil.which("wrk"):
         p.error("--client wrk: wrk is not installed (apt-get install wrk)")
     return args
+
+
+def request_path(endpoint: str, rng: random.Random, args: argparse.Namespace) -> tuple[str, dict[str, str]]:
+    """The next request of an endpoint set (as WRK_SCRIPT draws it): path and extra headers."""
+    kind = endpoint
+    if kind == "mix":
+        kind = rng.choices([k for k, _ in MIX], weights=[w for _, w in MIX])[0]
+    if kind == "single":
+        return f"/api/v1/accounts/{_common.FIRST_LOGIN + rng.randrange(args.accounts)}", {}
+    if kind == "status":
+        return "/api/v1/status", {}
+    if kind == "health":
+        return "/api/admin/mt5-health", {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    if kind == "portfolio":
+        return f"/api/client/bench-client-{rng.randrange(args.clients)}/portfolio", {}
+    return "/api/v1/accounts", {}
+
+
+async def assign_clients(http: aiohttp.ClientSession, url: str, args: argparse.Namespace) -> None:
+    """`--clients` clients of ACCOUNTS_PER_CLIENT accounts each, for the mix's portfolio reads."""
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    for i in range(args.clients * ACCOUNTS_PER_CLIENT):
+        account = _common.FIRST_LOGIN + i
+        body = {"client_id": f"bench-client-{i // ACCOUNTS_PER_CLIENT}"}
+        path = f"{url}/api/admin/mt5/accounts/{account}/client"
+        async with http.put(path, json=body, headers=headers) as resp:
+            if resp.status != 200:
+                raise RuntimeError(f"assigning {account}: {resp.status} {await resp.text()}")
 
 
 async def python_load(url: str, endpoint: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -111,12 +167,10 @@ async def python_load(url: str, endpoint: str, args: argparse.Namespace) -> dict
             rng = random.Random(i)
             while loop.time() < stop_at and sent < args.max_requests:
                 sent += 1
-                path = "/api/v1/accounts"
-                if endpoint == "single":
-                    path += f"/{_common.FIRST_LOGIN + rng.randrange(args.accounts)}"
+                path, extra = request_path(endpoint, rng, args)
                 t0 = time.perf_counter()
                 try:
-                    async with http.get(url + path) as resp:
+                    async with http.get(url + path, headers=extra) as resp:
                         await resp.read()
                         statuses[resp.status] += 1
                 except (aiohttp.ClientError, TimeoutError):
@@ -142,8 +196,9 @@ async def python_load(url: str, endpoint: str, args: argparse.Namespace) -> dict
 
 async def wrk_load(url: str, endpoint: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     script = workdir / f"{endpoint}.lua"
+    mix = ", ".join(f'"{k}", {w}' for k, w in MIX)
     script.write_text(
-        WRK_SCRIPT % (_common.FIRST_LOGIN, args.accounts, "true" if endpoint == "single" else "false")
+        WRK_SCRIPT % (_common.FIRST_LOGIN, args.accounts, endpoint, args.clients, ADMIN_TOKEN, mix)
     )
     cmd = ["wrk", "-t1", f"-c{args.concurrency}", f"-d{args.duration:g}s", "--timeout", "10s"]
     cmd += ["-s", str(script), "-H", f"Authorization: Bearer {TOKEN}", url]
@@ -208,6 +263,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "duration_seconds": args.duration,
             "scrape_every_seconds": args.scrape_every,
             "client": args.client,
+            "mix_percent": dict(MIX),
+            "clients": args.clients,
             "agent_command": args.agent_command or "mt5-agent run",
         },
         "endpoints": {},
@@ -221,6 +278,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "store_url": f"sqlite:///{Path(tmp) / 'agent.db'}",
                 "schedule": f"{args.interval:g}s",
                 "api_token": TOKEN,
+                "admin_token": ADMIN_TOKEN,
                 "log_level": "WARNING",
             },
             Path(tmp),
@@ -234,6 +292,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 if time.monotonic() > deadline:
                     raise TimeoutError("no cycle finished")
                 await asyncio.sleep(0.2)
+            if "mix" in args.endpoint_list:
+                await assign_clients(http, agent.url, args)
             for endpoint in args.endpoint_list:
                 stop = asyncio.Event()
                 scrapes: list[float] = []
