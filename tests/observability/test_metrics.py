@@ -360,7 +360,7 @@ async def test_each_agent_has_its_own_registry(seed: Seed, make_agent: MakeAgent
 async def test_unknown_bridge_endpoint_is_bucketed_as_other(seed: Seed, make_agent: MakeAgent):
     h = await make_agent(seed.url)
     assert h.agent.metrics is not None
-    h.agent.metrics.observe_bridge_request("trades", 0.2, True)
+    h.agent.metrics.observe_bridge_request("not-an-endpoint", 0.2, True)
     s = await h.scrape()
     assert s.value("mt5_bridge_request_duration_seconds_count", endpoint="other") == 1
-    assert s.get("mt5_bridge_request_duration_seconds_count", endpoint="trades") is None
+    assert s.get("mt5_bridge_request_duration_seconds_count", endpoint="not-an-endpoint") is None
