@@ -56,7 +56,7 @@ def ticket_for(ms: int, login: int, lane: int) -> int:
     return (ms // 10) * 10_000 + (login % 100) * 100 + lane
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PositionState:
     """A position as positions_get would show it between two changes (UTC ms times)."""
 
@@ -73,7 +73,7 @@ class PositionState:
     comment: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SimDeal:
     """A deal done at `utc_ms`, in the history from `visible_ms` (later only for a late closing deal)."""
 
@@ -87,7 +87,7 @@ class SimDeal:
         return f.get("profit", 0.0) + f.get("commission", 0.0) + f.get("swap", 0.0) + f.get("fee", 0.0)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TruthChange:
     """One change the simulator made to an account: ground truth for event detection. `time_ms` is the
     true UTC instant (ms); `identifier` the position's (0 for a balance operation). `data` by kind:
@@ -113,7 +113,7 @@ class TruthChange:
         return _EPOCH + timedelta(milliseconds=self.time_ms)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SimTrade:
     """One position's whole life. `profit` and `price_close` are the final closing deal's."""
 
