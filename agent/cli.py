@@ -164,12 +164,19 @@ def _render(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_COULD_NOT_RUN
-    from alerts.render import JOB_SELECTOR, RUNBOOK_URL
+    try:
+        from alerts.render import JOB_SELECTOR, RUNBOOK_URL
 
-    if args.what == "alerts":
-        from alerts.render import render_files
-    else:
-        from dashboards.render import render_files
+        if args.what == "alerts":
+            from alerts.render import render_files
+        else:
+            from dashboards.render import render_files
+    except ImportError as exc:
+        print(
+            f"mt5-agent: render needs the render extra (pip install 'mt5-monitor[render]'): {exc}",
+            file=sys.stderr,
+        )
+        return EXIT_COULD_NOT_RUN
     try:
         paths = render_files(
             root / args.what,
