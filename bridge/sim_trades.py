@@ -42,6 +42,7 @@ MEAN_TRADE_SECONDS = 1_200.0
 MAX_TRADE_SECONDS = 6 * 3600.0
 QUICK_PROBABILITY = 0.08  # opens and closes within a few seconds, i.e. between two polls
 LATE_CLOSE_PROBABILITY = 0.2  # the closing deal shows in the history 1-3 s after the position is gone
+REOPEN_PROBABILITY = 0.5  # a position held over a rollover gets a new ticket (its identifier stays)
 BALANCE_OP_PROBABILITY = 0.004  # per slot: about one deposit or withdrawal a day
 COMMISSION_PER_LOT = 3.5  # per deal side, account currency
 EXPERT_MAGIC = 20_251_024
@@ -71,6 +72,7 @@ class PositionState:
     magic: int
     reason: int
     comment: str
+    ticket: int  # the identifier, until a rollover reopens the position under a new ticket
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +238,7 @@ def _build_trade(
     late_ms = rng.randint(1000, 3000) if rng.random() < LATE_CLOSE_PROBABILITY else 0
     reason_draw = rng.random()
     so_level = rng.uniform(20.0, 30.0)
+    reopen = rng.random() < REOPEN_PROBABILITY
 
     args = (seed, login, symbol, lane, open_ms, close_ms, buy, volume, opener, magic, comment)
     life = _Life(*args, kinds=kinds, times=times, draws=draws, offset_ms=offset_ms)
@@ -253,7 +256,7 @@ def _build_trade(
         reason, hit, close_comment = DEAL_REASON_TP, "tp", f"[tp {p_close:.{sym.digits}f}]"
     if hit is not None:
         life.place_hit_level(hit, p_close)
-    life.close(p_close, reason, close_comment, late_ms)
+    life.close(p_close, reason, close_comment, late_ms, reopen)
     first, last = life.deals[0].fields, life.deals[-1].fields
     return SimTrade(
         position=life.identifier,
@@ -370,7 +373,7 @@ class _Life:
         deal = self._deal(self.open_ms, self.buy0, DEAL_ENTRY_IN, self.volume0, p0)
         state = PositionState(
             self.identifier, self.buy0, self.volume0, p0, sl, tp, self.open_ms, self.open_ms,
-            self.magic, self.opener, self.comment,
+            self.magic, self.opener, self.comment, self.identifier,
         )  # fmt: skip
         self._set(self.open_ms, state)
         self._change(
@@ -435,13 +438,29 @@ class _Life:
                     price=price, profit=profit, sl=new_sl, tp=new_tp, deal=deal.fields["ticket"],
                 )  # fmt: skip
 
-    def close(self, p_close: float, reason: int, comment: str, late_ms: int) -> None:
+    def close(self, p_close: float, reason: int, comment: str, late_ms: int, reopen: bool) -> None:
+        """Swap at each rollover (and, if `reopen`, a new ticket, as brokers that charge swap by reopening
+        do: the identifier stays), then the closing deal, possibly visible `late_ms` after the close."""
         volumes = [(ms, st.volume) for ms, st in self.states]
-        for ms, nights in _rollovers(self.open_ms, self.close_ms, self.offset_ms):
+        rollovers = _rollovers(self.open_ms, self.close_ms, self.offset_ms)
+        for ms, nights in rollovers:
             i = bisect.bisect_right(volumes, ms, key=lambda v: v[0]) - 1
             st = self.states[i][1]
             rate = self.sym.swap_long if st.buy else self.sym.swap_short
             self.swaps.append((ms, round(rate * st.volume * nights, 2)))
+        if reopen and rollovers:
+            merged = sorted(self.states + [(ms, None) for ms, _ in rollovers], key=lambda x: x[0])
+            states: list[tuple[int, PositionState]] = []
+            ticket, last = self.identifier, merged[0][1]
+            for ms, st in merged:
+                if st is None:
+                    ticket = ticket_for(ms, self.login, self.lane)
+                    st = last
+                assert st is not None
+                last = replace(st, ticket=ticket)
+                states.append((ms, last))
+            self.states = states
+            self.state = states[-1][1]
         s = self.state
         swap = round(sum(a for _, a in self.swaps), 2)
         profit = round(pnl(self.sym, s.buy, s.volume, s.price_open, p_close), 2)

@@ -170,7 +170,7 @@ class _AccountSim:
             price = price_at(self.seed, t.symbol, now_ms / 1000)
             out.append(
                 TradePosition(
-                    ticket=s.identifier,
+                    ticket=s.ticket,
                     time=(s.open_ms + off) // 1000,
                     time_msc=s.open_ms + off,
                     time_update=(s.update_ms + off) // 1000,

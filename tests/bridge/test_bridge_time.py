@@ -55,7 +55,7 @@ async def test_positions_are_reported_in_utc(make_bridge, busy_clock) -> None:
     status, body = await br.get(f"/api/mt5/account/{A}/positions")
     assert status == 200 and body["positions"]
     for p in body["positions"]:
-        assert p["time"] == _iso_ms(open_trades[p["ticket"]].open_ms)
+        assert p["time"] == _iso_ms(open_trades[p["identifier"]].open_ms)
 
 
 async def test_default_window_covers_recent_deals_with_offset(make_bridge) -> None:

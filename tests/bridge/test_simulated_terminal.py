@@ -60,16 +60,16 @@ def test_balance_changes_exactly_by_closed_trades() -> None:
     _login(term, A)
     start = term.account_info()
     assert start is not None and start.balance == 80_000.00
-    opened = {p.ticket for p in term.positions_get() or ()}
+    opened = {p.identifier for p in term.positions_get() or ()}
     assert opened, "the demo account should hold positions at start"
     trade = min((t for t in term.simulated_trades(A) if t.position in opened), key=lambda t: t.close_ms)
     closing = trade.deals[-1]
     assert closing.utc_ms == trade.close_ms and closing.fields["entry"] == 1
 
     clock.t = trade.close_ms / 1000 - 0.001  # just before the close
-    assert trade.position in {p.ticket for p in term.positions_get() or ()}
+    assert trade.position in {p.identifier for p in term.positions_get() or ()}
     clock.t = trade.close_ms / 1000
-    assert trade.position not in {p.ticket for p in term.positions_get() or ()}
+    assert trade.position not in {p.identifier for p in term.positions_get() or ()}
     clock.t = closing.visible_ms / 1000 - 0.001  # the closing deal may show up to 3 s late
     before = term.account_info()
     clock.t = closing.visible_ms / 1000
