@@ -23,7 +23,7 @@ from agent.api.common import (
     thresholds,
 )
 from agent.api.errors import ApiError
-from agent.api.fleetview import compose, etag_matches, freshness_json
+from agent.api.fleetview import account_texts, compose, etag_matches, micros
 from agent.api.keys import FLEET_VIEW
 from agent.api.serialize import iso, thresholds_json
 from agent.api.spec import Operation, Param, documented
@@ -147,5 +147,5 @@ async def get_account(request: web.Request) -> web.Response:
         raise ApiError(404, "account_not_found", f"account {account} is neither stored nor listed")
     caller.check_client(state.client_id)
     piece = request.app[FLEET_VIEW].piece(state)
-    text = piece.head + freshness_json(piece.live, now(request), thresholds(request)) + "}"
+    (text,) = account_texts((piece,), micros(now(request)), thresholds(request))
     return web.Response(text=text, content_type="application/json")

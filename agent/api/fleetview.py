@@ -24,10 +24,11 @@ import asyncio
 import bisect
 import hashlib
 import json
+import math
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from agent.api.queries import AccountState, FleetFreshness, record_of
@@ -35,6 +36,8 @@ from agent.api.serialize import account_fields, live_time, portfolio_totals
 from agent.domain.freshness import STATES, Thresholds
 
 _FRESH, _ACCEPTABLE, _DEGRADED, _CRITICAL = (s.value for s in STATES)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 class Snapshot(Protocol):
@@ -51,7 +54,7 @@ class Piece:
     account: int
     client_id: str | None  # for scoping only; not in `head`
     data_source: str | None  # as served (a DataSource value or null)
-    live: datetime | None  # what the freshness is computed from
+    live_us: int | None  # what the freshness is computed from: microseconds since the epoch
     fields: Mapping[str, Any]  # the allow-listed fields, converted (read by the portfolio sums)
     head: str  # the account's JSON object without its end, ending with `"freshness":`
 
@@ -60,34 +63,55 @@ def make_piece(state: AccountState) -> Piece:
     record = record_of(state)
     fields = account_fields(record)
     text = json.dumps(fields, separators=(",", ":"), allow_nan=False)
+    live = live_time(record)
     return Piece(
-        state.account, state.client_id, fields["data_source"], live_time(record), fields,
-        text[:-1] + ',"freshness":',
+        state.account, state.client_id, fields["data_source"], None if live is None else micros(live),
+        fields, text[:-1] + ',"freshness":',
     )  # fmt: skip
 
 
-def freshness_json(live: datetime | None, now: datetime, t: Thresholds) -> str:
-    """`{"state":..,"age_seconds":..}` exactly as `serialize.freshness` computes it."""
-    if live is None:
-        return '{"state":"critical","age_seconds":null}'
-    age = (now - live).total_seconds()
-    if age < 0:
-        age = 0.0
-    if age >= t.critical_after:
-        name = _CRITICAL
-    elif age >= t.degraded_after:
-        name = _DEGRADED
-    elif age >= t.acceptable_after:
-        name = _ACCEPTABLE
-    else:
-        name = _FRESH
-    return f'{{"state":"{name}","age_seconds":{round(age, 3)!r}}}'
+def micros(t: datetime) -> int:
+    """Microseconds since the epoch, exactly: an age from two of these divided by 1e6 is the same float
+    as `timedelta.total_seconds()` of the two datetimes' difference."""
+    return (t - _EPOCH) // _MICROSECOND
 
 
-def state_of(live: datetime | None, now: datetime, t: Thresholds) -> str:
-    if live is None:
+def _min_age_us(seconds: float) -> int:
+    """The least age in microseconds whose seconds (`us / 1e6`) reach `seconds`."""
+    us = math.ceil(seconds * 1e6)
+    while us / 1e6 >= seconds:
+        us -= 1
+    while us / 1e6 < seconds:
+        us += 1
+    return us
+
+
+_NEVER_TAIL = '{"state":"critical","age_seconds":null}}'
+
+
+def account_texts(pieces: Iterable[Piece], now_us: int, t: Thresholds) -> list[str]:
+    """Each account's JSON object with its freshness at `now_us`: the same values as
+    `serialize.freshness` (age clamped at 0, rounded to ms; `%.3f` is `round(age, 3)` as text)."""
+    a, d, c = t.acceptable_after, t.degraded_after, t.critical_after
+    out: list[str] = []
+    append = out.append
+    for p in pieces:
+        live = p.live_us
+        if live is None:
+            append(p.head + _NEVER_TAIL)
+            continue
+        age = (now_us - live) / 1e6
+        if age < 0:
+            age = 0.0
+        name = _CRITICAL if age >= c else _DEGRADED if age >= d else _ACCEPTABLE if age >= a else _FRESH
+        append(f'{p.head}{{"state":"{name}","age_seconds":{age:.3f}}}}}')
+    return out
+
+
+def state_of(live_us: int | None, now_us: int, t: Thresholds) -> str:
+    if live_us is None:
         return _CRITICAL
-    return t.classify(max(0.0, (now - live).total_seconds())).value
+    return t.classify(max(0.0, (now_us - live_us) / 1e6)).value
 
 
 class Scope:
@@ -97,7 +121,7 @@ class Scope:
         self.version = version
         self.pieces = pieces
         self.numbers = [p.account for p in pieces]
-        self._lives = sorted(p.live for p in pieces if p.live is not None)
+        self._lives = sorted(p.live_us for p in pieces if p.live_us is not None)
         self._never = len(pieces) - len(self._lives)
         self._totals: tuple[list[dict[str, Any]], list[int]] | None = None
 
@@ -106,12 +130,12 @@ class Scope:
 
     def crossed(self, now: datetime, t: Thresholds) -> tuple[int, int, int]:
         """Accounts at or past the acceptable, degraded and critical thresholds at `now` (never synced
-        ones are past all three)."""
-        lives, never = self._lives, self._never
+        ones are past all three): those whose live time is at most now minus the threshold."""
+        lives, never, now_us = self._lives, self._never, micros(now)
         return (
-            never + bisect.bisect_right(lives, now - timedelta(seconds=t.acceptable_after)),
-            never + bisect.bisect_right(lives, now - timedelta(seconds=t.degraded_after)),
-            never + bisect.bisect_right(lives, now - timedelta(seconds=t.critical_after)),
+            never + bisect.bisect_right(lives, now_us - _min_age_us(t.acceptable_after)),
+            never + bisect.bisect_right(lives, now_us - _min_age_us(t.degraded_after)),
+            never + bisect.bisect_right(lives, now_us - _min_age_us(t.critical_after)),
         )
 
     def freshness(self, now: datetime, t: Thresholds) -> FleetFreshness:
@@ -121,7 +145,7 @@ class Scope:
         worst = next((s for s in reversed(STATES) if by_state[s.value]), None)
         oldest = None
         if self._lives and not self._never:
-            oldest = round(max(0.0, (now - self._lives[0]).total_seconds()), 3)
+            oldest = round(max(0.0, (micros(now) - self._lives[0]) / 1e6), 3)
         return FleetFreshness(n, by_state, worst, oldest)
 
     def totals(self) -> tuple[list[dict[str, Any]], list[int]]:
@@ -142,21 +166,22 @@ class Scope:
     ) -> tuple[list[str], int | None]:
         """The accounts' JSON texts (after account `after`, in `state`, from `source`, at most `limit`)
         and the cursor of the next page (None: no account follows)."""
-        pieces: Iterable[Piece] = self.pieces
+        pieces: Sequence[Piece] = self.pieces
         if after is not None:
             pieces = self.pieces[bisect.bisect_right(self.numbers, after) :]
-        out: list[str] = []
-        last: int | None = None
+        now_us = micros(now)
+        if state is None and source is None and limit is None:
+            return account_texts(pieces, now_us, t), None  # the whole list: the fast path
+        chosen: list[Piece] = []
         for p in pieces:
             if source is not None and p.data_source != source:
                 continue
-            if state is not None and state_of(p.live, now, t) != state:
+            if state is not None and state_of(p.live_us, now_us, t) != state:
                 continue
-            if limit is not None and len(out) == limit:
-                return out, last
-            out.append(p.head + freshness_json(p.live, now, t) + "}")
-            last = p.account
-        return out, None
+            if limit is not None and len(chosen) == limit:
+                return account_texts(chosen, now_us, t), chosen[-1].account
+            chosen.append(p)
+        return account_texts(chosen, now_us, t), None
 
 
 class FleetView:

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from agent.api import queries
+from agent.api import queries, serialize
 from agent.api.fleetview import FleetView, Piece, Scope, compose, etag_matches, make_piece
 from agent.api.serialize import ACCOUNT_FIELDS, account_json, portfolio_totals
 from agent.domain.accounts import AccountValues, DataSource
@@ -185,3 +186,24 @@ def test_an_empty_scope():
     fresh = scope.freshness(NOW, LIMITS)
     assert (fresh.total, fresh.worst, fresh.oldest_age) == (0, None, None)
     assert json.loads(compose([], {"count": 0})) == {"accounts": [], "count": 0}
+
+
+@pytest.mark.parametrize(
+    "limits", [LIMITS, Thresholds(0.1234567, 1.5, 2.0000001), Thresholds(0.001, 0.002, 0.0035)]
+)
+def test_ages_states_and_counts_agree_with_the_domain_to_the_microsecond(limits: Thresholds):
+    """Integer microseconds give the very floats `timedelta.total_seconds()` gives, thresholds included."""
+    rng = random.Random(7)
+    states = [
+        state(i, None)
+        if i % 50 == 0
+        else state(i, 0, live_data_at=NOW - timedelta(microseconds=rng.randrange(3_000_000)))
+        for i in range(1, 2001)
+    ]
+    scope = FleetView().scope(Snap(1, {s.account: s for s in states}))
+    for now in (NOW, NOW + timedelta(microseconds=rng.randrange(10**6))):
+        served = [json.loads(t)["freshness"] for t in scope.select(now, limits)[0]]
+        expected = [serialize.freshness(s.live_data_at, now, limits) for s in states]
+        assert served == expected
+        records = [queries.record_of(s) for s in states]
+        assert scope.freshness(now, limits) == queries.fleet_freshness(records, now, limits)
