@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -48,7 +49,7 @@ from bridge.terminal import (
 
 __all__ = ["SLOT_MS", "SYMBOLS", "SimTrade", "SimulatedTerminal", "TruthChange", "price_at", "simulated_pool"]
 
-FAULTS = ("login_failed", "disconnected", "hang", "wrong_account", "no_live_data")
+FAULTS = ("login_failed", "disconnected", "hang", "wrong_account", "no_live_data", "bad_trades")
 
 SERVER = "MEXAtlantic-Real"
 DEMO_ACCOUNTS: tuple[tuple[int, str, float], ...] = (
@@ -492,7 +493,10 @@ class SimulatedTerminal(Terminal):
             return ()
         now = self.now_ms()
         self._last_error = (RES_S_OK, "Success")
-        return tuple(self._sim(login, now).positions(now))
+        positions = tuple(self._sim(login, now).positions(now))
+        if self.fault(login) == "bad_trades":
+            return _bad_positions(positions, now + self._offset_ms())
+        return positions
 
     def history_deals_get(self, date_from: datetime, date_to: datetime) -> tuple[TradeDeal, ...] | None:
         login = self._data_call_login()
@@ -507,7 +511,10 @@ class SimulatedTerminal(Terminal):
         hi_ms = int(min(hi, 2**40) * 1000) - off + 1000
         deals = self._sim(login, now).deals(now, lo_ms, hi_ms)
         self._last_error = (RES_S_OK, "Success")
-        return tuple(d for d in deals if lo <= d.time <= hi)
+        out = tuple(d for d in deals if lo <= d.time <= hi)
+        if self.fault(login) == "bad_trades":
+            return _bad_deals(out, now + off)
+        return out
 
     def terminal_info(self) -> TerminalInfo | None:
         if not self._begin(self._current):
@@ -539,6 +546,24 @@ class SimulatedTerminal(Terminal):
 
     def _offset_ms(self) -> int:
         return round(self.utc_offset_hours * 3_600_000)
+
+
+def _bad_positions(positions: tuple[TradePosition, ...], broker_ms: int) -> tuple[TradePosition, ...]:
+    """The `bad_trades` fault: what a broken terminal or bridge might send. The account itself reads fine;
+    a consumer must fail this account's positions poll with a reason, and lose nothing."""
+    bad = TradePosition(
+        ticket=1, time=broker_ms // 1000, time_msc=broker_ms, type=7, identifier=0, volume=math.nan,
+        price_open=-1.0, symbol="",
+    )  # fmt: skip
+    return (*positions, bad)
+
+
+def _bad_deals(deals: tuple[TradeDeal, ...], broker_ms: int) -> tuple[TradeDeal, ...]:
+    bad = TradeDeal(
+        ticket=1, time=broker_ms // 1000, time_msc=broker_ms, type=0, entry=9, position_id=0, volume=-1.0,
+        profit=math.inf, symbol="EURUSD",
+    )  # fmt: skip
+    return (*deals, bad)
 
 
 def _coerce_entries(accounts: Iterable[Any] | None) -> list[AccountEntry]:

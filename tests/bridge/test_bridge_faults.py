@@ -136,3 +136,24 @@ async def test_set_fault_validates(make_bridge) -> None:
         br.pool.set_fault(A, "explode")
     with pytest.raises(Exception, match="not served"):
         br.pool.set_fault(999, "hang")
+
+
+async def test_bad_trades_serves_malformed_positions_and_deals_for_that_account_only(make_bridge) -> None:
+    br = await make_bridge(accounts=[A, C], static=True, faults={A: "bad_trades"})
+    status, body = await br.get(f"/api/mt5/account/{A}/balance")
+    assert status == 200, "the account itself reads fine"
+    status, body = await br.get(f"/api/mt5/account/{A}/positions")
+    assert status == 200
+    bad = [p for p in body["positions"] if p["identifier"] == 0]
+    assert len(bad) == 1 and bad[0]["volume"] is None and bad[0]["type"] == 7
+    status, body = await br.get(f"/api/mt5/account/{A}/trades?from=2000-01-01")
+    assert status == 200
+    bad = [d for d in body["deals"] if d["entry"] == 9]
+    assert len(bad) == 1 and bad[0]["profit"] is None and bad[0]["volume"] == -1.0
+    for path in ("positions", "trades?from=2000-01-01"):
+        status, body = await br.get(f"/api/mt5/account/{C}/{path}")
+        rows = body.get("positions", body.get("deals"))
+        assert status == 200 and all(r.get("entry") != 9 and r.get("identifier") != 0 for r in rows)
+    br.pool.set_fault(A, None)
+    status, body = await br.get(f"/api/mt5/account/{A}/positions")
+    assert status == 200 and all(p["identifier"] != 0 for p in body["positions"])
