@@ -12,13 +12,14 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 from opentelemetry.trace import TracerProvider
 
 from agent.api import provide, setup_api
 from agent.config import SECRET_FIELDS, Settings
+from agent.events.poller import PositionsPoller
 from agent.sources.bridge import BridgeClient, BridgeSource
 from agent.store import open_store
 from agent.store.base import Store
@@ -43,6 +44,7 @@ class Agent:
     service: SyncService
     scheduler: object | None = None  # agent.sync.scheduler.SyncScheduler when scheduling
     prober: SourceProber | None = None  # started with the scheduler
+    poller: PositionsPoller | None = None  # positions and trade events; started with the scheduler
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     metrics: AgentMetrics | None = None  # this agent's own Prometheus registry (never the global one)
     tracer_provider: TracerProvider | None = None  # None: the global provider
@@ -101,6 +103,8 @@ async def open_agent(agent: Agent) -> None:
 
 
 async def close_agent(agent: Agent) -> None:
+    if agent.poller is not None:
+        await agent.poller.stop()  # before the store closes: a running round finishes its writes
     if agent.prober is not None:
         await agent.prober.stop()
     if agent.scheduler is not None:
@@ -127,6 +131,31 @@ def start_background(agent: Agent) -> None:
         timeout=settings.request_timeout,
     )
     agent.prober.start()
+    agent.poller = build_poller(agent)
+    if agent.poller is not None:
+        agent.poller.start()
+
+
+def build_poller(agent: Agent) -> PositionsPoller | None:
+    """The positions poller over the fleet's accounts, on its own period (None: MT5_AGENT_POSITIONS_INTERVAL
+    is off). It waits for the fleet to be loaded (the sync's first cycle opens the store)."""
+    settings = agent.settings
+    interval = settings.positions_interval_seconds
+    if interval is None:
+        log.info("positions poller off (MT5_AGENT_POSITIONS_INTERVAL)")
+        return None
+    fleet = agent.service.fleet
+    return PositionsPoller(
+        agent.store,
+        agent.service.source,
+        lambda: fleet.snapshot().accounts.keys(),
+        interval=interval,
+        concurrency=settings.concurrency,
+        deadline=min(settings.request_timeout, max(2.0 * interval, 2.0)),
+        retention=timedelta(days=settings.events_retention),
+        listener=agent.metrics,
+        ready=lambda: fleet.loaded,
+    )
 
 
 def create_app(agent: Agent, *, schedule: bool = True) -> web.Application:

@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     clock_skew_tolerance: float = Field(5.0, ge=0, le=3600)
     # Cap on one source response, compressed and decompressed (bytes).
     max_response_bytes: int = Field(16 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
+    # Positions and trade events (DESIGN.md 11): the poller's own period, separate from the schedule.
+    positions_interval: str = "1"
+    events_retention: float = Field(30.0, gt=0, le=3650)  # days
     log_format: str = "auto"
     log_level: str = "INFO"
     access_log: bool = False  # one line per HTTP request (aiohttp's access logger), off by default
@@ -147,6 +150,13 @@ class Settings(BaseSettings):
         split_listen(v)
         return v
 
+    @field_validator("positions_interval", mode="before")
+    @classmethod
+    def _positions_interval(cls, v: object) -> str:
+        text = str(v) if isinstance(v, (int, float, str)) and not isinstance(v, bool) else repr(v)
+        parse_positions_interval(text)  # a TOML number (0.5) is taken as seconds too
+        return text
+
     @field_validator("log_format")
     @classmethod
     def _log_format(cls, v: str) -> str:
@@ -190,6 +200,11 @@ class Settings(BaseSettings):
         return Schedule.parse(self.schedule)
 
     @property
+    def positions_interval_seconds(self) -> float | None:
+        """Seconds between positions rounds; None: the poller is off."""
+        return parse_positions_interval(self.positions_interval)
+
+    @property
     def listen_host(self) -> str:
         return split_listen(self.listen)[0]
 
@@ -204,6 +219,26 @@ class Settings(BaseSettings):
     def secret(self, name: str) -> str | None:
         value: SecretStr | None = getattr(self, name)
         return value.get_secret_value() if value is not None else None
+
+
+MIN_POSITIONS_INTERVAL = 0.25
+
+
+def parse_positions_interval(text: str) -> float | None:
+    """`1`, `0.5`, `250ms`, `2s` -> seconds (at least 0.25); `0` or `off` -> None (no positions poller)."""
+    t = str(text).strip().lower()
+    if t in ("off", "0", "0s", "0.0"):
+        return None
+    m = _INTERVAL.match(t)
+    try:
+        seconds = float(m.group(1)) * _UNIT_SECONDS[m.group(2)] if m else float(t)
+    except ValueError:
+        raise ValueError(f"{text!r} is neither seconds (1, 0.5, 250ms) nor off") from None
+    if seconds == 0:
+        return None
+    if not seconds >= MIN_POSITIONS_INTERVAL or seconds > 3600:
+        raise ValueError(f"{text!r}: must be off or between {MIN_POSITIONS_INTERVAL:g}s and 3600s")
+    return seconds
 
 
 def split_listen(v: str) -> tuple[str, int]:
@@ -317,6 +352,8 @@ SETTING_HELP: dict[str, str] = {
     "probe_interval": "seconds between bridge health probes (mt5_bridge_up)",
     "clock_skew_tolerance": "seconds a source timestamp may lead the receive time",
     "max_response_bytes": "cap on one bridge response, compressed and decompressed",
+    "positions_interval": "seconds between positions polls (trade events), min 0.25; 0 or off disables",
+    "events_retention": "days trade events are kept",
     "log_format": "auto, json or text",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
     "access_log": "one log line per HTTP request",

@@ -18,6 +18,7 @@ from enum import StrEnum
 from agent.domain.accounts import REASONS, DataSource
 from agent.domain.freshness import STATES, State
 from agent.domain.runs import RUN_RESULTS
+from agent.domain.trades import EventType
 
 
 class Kind(StrEnum):
@@ -60,6 +61,7 @@ REASON = "reason"
 RESULT = "result"
 OUTCOME = "outcome"
 ENDPOINT = "endpoint"
+TYPE = "type"
 OPERATION = "operation"
 VERSION = "version"
 # Target labels Prometheus adds to every series it scrapes; the rules aggregate by them.
@@ -90,6 +92,10 @@ FAILURE_REASONS: tuple[str, ...] = tuple(r.value for r in REASONS)
 RESULTS: tuple[str, ...] = tuple(r.value for r in RUN_RESULTS)
 FRESHNESS_STATES: tuple[str, ...] = tuple(s.value for s in STATES)
 RUN_OUTCOMES: tuple[str, ...] = ("live", "stored", "failed")
+EVENT_TYPES: tuple[str, ...] = tuple(t.value for t in EventType)
+# mt5_positions_poll_failures_total{reason}: a read failure's reason, or the store refusing the writes
+# (`store`), or an unexpected error (`internal`).
+POLL_FAILURE_REASONS: tuple[str, ...] = (*FAILURE_REASONS, "store", "internal")
 # mt5_freshness_threshold_seconds{state}: the `Thresholds` attribute giving the age each state begins at.
 THRESHOLD_STATES: tuple[tuple[State, str], ...] = (
     (State.ACCEPTABLE, "acceptable_after"),
@@ -106,6 +112,9 @@ JOB_SELECTOR = f'{JOB}="{AGENT_JOB}"'
 SYNC_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 # One bridge call: a few ms on loopback up to the 30 s request timeout.
 REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+# Terminal change to stored event: the poll period (0.25-1 s) plus a read, up to minutes when late.
+DETECTION_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30, 60, 300)
+POLL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
 STORE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
@@ -297,11 +306,50 @@ STORE_OPERATION_DURATION = Family(
     STORE_BUCKETS,
 )
 AGENT_BUILD_INFO = _gauge("mt5_agent_build_info", "Version of the running agent (always 1).", VERSION)
+# Positions and trade events (DESIGN.md 11), fed by the positions poller.
+TRADE_EVENTS = _counter("mt5_trade_events", "Trade events stored by type since the agent started.", TYPE)
+TRADE_EVENTS_AVAILABLE = _gauge(
+    "mt5_trade_events_available",
+    "1 when the source serves positions and deals (trade events are detected); 0 when it does not, "
+    "or before its health said so, or when the positions poller is off.",
+)
+ACCOUNT_OPEN_POSITIONS = _gauge(
+    "mt5_account_open_positions", "Open positions of an account at its last successful poll.", ACCOUNT
+)
+ACCOUNT_POSITIONS_LAST_POLL = _gauge(
+    "mt5_account_positions_last_poll_timestamp_seconds",
+    "Unix time of the account's last successful positions poll.",
+    ACCOUNT,
+)
+POSITIONS_POLL_FAILURES = _counter(
+    "mt5_positions_poll_failures",
+    "Failed positions polls of one account by reason since the agent started.",
+    REASON,
+)
+TRADE_EVENT_DETECTION_DELAY = Family(
+    "mt5_trade_event_detection_delay_seconds",
+    Kind.HISTOGRAM,
+    "Time from the terminal's change to the stored event (events caught up at start excluded).",
+    buckets=DETECTION_BUCKETS,
+)
+POSITIONS_POLL_DURATION = Family(
+    "mt5_positions_poll_duration_seconds",
+    Kind.HISTOGRAM,
+    "Duration of positions poll rounds (every account of the source).",
+    buckets=POLL_BUCKETS,
+)
 EVENT_FAMILIES: tuple[Family, ...] = (
     SYNC_DURATION,
     BRIDGE_REQUEST_DURATION,
     STORE_OPERATION_DURATION,
     AGENT_BUILD_INFO,
+    TRADE_EVENTS,
+    TRADE_EVENTS_AVAILABLE,
+    ACCOUNT_OPEN_POSITIONS,
+    ACCOUNT_POSITIONS_LAST_POLL,
+    POSITIONS_POLL_FAILURES,
+    TRADE_EVENT_DETECTION_DELAY,
+    POSITIONS_POLL_DURATION,
 )
 
 FAMILIES: tuple[Family, ...] = (*EVENT_FAMILIES, *ACCOUNT_FAMILIES, *GLOBAL_FAMILIES)

@@ -3,12 +3,13 @@ happen (cycle, bridge request and store operation durations, build info) and the
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
+    Counter,
     Gauge,
     GCCollector,
     Histogram,
@@ -19,6 +20,7 @@ from prometheus_client import (
 from agent import __version__
 from agent.domain.freshness import Thresholds
 from agent.domain.runs import SyncRun
+from agent.domain.trades import TradeEvent
 from agent.sync.cycle import SyncService
 from agent.telemetry import catalog as m
 from agent.telemetry.collector import FleetCollector, FleetReader
@@ -26,6 +28,14 @@ from agent.telemetry.collector import FleetCollector, FleetReader
 
 def _histogram(family: m.Family, registry: CollectorRegistry) -> Histogram:
     return Histogram(family.name, family.help, family.labels, buckets=family.buckets, registry=registry)
+
+
+def _counter(family: m.Family, registry: CollectorRegistry) -> Counter:
+    return Counter(family.name, family.help, family.labels, registry=registry)
+
+
+def _gauge(family: m.Family, registry: CollectorRegistry) -> Gauge:
+    return Gauge(family.name, family.help, family.labels, registry=registry)
 
 
 class AgentMetrics:
@@ -47,6 +57,16 @@ class AgentMetrics:
         info = m.AGENT_BUILD_INFO
         build = Gauge(info.name, info.help, info.labels, registry=self.events)
         build.labels(version).set(1)
+        self.trade_events = _counter(m.TRADE_EVENTS, self.events)
+        for t in m.EVENT_TYPES:
+            self.trade_events.labels(t)
+        self.trade_events_available = _gauge(m.TRADE_EVENTS_AVAILABLE, self.events)
+        self.open_positions = _gauge(m.ACCOUNT_OPEN_POSITIONS, self.events)
+        self.positions_last_poll = _gauge(m.ACCOUNT_POSITIONS_LAST_POLL, self.events)
+        self.poll_failures = _counter(m.POSITIONS_POLL_FAILURES, self.events)
+        self.detection_delay = _histogram(m.TRADE_EVENT_DETECTION_DELAY, self.events)
+        self.poll_duration = _histogram(m.POSITIONS_POLL_DURATION, self.events)
+        self._polled_accounts: set[str] = set()
         # The process and platform series every exporter has (process_*, python_*), as node_exporter and
         # prometheus_client's default registry export them: ops dashboards expect them.
         # `runtime=False`: without them, for tests that compare two encodings byte for byte (CPU time moves).
@@ -65,6 +85,13 @@ class AgentMetrics:
             self.bridge_request_duration,
             self.store_operation_duration,
             build,
+            self.trade_events,
+            self.trade_events_available,
+            self.open_positions,
+            self.positions_last_poll,
+            self.poll_failures,
+            self.detection_delay,
+            self.poll_duration,
             *collectors,
         ):
             self.registry.register(instrument)
@@ -106,3 +133,37 @@ class AgentMetrics:
         backend has): the store times itself, so calls through any of its concerns are counted once."""
         store.observe_operations(self.observe_store_operation)
         return store
+
+    # --- the positions poller's listener (agent.events.poller.PollListener) -------------------------
+
+    def on_available(self, available: bool) -> None:
+        self.trade_events_available.set(1 if available else 0)
+
+    def on_round(self, seconds: float) -> None:
+        self.poll_duration.observe(seconds)
+
+    def on_accounts(self, accounts: Iterable[int]) -> None:
+        """Drop the per-account series of accounts no longer polled (bounded by the fleet)."""
+        now = {str(a) for a in accounts}
+        for gone in self._polled_accounts - now:
+            for gauge in (self.open_positions, self.positions_last_poll):
+                try:
+                    gauge.remove(gone)
+                except KeyError:
+                    pass
+        self._polled_accounts &= now
+
+    def on_account_polled(self, account: int, open_positions: int, at: datetime) -> None:
+        label = str(account)
+        self._polled_accounts.add(label)
+        self.open_positions.labels(label).set(open_positions)
+        self.positions_last_poll.labels(label).set(at.timestamp())
+
+    def on_account_failed(self, account: int, reason: str) -> None:
+        self.poll_failures.labels(reason if reason in m.POLL_FAILURE_REASONS else m.OTHER).inc()
+
+    def on_events_stored(self, events: Iterable[TradeEvent], stored_at: datetime, catch_up: bool) -> None:
+        for e in events:
+            self.trade_events.labels(e.type.value).inc()
+            if not catch_up:
+                self.detection_delay.observe(max(0.0, (stored_at - e.time).total_seconds()))
