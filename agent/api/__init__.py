@@ -4,7 +4,8 @@ OpenAPI document and the status page.
 One registration style: each area module (accounts, runs, admin, seed, ops, page, openapi) holds a
 `routes = web.RouteTableDef()`, and `setup_api` adds them all. Handlers read what they need from
 `request.app[...]` (the typed keys of agent.api.keys, set by the composition root); nothing is closed
-over. What they answer is computed by agent.api.queries, which knows no HTTP.
+over. What they answer is computed by agent.api.queries, which knows no HTTP; whole-fleet answers are
+assembled from agent.api.fleetview's cached pieces (an account serialised once per change).
 
 Auth is checked per handler (agent.api.auth), except for `/metrics`, which the telemetry layer registers
 and a middleware guards (closed as soon as any credential is configured). The middlewares, outermost
