@@ -110,6 +110,9 @@ class PositionsPoller:
         self.cursors: dict[int, datetime] = {}  # account -> newest deal time stored
         self.available: bool | None = None  # None: not known yet (no usable health yet)
         self.rounds = 0
+        # per account, for a status page or API: the last successful poll, and the last failure
+        self.last_polled: dict[int, datetime] = {}
+        self.last_failure: dict[int, tuple[datetime, str]] = {}  # account -> (when, "<reason>: <message>")
         self.running = False  # a round is in progress (rounds never overlap)
         self._sem = asyncio.Semaphore(concurrency)
         self._task: asyncio.Task[None] | None = None
@@ -246,6 +249,9 @@ class PositionsPoller:
             if self.detector is None:
                 await self.rebuild()
             accounts = sorted(set(self.accounts()))
+            for gone in (self.last_polled.keys() | self.last_failure.keys()) - set(accounts):
+                self.last_polled.pop(gone, None)
+                self.last_failure.pop(gone, None)
             if self.listener is not None:
                 self.listener.on_accounts(accounts)
             result = RoundResult(accounts=len(accounts))
@@ -275,6 +281,7 @@ class PositionsPoller:
             return
         reason = failure.split(":", 1)[0]
         result.failed[account] = failure
+        self.last_failure[account] = (self.clock(), failure)
         if self.listener is not None:
             self.listener.on_account_failed(account, reason)
 
@@ -322,6 +329,7 @@ class PositionsPoller:
         # on a quiet account, and a deal the terminal shows up to 2 x overlap late is still swept
         self.cursors[account] = max(now - self.overlap, cursor or now - self.overlap)
         result.events += stored
+        self.last_polled[account] = stored_at
         if self.listener is not None:
             if stored:
                 self.listener.on_events_stored(stored, stored_at, self._catch_up)

@@ -317,3 +317,40 @@ async def test_stop_cancels_a_round_that_overruns_the_grace(store: Store, clock:
     async with asyncio.timeout(2):
         await poller.stop(grace=0.05)
     assert not poller.running
+
+
+async def test_retention_prunes_old_events_and_nothing_comes_back(store: Store, clock: Clock) -> None:
+    src = MemorySource(clock=clock)
+    poller = make(store, src, clock, [A], retention=timedelta(days=1))
+    src.set_positions(A, [position(A, 10, time=at(0))])
+    src.add_deals(A, deal(A, 100, 10, order=10, time=at(0)))
+    await poller.run_round()
+    clock.at(60)
+    src.add_deals(A, deal(A, 101, 10, time=at(59), type=DealType.SELL, entry=DealEntry.OUT))
+    src.set_positions(A, [])
+    await poller.run_round()
+    assert len(await all_events(store)) == 2
+    assert await poller.prune() == 0  # younger than a day
+
+    clock.at(2 * 86_400)
+    assert await poller.prune() == 2
+    assert await all_events(store) == [] and poller.detector is not None
+    assert poller.detector.state.accounts[A].closed == {}  # the closed identifier is forgotten too
+    assert (await poller.run_round()).events == []  # its deals swept again are not stored twice
+    restarted = make(store, src, clock, [A], retention=timedelta(days=1))
+    assert (await restarted.run_round()).events == []
+
+
+async def test_status_per_account(store: Store, clock: Clock) -> None:
+    src = MemorySource(clock=clock)
+    accounts = [A, B]
+    poller = make(store, src, clock, accounts)
+    src.set_positions(A, [])
+    src.set_positions(B, [])
+    src.fail_positions(B, Reason.INVALID_PAYLOAD, "bad positions")
+    await poller.run_round()
+    assert poller.last_polled == {A: clock.now}
+    assert poller.last_failure[B][1].startswith("invalid_payload: bad positions")
+    accounts.remove(B)
+    await poller.run_round()
+    assert B not in poller.last_failure
