@@ -6,6 +6,8 @@ the other for `--duration` seconds each, with `--concurrency` kept-alive connect
 
 - `single`: GET /api/v1/accounts/{account}, a random account per request;
 - `list`:   GET /api/v1/accounts (every account, freshness computed per request);
+- `poll`:   GET /api/v1/accounts with `If-None-Match` of the last ETag seen (a frontend polling the
+            list: 304 with no body until a cycle or a freshness state changes it; 304s count as ok);
 - `mix`:    what a frontend and dashboards ask together, drawn per request with these weights (MIX):
             75 % single reads as above, and 25 % whole-fleet reads: 7 % GET /api/v1/status, 6 %
             GET /api/admin/mt5-health, 6 % GET /api/v1/accounts, 6 % GET /api/client/{id}/portfolio
@@ -39,16 +41,17 @@ from _common import note, percentile, r
 
 TOKEN = "bench-api-token"
 ADMIN_TOKEN = "bench-admin-token"
-ENDPOINTS = ("single", "list", "mix")
+ENDPOINTS = ("single", "list", "mix", "poll")
 # The mix: (kind, percent). A quarter of the requests read the whole fleet (issue 17).
 MIX = (("single", 75), ("status", 7), ("health", 6), ("list", 6), ("portfolio", 6))
 ACCOUNTS_PER_CLIENT = 10
 
 WRK_SCRIPT = """
-local first, n, kind, clients, admin = %d, %d, "%s", %d, "%s"
+local first, n, kind, clients, admin, token = %d, %d, "%s", %d, "%s", "%s"
 local mix = {%s}
 math.randomseed(42)
 local admin_headers = {["Authorization"] = "Bearer " .. admin}
+local etag = nil
 request = function()
   local k = kind
   if k == "mix" then
@@ -66,12 +69,16 @@ request = function()
     return wrk.format("GET", "/api/admin/mt5-health", admin_headers)
   elseif k == "portfolio" then
     return wrk.format("GET", "/api/client/bench-client-" .. math.random(0, clients - 1) .. "/portfolio")
+  elseif k == "poll" and etag then
+    return wrk.format("GET", "/api/v1/accounts",
+      {["Authorization"] = "Bearer " .. token, ["If-None-Match"] = etag})
   end
   return wrk.format("GET", "/api/v1/accounts")
 end
 local statuses = {}
 response = function(status, headers, body)
   statuses[status] = (statuses[status] or 0) + 1
+  if kind == "poll" then etag = headers["ETag"] or headers["Etag"] or etag end
 end
 done = function(summary, latency, requests)
   local parts = {}
@@ -99,7 +106,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-requests", type=int, default=2_000_000, help="cap per endpoint (python client)")
     p.add_argument("--scrape-every", type=float, default=5.0, help="/metrics scrape period, 0 = none")
     p.add_argument(
-        "--endpoints", default="single,list", help="comma-separated, of single,list,mix (default %(default)s)"
+        "--endpoints",
+        default="single,list",
+        help="comma-separated, of single,list,mix,poll (default %(default)s)",
     )
     p.add_argument("--clients", type=int, default=20, help="clients of 10 accounts for the mix's portfolios")
     p.add_argument("--client", choices=("auto", "python", "wrk"), default="auto")
@@ -165,14 +174,19 @@ async def python_load(url: str, endpoint: str, args: argparse.Namespace) -> dict
         async def worker(i: int) -> None:
             nonlocal sent, errors
             rng = random.Random(i)
+            etag: str | None = None
             while loop.time() < stop_at and sent < args.max_requests:
                 sent += 1
                 path, extra = request_path(endpoint, rng, args)
+                if endpoint == "poll" and etag is not None:
+                    extra = {"If-None-Match": etag}
                 t0 = time.perf_counter()
                 try:
                     async with http.get(url + path, headers=extra) as resp:
                         await resp.read()
                         statuses[resp.status] += 1
+                        if endpoint == "poll":
+                            etag = resp.headers.get("ETag", etag)
                 except (aiohttp.ClientError, TimeoutError):
                     errors += 1
                     continue
@@ -181,7 +195,7 @@ async def python_load(url: str, endpoint: str, args: argparse.Namespace) -> dict
         cpu0, t0 = _common.cpu_self(), time.perf_counter()
         await asyncio.gather(*(worker(i) for i in range(args.concurrency)))
         elapsed, cpu = time.perf_counter() - t0, _common.cpu_self() - cpu0
-    ok = statuses.get(200, 0)
+    ok = statuses.get(200, 0) + statuses.get(304, 0)
     return {
         "requests": len(latencies),
         "requests_per_second": r(ok / elapsed, 1),
@@ -198,7 +212,7 @@ async def wrk_load(url: str, endpoint: str, args: argparse.Namespace, workdir: P
     script = workdir / f"{endpoint}.lua"
     mix = ", ".join(f'"{k}", {w}' for k, w in MIX)
     script.write_text(
-        WRK_SCRIPT % (_common.FIRST_LOGIN, args.accounts, endpoint, args.clients, ADMIN_TOKEN, mix)
+        WRK_SCRIPT % (_common.FIRST_LOGIN, args.accounts, endpoint, args.clients, ADMIN_TOKEN, TOKEN, mix)
     )
     cmd = ["wrk", "-t1", f"-c{args.concurrency}", f"-d{args.duration:g}s", "--timeout", "10s"]
     cmd += ["-s", str(script), "-H", f"Authorization: Bearer {TOKEN}", url]
