@@ -13,11 +13,13 @@ import hmac
 import logging
 import math
 import re
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
+from prometheus_client.exposition import choose_encoder
 
 from bridge.errors import (
     BadAccountId,
@@ -27,6 +29,7 @@ from bridge.errors import (
     Unauthorized,
     error_body,
 )
+from bridge.metrics import UNMATCHED_ROUTE, BridgeMetrics
 from bridge.openapi import build_document
 from bridge.pool import AccountRead, TerminalPool
 from bridge.terminal import TradeDeal, TradePosition
@@ -37,9 +40,11 @@ POOL = web.AppKey("bridge_pool", TerminalPool)
 TOKEN = web.AppKey("bridge_token", str)
 CALL_TIMEOUT = web.AppKey("bridge_call_timeout", float)
 PROBE = web.AppKey("bridge_probe", asyncio.Task)
+METRICS = web.AppKey("bridge_metrics", BridgeMetrics)
 
 HEALTH_PATH = "/api/mt5/bridge/health"
 OPENAPI_PATH = "/api/openapi.json"
+METRICS_PATH = "/metrics"
 PUBLIC_PATHS = frozenset({HEALTH_PATH, OPENAPI_PATH})
 FEATURES = ["batch", "positions", "positions_batch"]
 DEFAULT_WINDOW = timedelta(days=7)
@@ -199,6 +204,25 @@ def _authorized(request: web.Request) -> bool:
     if scheme.lower() != "bearer" or not given:
         return False
     return hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+def route_template(request: web.Request) -> str:
+    """The matched route's template (`/api/mt5/account/{id}/info`), never the raw path: a bounded label."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else UNMATCHED_ROUTE
+
+
+@web.middleware
+async def http_metrics(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Outermost: times every request with the status it finally got (errors are already JSON here)."""
+    start = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    finally:
+        request.app[METRICS].observe_http(route_template(request), status, time.perf_counter() - start)
 
 
 @web.middleware
@@ -415,6 +439,15 @@ async def openapi(request: web.Request) -> web.Response:
     return _json(build_document())
 
 
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus exposition of the bridge's own registry (text, or OpenMetrics when asked for)."""
+    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+    body = encoder(request.app[METRICS].registry)
+    response = web.Response(body=body)
+    response.headers["Content-Type"] = content_type
+    return response
+
+
 # -- app -----------------------------------------------------------------------------------------------
 
 
@@ -425,8 +458,9 @@ def create_app(
     which releases terminal threads without waiting on calls that hang."""
     if call_timeout <= 0:
         raise ValueError("call_timeout must be positive")
-    app = web.Application(middlewares=[json_errors])
+    app = web.Application(middlewares=[http_metrics, json_errors])
     app[POOL] = pool
+    app[METRICS] = pool.metrics
     app[TOKEN] = token or ""
     app[CALL_TIMEOUT] = float(call_timeout)
     r = app.router
@@ -439,6 +473,7 @@ def create_app(
     r.add_get("/api/mt5/account/{id}/trades", account_trades)
     r.add_get("/api/mt5/account/{id}/positions", account_positions)
     r.add_get(OPENAPI_PATH, openapi)
+    r.add_get(METRICS_PATH, metrics)
     app.on_startup.append(_start_probe)
     app.on_cleanup.append(_close_pool)
     return app

@@ -9,14 +9,17 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
 from aiohttp import web
 
+from bridge import __version__
 from bridge.api import create_app
 from bridge.config import ConfigError, load_accounts_file, load_real_config, load_token
+from bridge.logs import FORMAT_ENV, FORMATS, register_secrets, setup_logging
 from bridge.mt5_terminal import MetaTrader5NotInstalled, MetaTrader5Terminal
 from bridge.pool import TerminalPool
 from bridge.simulated import FAULTS, simulated_pool
@@ -101,7 +104,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--utc-offset", type=_offset, metavar="HOURS", help="broker time offset from UTC")
     p.add_argument("--seed", type=int, default=42, help="simulation seed (42)")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        help=f"auto: text on a terminal, JSON lines otherwise (default: ${FORMAT_ENV} or auto)",
+    )
+    p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     return p
+
+
+def _log_format(arg: str | None) -> str:
+    if arg is not None:
+        return arg
+    value = os.environ.get(FORMAT_ENV, "").strip().lower() or "auto"
+    if value not in FORMATS:
+        raise UsageError(f"{FORMAT_ENV} must be one of {', '.join(FORMATS)}, got {value[:40]!r}")
+    return value
 
 
 def is_loopback(host: str) -> bool:
@@ -169,16 +187,16 @@ def _build_pool(args: argparse.Namespace) -> tuple[TerminalPool, str]:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        logging.basicConfig(
-            level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-        )
+        setup_logging(_log_format(args.log_format), args.log_level)
         token = load_token()
+        register_secrets([token])
         if token is None and not is_loopback(args.host):
             raise UsageError(
                 f"refusing to bind {args.host} without MT5_BRIDGE_TOKEN or MT5_BRIDGE_TOKEN_FILE "
                 "(an unauthenticated bridge may only listen on loopback)"
             )
         pool, kind = _build_pool(args)
+        register_secrets(pool.credentials(login).password for login in pool.accounts)
     except (UsageError, ConfigError, MetaTrader5NotInstalled) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2

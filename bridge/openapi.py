@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic.json_schema import GenerateJsonSchema, models_json_schema
 
-from bridge import schema
+from bridge import __version__, schema
 
 SCHEMA_REF = "#/components/schemas/{model}"
 LOGIN = {"type": "integer", "minimum": 1, "maximum": schema.MAX_LOGIN}
@@ -97,7 +97,7 @@ _DOCUMENT: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {
         "title": "mt5-monitor bridge",
-        "version": "0.1.0",
+        "version": __version__,
         "description": "Reads MetaTrader 5 terminals. One terminal is logged into one account at a time; the "
         "bridge serialises access per terminal and checks that the account it read is the one asked for. "
         "All times are UTC.",
@@ -159,6 +159,25 @@ _DOCUMENT: dict[str, Any] = {
             ],
         ),
         "/api/mt5/account/{id}/positions": _account_op("Open positions", "PositionsResponse"),
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics of the bridge itself",
+                "description": "MT5 call durations by function, lock waits, call failures by reason, "
+                "terminal_up per terminal, HTTP request durations, build info and process series, in the "
+                "Prometheus text format (OpenMetrics when the Accept header asks for it). Needs the "
+                "bearer token when the bridge has one.",
+                "responses": {
+                    "200": {
+                        "description": "Prometheus exposition",
+                        "content": {
+                            "text/plain; version=0.0.4": {"schema": {"type": "string"}},
+                            "application/openmetrics-text; version=1.0.0": {"schema": {"type": "string"}},
+                        },
+                    },
+                    **_errors("Unauthorized"),
+                },
+            }
+        },
         "/api/openapi.json": {
             "get": {
                 "summary": "This document",

@@ -10,10 +10,12 @@ then keep the process alive forever.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
-from collections.abc import Callable, Iterable, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -28,6 +30,8 @@ from bridge.errors import (
     TerminalUnavailable,
     UnknownAccount,
 )
+from bridge.instrumented import InstrumentedTerminal
+from bridge.metrics import BridgeMetrics
 from bridge.terminal import (
     CONNECTION_ERROR_CODES,
     RES_S_OK,
@@ -111,10 +115,13 @@ class TerminalHandle:
     current_login: int | None = None
     initialized: bool = False
     stuck: Future[Any] | None = None  # a worker call that outlived its timeout
+    metrics: BridgeMetrics | None = field(default=None, repr=False)
     worker: _Worker = field(init=False)
+    calls: InstrumentedTerminal = field(init=False, repr=False)  # the terminal, timed: use for every call
 
     def __post_init__(self) -> None:
         self.worker = _Worker(f"mt5-{self.terminal.name}")
+        self.calls = InstrumentedTerminal(self.terminal, self.metrics or BridgeMetrics(runtime=False))
 
     @property
     def name(self) -> str:
@@ -138,10 +145,17 @@ class TerminalPool:
     """All terminals the bridge serves, and which accounts each one logs into.
 
     `members` is a sequence of (terminal, accounts); accounts on one terminal are served one at a time,
-    different terminals in parallel.
+    different terminals in parallel. `metrics` (default: a fresh BridgeMetrics) receives every call's
+    duration, lock wait and failure, and exports each terminal's health at scrape time.
     """
 
-    def __init__(self, members: Iterable[tuple[Terminal, Sequence[AccountCredentials]]]) -> None:
+    def __init__(
+        self,
+        members: Iterable[tuple[Terminal, Sequence[AccountCredentials]]],
+        *,
+        metrics: BridgeMetrics | None = None,
+    ) -> None:
+        self.metrics = metrics if metrics is not None else BridgeMetrics()
         self._handles: list[TerminalHandle] = []
         self._by_login: dict[int, TerminalHandle] = {}
         self._known: dict[int, AccountRead] = {}
@@ -151,7 +165,7 @@ class TerminalPool:
             if terminal.name in names:
                 raise ValueError(f"duplicate terminal name {terminal.name!r}")
             names.add(terminal.name)
-            handle = TerminalHandle(terminal, {c.login: c for c in creds})
+            handle = TerminalHandle(terminal, {c.login: c for c in creds}, metrics=self.metrics)
             for c in creds:
                 if c.login in self._by_login:
                     raise ValueError(f"account {c.login} is on more than one terminal")
@@ -159,6 +173,7 @@ class TerminalPool:
             self._handles.append(handle)
         if not self._by_login:
             raise ValueError("a terminal pool needs at least one account")
+        self.metrics.watch(self.terminal_states)
 
     # -- lookups (no terminal access) ----------------------------------------------------------------
 
@@ -175,6 +190,10 @@ class TerminalPool:
             return self._by_login[login]
         except KeyError:
             raise UnknownAccount(f"account {login} is not served by this bridge") from None
+
+    def terminal_states(self) -> list[tuple[str, bool]]:
+        """(terminal name, up) for each terminal, from cached state: what health and /metrics report."""
+        return [(h.name, h.healthy and not self._closed) for h in self._handles]
 
     def credentials(self, login: int) -> AccountCredentials:
         return self.handle(login).accounts[login]
@@ -299,11 +318,11 @@ class TerminalPool:
 
         async def one(h: TerminalHandle) -> None:
             def op() -> dict[str, Any] | None:
-                if not h.terminal.initialize():
+                if not h.calls.initialize():
                     raise TerminalUnavailable(
-                        f"terminal {h.name} failed to initialize: {_fmt_error(h.terminal)}"
+                        f"terminal {h.name} failed to initialize: {_fmt_error(h.calls)}"
                     )
-                ti = h.terminal.terminal_info()
+                ti = h.calls.terminal_info()
                 return _terminal_info_dict(ti) if ti is not None else None
 
             try:
@@ -325,7 +344,7 @@ class TerminalPool:
         for h in self._handles:
             h.terminal.release()
             if h.worker.started:
-                h.worker.submit(h.terminal.shutdown)
+                h.worker.submit(h.calls.shutdown)
                 h.worker.stop()
 
     def join(self, timeout: float = 5.0) -> bool:
@@ -341,10 +360,8 @@ class TerminalPool:
     async def _call(
         self, handle: TerminalHandle, login: int, op: Callable[[_Session], T], call_timeout: float
     ) -> T:
-        async with handle.lock:
-            session = _Session(
-                handle.terminal, handle.accounts[login], handle.initialized, handle.current_login
-            )
+        async with self._locked(handle):
+            session = _Session(handle.calls, handle.accounts[login], handle.initialized, handle.current_login)
             try:
                 result = await self._submit(handle, lambda: op(session), call_timeout, locked=True)
             except NoLiveData as e:  # logged in and connected: the terminal itself is fine
@@ -352,6 +369,8 @@ class TerminalPool:
                 self._mark(handle, None)
                 raise e from None
             except (LoginFailed, AccountMismatch) as e:
+                if isinstance(e, AccountMismatch):  # account_info answered, for the wrong account
+                    self.metrics.failure("account_info", "other")
                 handle.initialized, handle.current_login = True, None
                 self._mark(handle, None)
                 raise e from None
@@ -372,7 +391,7 @@ class TerminalPool:
         if self._closed:
             raise TerminalUnavailable("the bridge is shutting down")
         if not locked:
-            async with handle.lock:
+            async with self._locked(handle):
                 return await self._submit(handle, fn, call_timeout, locked=True)
         if handle.stuck is not None and not handle.stuck.done():
             raise TerminalTimeout(
@@ -383,6 +402,8 @@ class TerminalPool:
             return await asyncio.wait_for(asyncio.wrap_future(fut), call_timeout)
         except TimeoutError:
             handle.stuck = fut
+            calls = handle.calls
+            self.metrics.failure(calls.current or calls.last or "initialize", "timeout")
             raise TerminalTimeout(
                 f"terminal {handle.name} did not answer within {call_timeout:g} s"
             ) from None
@@ -391,6 +412,14 @@ class TerminalPool:
         except Exception as e:
             log.exception("terminal %s: unexpected error in a terminal call", handle.name)
             raise TerminalUnavailable(f"terminal {handle.name} call failed: {type(e).__name__}") from None
+
+    @contextlib.asynccontextmanager
+    async def _locked(self, handle: TerminalHandle) -> AsyncIterator[None]:
+        """The terminal's lock, with the wait for it observed."""
+        start = time.perf_counter()
+        async with handle.lock:
+            self.metrics.lock_wait.observe(time.perf_counter() - start)
+            yield
 
     def _mark(self, handle: TerminalHandle, error: BridgeError | None) -> None:
         """Record terminal health, logging only the transitions."""

@@ -305,7 +305,7 @@ async def test_openapi_describes_every_route(make_bridge) -> None:
         for r in br.client.app.router.routes()
         if r.method != "HEAD" and r.resource is not None
     }
-    assert len(routes) == 9
+    assert len(routes) == 10
     for method, path in routes:
         assert path in doc["paths"], path
         assert method in doc["paths"][path], (method, path)
