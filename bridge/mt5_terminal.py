@@ -36,7 +36,9 @@ def import_metatrader5() -> ModuleType:
 def _convert(cls: type[N], value: Any) -> N:
     """Map one of MT5's named tuples onto ours by field name; fields MT5 lacks keep our defaults."""
     fields = value._asdict() if hasattr(value, "_asdict") else dict(value)
-    return cls(**{k: fields[k] for k in cls._fields if k in fields})
+    kwargs: dict[str, Any] = {k: fields[k] for k in cls._fields if k in fields}
+    make: Any = cls  # mypy cannot call a NamedTuple-bound type variable with keywords
+    return make(**kwargs)
 
 
 class MetaTrader5Terminal(Terminal):

@@ -355,7 +355,8 @@ class _Life:
             del self.changes[i]  # the move became a no-op
         else:
             self.changes[i] = replace(c, data=data)
-        self.states = [(ms, replace(st, **{hit: price}) if ms >= c.time_ms else st) for ms, st in self.states]
+        level: dict[str, Any] = {hit: price}
+        self.states = [(ms, replace(st, **level) if ms >= c.time_ms else st) for ms, st in self.states]
         self.state = self.states[-1][1]
 
     def _levels(self, price: float, buy: bool, d: float) -> tuple[float, float]:
@@ -449,15 +450,16 @@ class _Life:
             rate = self.sym.swap_long if st.buy else self.sym.swap_short
             self.swaps.append((ms, round(rate * st.volume * nights, 2)))
         if reopen and rollovers:
-            merged = sorted(self.states + [(ms, None) for ms, _ in rollovers], key=lambda x: x[0])
+            cuts: list[tuple[int, PositionState | None]] = [(ms, None) for ms, _ in rollovers]
+            merged = sorted([*self.states, *cuts], key=lambda x: x[0])
             states: list[tuple[int, PositionState]] = []
             ticket, last = self.identifier, merged[0][1]
-            for ms, st in merged:
-                if st is None:
+            for ms, entry in merged:
+                if entry is None:  # a rollover cut: the same state under a new ticket
                     ticket = ticket_for(ms, self.login, self.lane)
-                    st = last
-                assert st is not None
-                last = replace(st, ticket=ticket)
+                    entry = last
+                assert entry is not None
+                last = replace(entry, ticket=ticket)
                 states.append((ms, last))
             self.states = states
             self.state = states[-1][1]

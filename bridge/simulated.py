@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import SecretStr
+
 from bridge.config import AccountEntry
 from bridge.pool import TerminalPool
 from bridge.sim_market import SYMBOLS, margin_of, pnl, price_at
@@ -68,7 +70,9 @@ HISTORY_MS = 2 * 86_400_000  # deal history that exists when the terminal starts
 def demo_accounts() -> list[AccountEntry]:
     """The seed's seven accounts on MEXAtlantic-Real, in USD."""
     return [
-        AccountEntry(login=login, password=f"demo-{login}", name=name, server=SERVER, balance=balance)
+        AccountEntry(
+            login=login, password=SecretStr(f"demo-{login}"), name=name, server=SERVER, balance=balance
+        )
         for login, name, balance in DEMO_ACCOUNTS
     ]
 
@@ -579,7 +583,7 @@ def _coerce_entries(accounts: Iterable[Any] | None) -> list[AccountEntry]:
         elif isinstance(a, Mapping):
             out.append(AccountEntry.model_validate(a))
         elif isinstance(a, int) and not isinstance(a, bool):
-            out.append(demo.get(a) or AccountEntry(login=a, password=f"demo-{a}", server=SERVER))
+            out.append(demo.get(a) or AccountEntry(login=a, password=SecretStr(f"demo-{a}"), server=SERVER))
         else:
             raise TypeError(f"unsupported account spec {type(a).__name__}")
     if len({a.login for a in out}) != len(out):
