@@ -43,6 +43,7 @@ T = TypeVar("T")
 
 DEAL_OVERLAP = timedelta(seconds=60)
 RECHECK_SECONDS = 30.0
+UNKNOWN_RECHECK_SECONDS = 2.0
 PRUNE_EVERY_SECONDS = 3600.0
 STORE_FAILED = "store"  # the failure reason when the store refused the round's writes
 INTERNAL = "internal"  # an unexpected exception while polling one account
@@ -113,6 +114,8 @@ class PositionsPoller:
         # per account, for a status page or API: the last successful poll, and the last failure
         self.last_polled: dict[int, datetime] = {}
         self.last_failure: dict[int, tuple[datetime, str]] = {}  # account -> (when, "<reason>: <message>")
+        self._failing_accounts: set[int] = set()  # failed at their last poll
+        self._rejections_said: dict[int, list[str]] = {}  # the detector's last rejections, said once
         self.running = False  # a round is in progress (rounds never overlap)
         self._sem = asyncio.Semaphore(concurrency)
         self._task: asyncio.Task[None] | None = None
@@ -169,8 +172,11 @@ class PositionsPoller:
         return await self.run_round()
 
     async def _supported(self) -> bool:
+        """Asked of the source's health: every `recheck` seconds once it said no, every few seconds
+        while it has not answered yet (a bridge still starting), never again once it said yes."""
         now = time.monotonic()
-        if self.available is True or now - self._last_check < self.recheck:
+        every = self.recheck if self.available is False else min(self.recheck, UNKNOWN_RECHECK_SECONDS)
+        if self.available is True or now - self._last_check < every:
             return bool(self.available)
         self._last_check = now
         try:
@@ -252,6 +258,8 @@ class PositionsPoller:
             for gone in (self.last_polled.keys() | self.last_failure.keys()) - set(accounts):
                 self.last_polled.pop(gone, None)
                 self.last_failure.pop(gone, None)
+                self._failing_accounts.discard(gone)
+                self._rejections_said.pop(gone, None)
             if self.listener is not None:
                 self.listener.on_accounts(accounts)
             result = RoundResult(accounts=len(accounts))
@@ -274,13 +282,27 @@ class PositionsPoller:
             try:
                 failure = await self._poll(account, end, result)
             except Exception as exc:  # one account's bug or bad data never stops the others
-                log.exception("positions: account %d failed", account)
+                if account not in self._failing_accounts:  # the traceback once, not every round
+                    log.exception("positions: account %d failed", account)
                 failure = f"{INTERNAL}: {type(exc).__name__}"
         if failure is None:
             result.polled.append(account)
+            if account in self._failing_accounts:
+                self._failing_accounts.discard(account)
+                log.info("positions: account %d polled again", account)
             return
         reason = failure.split(":", 1)[0]
         result.failed[account] = failure
+        previous = self.last_failure.get(account)
+        if (
+            account in self._failing_accounts
+            and previous is not None
+            and previous[1].split(":", 1)[0] == reason
+        ):
+            log.debug("positions: account %d still failing: %s", account, failure)
+        else:  # said when an account starts failing or its reason changes, not every round
+            log.warning("positions: account %d poll failed: %s", account, failure)
+        self._failing_accounts.add(account)
         self.last_failure[account] = (self.clock(), failure)
         if self.listener is not None:
             self.listener.on_account_failed(account, reason)
@@ -311,8 +333,9 @@ class PositionsPoller:
             return f"{STORE_FAILED}: state being rebuilt"
         detected_at = self.clock()
         events = detector.observe(account, snapshot=snap, deals=deals, detected_at=detected_at)
-        if detector.rejected:
+        if detector.rejected and detector.rejected != self._rejections_said.get(account):
             log.warning("positions: account %d: set aside: %s", account, "; ".join(detector.rejected[:5]))
+        self._rejections_said[account] = detector.rejected
         try:
             stored = await self.store.events.append_events(events) if events else []
             mine = [d for d in deals if d.account == account]

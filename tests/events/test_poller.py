@@ -354,3 +354,20 @@ async def test_status_per_account(store: Store, clock: Clock) -> None:
     accounts.remove(B)
     await poller.run_round()
     assert B not in poller.last_failure
+
+
+async def test_a_failing_account_is_said_once_until_it_recovers(
+    store: Store, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    src = MemorySource(clock=clock)
+    poller = make(store, src, clock, [A])
+    src.set_positions(A, [])
+    src.fail_deals(A, Reason.HTTP_STATUS)
+    with caplog.at_level(logging.DEBUG, logger="mt5_agent.events"):
+        for _ in range(3):
+            await poller.run_round()
+        src.fail_deals(A, None)
+        await poller.run_round()
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert sum("poll failed" in m for m in said) == 1
+    assert sum("polled again" in m for m in said) == 1
