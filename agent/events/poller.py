@@ -44,6 +44,7 @@ T = TypeVar("T")
 DEAL_OVERLAP = timedelta(seconds=60)
 RECHECK_SECONDS = 30.0
 UNKNOWN_RECHECK_SECONDS = 2.0
+REBUILD_DEALS_WINDOW = timedelta(days=1)
 PRUNE_EVERY_SECONDS = 3600.0
 STORE_FAILED = "store"  # the failure reason when the store refused the round's writes
 INTERNAL = "internal"  # an unexpected exception while polling one account
@@ -209,10 +210,17 @@ class PositionsPoller:
         deals: list[Deal] = []
         cursors: dict[int, datetime] = {}
         for acc in sorted(accounts):
-            deals += await self.store.deals.get_deals(acc)
             latest = await self.store.deals.latest_deal_time(acc)
-            if latest is not None:
-                cursors[acc] = latest
+            if latest is None:
+                continue
+            cursors[acc] = latest
+            # not the whole history: the deals of the positions still open (since the oldest one opened)
+            # and of the last day (a position gone whose closing deal is still to come)
+            since = latest - REBUILD_DEALS_WINDOW
+            snap = snapshots.get(acc)
+            if snap is not None and snap.positions:
+                since = min(since, min(p.time for p in snap.positions))
+            deals += await self.store.deals.get_deals(acc, since=since - self.overlap)
         state = DetectorState.from_facts(
             [p for s in snapshots.values() for p in s.positions],
             deals,

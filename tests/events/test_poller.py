@@ -371,3 +371,49 @@ async def test_a_failing_account_is_said_once_until_it_recovers(
     said = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
     assert sum("poll failed" in m for m in said) == 1
     assert sum("polled again" in m for m in said) == 1
+
+
+async def test_a_restart_days_later_closes_a_long_trade_with_its_whole_pnl(
+    store: Store, clock: Clock
+) -> None:
+    src = MemorySource(clock=clock)
+    first = make(store, src, clock, [A])
+    src.set_positions(A, [position(A, 10, time=at(0), volume=0.2)])
+    src.add_deals(A, deal(A, 100, 10, order=10, time=at(0), volume=0.2, commission=-1))
+    await first.run_round()
+    clock.at(2 * 86_400)  # two days on, a short trade: the newest stored deal is far from the opening one
+    src.add_deals(
+        A,
+        deal(A, 200, 20, order=20, time=at(2 * 86_400 - 2)),
+        deal(A, 201, 20, time=at(2 * 86_400 - 1), type=DealType.SELL, entry=DealEntry.OUT),
+    )
+    await first.run_round()
+    clock.at(3 * 86_400)  # then down for a day; the long trade is partly closed, then closed
+    src.add_deals(
+        A,
+        deal(
+            A,
+            101,
+            10,
+            time=at(2 * 86_400 + 10),
+            type=DealType.SELL,
+            entry=DealEntry.OUT,
+            volume=0.1,
+            profit=4,
+        ),
+        deal(
+            A,
+            102,
+            10,
+            time=at(2 * 86_400 + 20),
+            type=DealType.SELL,
+            entry=DealEntry.OUT,
+            volume=0.1,
+            swap=-0.5,
+        ),
+    )
+    src.set_positions(A, [])
+    second = make(store, src, clock, [A])
+    events = (await second.run_round()).events
+    assert kinds(events) == [(A, 10, "TRADE_UPDATED", "partial_close"), (A, 10, "TRADE_CLOSED", None)]
+    assert events[-1].data["pnl_exact"] == "2.5" and events[-1].data["pnl_complete"]
