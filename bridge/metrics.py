@@ -100,7 +100,8 @@ class BridgeMetrics:
         self.failures = Counter(
             "mt5_bridge_terminal_call_failures",
             "MT5 calls that failed, by function and reason (timeout, login_failed, disconnected, "
-            "no_data, other).",
+            "no_data, other). Requests refused while a timed-out call still blocks the terminal make no "
+            "call and are not counted here (they are 504s in the HTTP histogram).",
             ["function", "reason"],
             registry=r,
         )
