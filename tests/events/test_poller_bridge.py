@@ -34,7 +34,8 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
     await s.close()
 
 
-async def test_events_from_the_simulated_desk_are_stored_once(store: Store) -> None:
+@pytest.mark.parametrize("restart", [False, True], ids=["steady", "down-2min-and-restarted"])
+async def test_events_from_the_simulated_desk_are_stored_once(store: Store, restart: bool) -> None:
     sim_now = [float(int(time.time())) - 6 * 3600]  # behind the wall clock: no clock-skew rejections
     start = sim_now[0]
     pool = simulated_pool(clock=lambda: sim_now[0], seed=7)
@@ -43,16 +44,23 @@ async def test_events_from_the_simulated_desk_are_stored_once(store: Store) -> N
     client = BridgeClient(str(server.make_url("")), timeout=5.0)
     try:
         logins = [e.login for e in demo_accounts()]
-        poller = PositionsPoller(
-            store,
-            BridgeSource(client),
-            lambda: logins,
-            interval=1.0,
-            deadline=10.0,
-            clock=lambda: datetime.fromtimestamp(sim_now[0], UTC),
-        )
+
+        def new_poller() -> PositionsPoller:
+            return PositionsPoller(
+                store,
+                BridgeSource(client),
+                lambda: logins,
+                interval=1.0,
+                deadline=10.0,
+                clock=lambda: datetime.fromtimestamp(sim_now[0], UTC),
+            )
+
+        poller = new_poller()
         failures: Counter[str] = Counter()
-        for _ in range(ROUNDS):
+        for i in range(ROUNDS):
+            if restart and i == ROUNDS // 2:  # the agent is down two minutes, then starts over the store
+                sim_now[0] += 120
+                poller = new_poller()
             result = await poller.tick()
             assert result is not None
             failures.update(r.split(":", 1)[0] for r in result.failed.values())
@@ -72,11 +80,15 @@ async def test_events_from_the_simulated_desk_are_stored_once(store: Store) -> N
         # stored as closed, with the simulator's realised P&L
         closed = {(e.account, e.identifier): e for e in events if e.type == EventType.TRADE_CLOSED}
         end_ms = int((sim_now[0] - 60) * 1000)
-        expected = 0
+        expected = deal_changes = 0
+        updates: Counter[tuple[int, int, str]] = Counter(
+            (e.account, e.identifier, e.data["change"]) for e in events if e.type == EventType.TRADE_UPDATED
+        )
         for login in logins:
             term = pool.terminal(login)
             assert isinstance(term, SimulatedTerminal)
             truth = term.ground_truth(login, int(start * 1000), end_ms)
+            whole = term.ground_truth(login, int((start - 3 * 86_400) * 1000), end_ms)
             for c in truth:  # trades open at the start included: their history is swept at first sight
                 if c.kind != "closed":
                     continue
@@ -85,10 +97,16 @@ async def test_events_from_the_simulated_desk_are_stored_once(store: Store) -> N
                 expected += 1
                 event = closed.get((login, c.identifier))
                 assert event is not None, (login, c)
+                # its deal-borne changes, each once (its history before the window swept at first sight)
+                for kind in ("volume_added", "partial_close", "reversal"):
+                    n = sum(1 for t in whole if t.identifier == c.identifier and t.kind == kind)
+                    assert updates[(login, c.identifier, kind)] == n, (login, c.identifier, kind)
+                    deal_changes += n
                 assert Decimal(event.data["pnl_exact"]).quantize(Decimal("0.01")) == Decimal(
                     str(c.data["realised"])
                 ).quantize(Decimal("0.01")), (login, c, event.data)
         assert expected > 0, "the window held no complete trade: the test would prove nothing"
+        assert deal_changes > 0, "no scale-in, partial close or reversal among them"
         snapshots = await store.positions.get_all_positions()
         assert set(snapshots) == set(logins)
     finally:
