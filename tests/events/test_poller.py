@@ -417,3 +417,50 @@ async def test_a_restart_days_later_closes_a_long_trade_with_its_whole_pnl(
     events = (await second.run_round()).events
     assert kinds(events) == [(A, 10, "TRADE_UPDATED", "partial_close"), (A, 10, "TRADE_CLOSED", None)]
     assert events[-1].data["pnl_exact"] == "2.5" and events[-1].data["pnl_complete"]
+
+
+async def test_reads_are_concurrent_within_the_bound(
+    store: Store, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = MemorySource(clock=clock)
+    accounts = list(range(2001, 2009))
+    for acc in accounts:
+        src.set_positions(acc, [])
+    poller = make(store, src, clock, accounts, concurrency=3)
+    real = src.read_positions
+    active, most = 0, 0
+
+    async def slow(account: int, deadline: float | None = None) -> Any:
+        nonlocal active, most
+        active += 1
+        most = max(most, active)
+        try:
+            await asyncio.sleep(0.02)
+            return await real(account, deadline)
+        finally:
+            active -= 1
+
+    monkeypatch.setattr(src, "read_positions", slow)
+    result = await poller.run_round()
+    assert sorted(result.polled) == accounts
+    assert most == 3
+
+
+async def test_a_read_that_ignores_the_deadline_times_out_alone(
+    store: Store, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = MemorySource(clock=clock)
+    for acc in (A, B):
+        src.set_positions(acc, [])
+    poller = make(store, src, clock, [A, B], deadline=0.1)
+    real = src.read_positions
+
+    async def hangs(account: int, deadline: float | None = None) -> Any:
+        if account == B:
+            await asyncio.sleep(60)
+        return await real(account, deadline)
+
+    monkeypatch.setattr(src, "read_positions", hangs)
+    async with asyncio.timeout(5):
+        result = await poller.run_round()
+    assert result.polled == [A] and result.failed[B].startswith("timeout")
