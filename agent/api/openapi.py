@@ -36,6 +36,7 @@ ERROR_RESPONSES: dict[int, tuple[str, str]] = {
     401: ("Unauthorized", "Credentials missing, malformed, expired or wrong"),
     403: ("Forbidden", "Valid credentials that may not read this"),
     404: ("NotFound", "No such account or client"),
+    410: ("Gone", "The cursor is older than the retained history (`cursor_expired`)"),
     413: ("PayloadTooLarge", f"The body is larger than {BODY_MAX_BYTES} bytes"),
     503: (
         "Unavailable",
