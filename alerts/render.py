@@ -22,6 +22,7 @@ from agent.domain.freshness import State, Thresholds
 from agent.telemetry import catalog as m
 from agent.telemetry.alerting import (
     ERROR_BUDGET,
+    POSITIONS_STALE_SECONDS,
     RUNBOOK_BASE,
     RUNBOOK_URL,
     SUCCESS_OBJECTIVE,
@@ -96,6 +97,7 @@ class AlertTimings:
 
     data: str = "1m"
     sync_failing: str = "1m"
+    positions_stale: str = "2m"
     # The agent probes the bridge every MT5_AGENT_PROBE_INTERVAL (15 s), whatever the sync schedule: 2m of
     # failed probes fires well before any account can turn degraded (10m after its last live data).
     bridge_down: str = "2m"
@@ -321,6 +323,23 @@ def rules(
             f"{SYNC_FAILURES_IN_A_ROW} or more times in a row",
             f"{_ACCOUNT} failed its last {{{{ $value }}}} sync attempts in a row. "
             f'{m.ACCOUNT_SYNC_FAILURES.series}{{{m.ACCOUNT}="{{{{ $labels.account }}}}"}} shows the reasons.',
+            runbook_url,
+        ),
+        _alert(
+            "MT5AccountPositionsStale",
+            _with_name(
+                f"time() - {selector(m.ACCOUNT_POSITIONS_LAST_POLL.series, job)}"
+                f" > {POSITIONS_STALE_SECONDS}\n"
+                f"and on({m.JOB}, {m.INSTANCE}) {selector(m.TRADE_EVENTS_AVAILABLE.series, job)} == 1",
+                job,
+            ),
+            timings.positions_stale,
+            "warning",
+            "MT5 account {{ $labels.account }} has had no positions poll for "
+            f"{POSITIONS_STALE_SECONDS}s or more",
+            f"The positions of {_ACCOUNT} were last polled {{{{ $value | humanizeDuration }}}} ago: its "
+            "trades open, change and close unseen (no trade events) while the source serves positions. "
+            f"{m.POSITIONS_POLL_FAILURES.series} shows why polls fail.",
             runbook_url,
         ),
     ]

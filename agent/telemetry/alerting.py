@@ -10,6 +10,8 @@ RUNBOOK_BASE = "https://github.com/mt5-monitor/mt5-monitor/blob/main/alerts/RUNB
 # Runbook URL pattern: `{anchor}` is the alert's heading anchor (lower-case name), `{alertname}` its name.
 RUNBOOK_URL = RUNBOOK_BASE + "#{anchor}"
 SYNC_FAILURES_IN_A_ROW = 3
+# An account whose positions were last polled longer ago than this has no trade events (polled every 1 s).
+POSITIONS_STALE_SECONDS = 60
 SUCCESS_OBJECTIVE = 0.99
 ERROR_BUDGET = round(1 - SUCCESS_OBJECTIVE, 10)
 SUCCESS_WINDOW = "7d"  # the dashboards' review window of the success ratio

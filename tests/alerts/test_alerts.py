@@ -32,6 +32,7 @@ REQUIRED = {
     "MT5AccountDataCritical": {"critical"},
     "MT5BridgeDown": {"critical"},
     "MT5AccountSyncFailing": {"warning"},
+    "MT5AccountPositionsStale": {"warning"},
     "MT5StoreDown": {"critical"},
     "MT5AgentDown": {"critical"},
     "MT5AgentMetricsAbsent": {"critical"},
