@@ -15,7 +15,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -267,32 +267,20 @@ class TerminalPool:
     ) -> dict[int, AccountRead | BridgeError]:
         """Every account's live data: terminals in parallel, accounts on one terminal one after another.
         Failures are returned per account, never raised."""
-        results: dict[int, AccountRead | BridgeError] = {}
-        groups: dict[int, list[int]] = {}
-        for login in logins:
-            try:
-                h = self.handle(login)
-            except UnknownAccount as e:
-                results[login] = e
-                continue
-            groups.setdefault(id(h), []).append(login)
-
-        async def serve(group: list[int]) -> None:
-            for login in group:
-                try:
-                    results[login] = await self.read_account(login, call_timeout)
-                except BridgeError as e:
-                    results[login] = e
-
-        await asyncio.gather(*(serve(g) for g in groups.values()))
-        return {login: results[login] for login in logins}
+        return await self._per_terminal(logins, lambda login: self.read_account(login, call_timeout))
 
     async def read_many_positions(
         self, logins: Sequence[int], call_timeout: float
     ) -> dict[int, tuple[AccountRead, tuple[TradePosition, ...]] | BridgeError]:
-        """Every account's open positions, scheduled like read_many: terminals in parallel, accounts on
-        one terminal one after another. Failures are returned per account, never raised."""
-        results: dict[int, tuple[AccountRead, tuple[TradePosition, ...]] | BridgeError] = {}
+        """Every account's open positions, scheduled like read_many. Failures are returned per account."""
+        return await self._per_terminal(logins, lambda login: self.read_positions(login, call_timeout))
+
+    async def _per_terminal(
+        self, logins: Sequence[int], read: Callable[[int], Awaitable[T]]
+    ) -> dict[int, T | BridgeError]:
+        """`read` for every login: terminals in parallel, accounts on one terminal one after another (a
+        terminal is logged into one account at a time). In the order asked; failures per account."""
+        results: dict[int, T | BridgeError] = {}
         groups: dict[int, list[int]] = {}
         for login in logins:
             try:
@@ -305,7 +293,7 @@ class TerminalPool:
         async def serve(group: list[int]) -> None:
             for login in group:
                 try:
-                    results[login] = await self.read_positions(login, call_timeout)
+                    results[login] = await read(login)
                 except BridgeError as e:
                     results[login] = e
 
