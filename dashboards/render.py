@@ -126,6 +126,31 @@ def _steps(*steps: tuple[float | None, str]) -> dash.ThresholdsConfig:
     )
 
 
+def _age_panel(title: str, description: str, age: str, job: str, thresholds: Thresholds) -> timeseries.Panel:
+    """Live data age per account (`age`: the query) beside the thresholds the agent exports, with the
+    rendered thresholds as dashed lines: the overview's and the per-account dashboard's age panel."""
+    return (
+        timeseries.Panel()
+        .title(title)
+        .description(description)
+        .targets(
+            [
+                _q(f"max by ({m.ACCOUNT}) ({age})", legend="{{account}}", ref="A"),
+                _q(
+                    f"max by ({m.STATE}) ({selector(m.FRESHNESS_THRESHOLD.series, job, TARGET)})",
+                    legend="{{state}} from",
+                    ref="B",
+                ),
+            ]
+        )
+        .unit("s")
+        .min(0)
+        .thresholds(_age_thresholds(thresholds))
+        .thresholds_style(_DASHED)
+        .line_width(2)
+    )
+
+
 def _age_thresholds(thresholds: Thresholds, per: float = 1) -> dash.ThresholdsConfig:
     steps = freshness_steps(thresholds)
     for step in steps:
@@ -552,28 +577,13 @@ def accounts_overview(
         .with_override(_by_names("Data source"), [_dyn("custom.cellOptions", {"type": "color-text"})])
     )
 
-    age_panel = (
-        timeseries.Panel()
-        .title("Live data age")
-        .description(
-            "Age of each account's last live data; dashed lines at the rendered acceptable, degraded and "
-            "critical thresholds, and the thresholds the agent exports ('<state> from')."
-        )
-        .targets(
-            [
-                _q(f"max by ({m.ACCOUNT}) ({age})", legend="{{account}}", ref="A"),
-                _q(
-                    f"max by ({m.STATE}) ({selector(m.FRESHNESS_THRESHOLD.series, job, TARGET)})",
-                    legend="{{state}} from",
-                    ref="B",
-                ),
-            ]
-        )
-        .unit("s")
-        .min(0)
-        .thresholds(_age_thresholds(thresholds))
-        .thresholds_style(_DASHED)
-        .line_width(2)
+    age_panel = _age_panel(
+        "Live data age",
+        "Age of each account's last live data; dashed lines at the rendered acceptable, degraded and "
+        "critical thresholds, and the thresholds the agent exports ('<state> from').",
+        age,
+        job,
+        thresholds,
     )
 
     for pid, (panel, x, y, w, h) in enumerate(
@@ -889,25 +899,12 @@ def account_detail(
         .min(0)
         .line_width(2)
     )
-    age_panel = (
-        timeseries.Panel()
-        .title("Live data age over time")
-        .description("Dashed lines: the rendered thresholds; '<state> from': the ones the agent exports.")
-        .targets(
-            [
-                _q(f"max by ({m.ACCOUNT}) ({age})", legend="{{account}}", ref="A"),
-                _q(
-                    f"max by ({m.STATE}) ({selector(m.FRESHNESS_THRESHOLD.series, job, TARGET)})",
-                    legend="{{state}} from",
-                    ref="B",
-                ),
-            ]
-        )
-        .unit("s")
-        .min(0)
-        .thresholds(_age_thresholds(thresholds))
-        .thresholds_style(_DASHED)
-        .line_width(2)
+    age_panel = _age_panel(
+        "Live data age over time",
+        "Dashed lines: the rendered thresholds; '<state> from': the ones the agent exports.",
+        age,
+        job,
+        thresholds,
     )
     failures = (
         timeseries.Panel()
