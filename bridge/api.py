@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import json
 import logging
 import math
 import re
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiohttp import web
 from prometheus_client.exposition import choose_encoder
@@ -32,6 +33,7 @@ from bridge.errors import (
 from bridge.metrics import UNMATCHED_ROUTE, BridgeMetrics
 from bridge.openapi import build_document
 from bridge.pool import AccountRead, TerminalPool
+from bridge.sim_rates import TIMEFRAMES
 from bridge.terminal import TradeDeal, TradePosition
 
 log = logging.getLogger("bridge.api")
@@ -46,7 +48,7 @@ HEALTH_PATH = "/api/mt5/bridge/health"
 OPENAPI_PATH = "/api/openapi.json"
 METRICS_PATH = "/metrics"
 PUBLIC_PATHS = frozenset({HEALTH_PATH, OPENAPI_PATH})
-FEATURES = ["batch", "positions", "positions_batch"]
+FEATURES = ["batch", "positions", "positions_batch", "rates"]
 DEFAULT_WINDOW = timedelta(days=7)
 MAX_LOGIN = 2**63 - 1
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -60,6 +62,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def iso_utc(dt: datetime) -> str:
     """ISO-8601 UTC with milliseconds and a Z, the one timestamp format of this API."""
+    if dt.tzinfo is UTC:  # the usual case (every read's time): no conversion, "+00:00" is the end
+        return dt.isoformat(timespec="milliseconds")[:-6] + "Z"
     return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -71,6 +75,15 @@ def broker_ms_to_utc(broker_ms: int, offset_hours: float) -> datetime:
 def _num(x: float) -> float | None:
     """Pass numbers through; a non-finite one is reported as null, never as a made-up zero."""
     return float(x) if math.isfinite(x) else None
+
+
+# MT5's ACCOUNT_STOPOUT_MODE: how margin_so_call and margin_so_so are given (DESIGN.md 12)
+STOPOUT_MODES = {0: "percent", 1: "money"}
+
+
+def stopout_mode(mode: Any) -> str | None:
+    """`margin_so_mode` as the API names it; null for a value MT5 does not define (never a guess)."""
+    return STOPOUT_MODES.get(mode) if type(mode) is int else None
 
 
 def live_data(read: AccountRead) -> dict[str, Any]:
@@ -87,6 +100,9 @@ def live_data(read: AccountRead) -> dict[str, Any]:
         "margin": _num(i.margin),
         "margin_free": _num(i.margin_free),
         "margin_level": _num(i.margin_level),
+        "margin_so_mode": stopout_mode(i.margin_so_mode),
+        "margin_so_call": _num(i.margin_so_call),
+        "margin_so_so": _num(i.margin_so_so),
         "trade_allowed": bool(i.trade_allowed),
         "timestamp": iso_utc(read.read_at),
     }
@@ -155,6 +171,137 @@ def position_json(p: TradePosition, offset_hours: float) -> dict[str, Any]:
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     return web.json_response(body, status=status, headers=headers)
+
+
+# -- the batch answer, pre-encoded -------------------------------------------------------------------------
+# A 10,000-account /accounts/live answer is 5.4 MB: building a dict per account and encoding the whole
+# document cost the bridge ~0.13 s a cycle. The batch answer is instead written from per-account pieces,
+# each value encoded exactly as json.dumps would (same separators, same escapes, same number forms), so
+# the bytes are those of `_json(the same document)` (tests/bridge/test_batch_answer_golden.py). An
+# account's stored_data piece is written with its live_data piece, when its read is new, and kept for the
+# next batch (where that read is the stored one): each read is encoded once.
+
+_dumps = json.dumps
+_str_json: Callable[[str], str] = json.encoder.encode_basestring_ascii
+
+
+def _value_json(v: Any) -> str:
+    """One value as json.dumps writes it (within a document too)."""
+    t = type(v)
+    if t is str:
+        return _str_json(v)
+    if t is int:
+        return int.__repr__(v)
+    return _dumps(v)
+
+
+def _num_json(x: float) -> str:
+    """`_num(x)`, encoded."""
+    return float.__repr__(float(x)) if math.isfinite(x) else "null"
+
+
+class _Encoded(NamedTuple):
+    """What is kept of a read's pieces: its stored_data, and the values the summary shows."""
+
+    read: AccountRead
+    stored: str
+    balance: str
+    equity: str
+    timestamp: str
+
+
+_float_repr, _int_repr = float.__repr__, int.__repr__
+_LEVELS_CACHE: dict[tuple[Any, ...], str] = {}  # a few broker configurations: encoded once each
+_LEVELS_CACHE_MAX = 256
+
+
+def _levels_json(mode: Any, call: Any, stop_out: Any) -> str:
+    """The broker's margin levels of live_data, encoded (the same for every account of a broker group, so
+    kept per value: only non-zero floats are keys, as 0.0 and -0.0 are equal keys but encode apart)."""
+    cacheable = type(call) is float and type(stop_out) is float and call and stop_out and type(mode) is int
+    key = (mode, call, stop_out) if cacheable else None
+    text = _LEVELS_CACHE.get(key) if key is not None else None
+    if text is None:
+        text = (
+            f'"margin_so_mode": {_value_json(stopout_mode(mode))}, "margin_so_call": {_num_json(call)}, '
+            f'"margin_so_so": {_num_json(stop_out)}'
+        )
+        if key is not None and len(_LEVELS_CACHE) < _LEVELS_CACHE_MAX:
+            _LEVELS_CACHE[key] = text
+    return text
+
+
+def _encode(read: AccountRead) -> tuple[str, _Encoded]:
+    """The read's live_data piece, and what is kept of it."""
+    # The usual types are encoded inline (a finite float is its repr, a str its ASCII-escaped form, an
+    # int its repr); anything else goes through _num_json/_value_json, so the result is the same.
+    i = read.info
+    b, e, p, m, mf, ml = i.balance, i.equity, i.profit, i.margin, i.margin_free, i.margin_level
+    balance = _float_repr(b) if type(b) is float and b - b == 0.0 else _num_json(b)
+    equity = _float_repr(e) if type(e) is float and e - e == 0.0 else _num_json(e)
+    profit = _float_repr(p) if type(p) is float and p - p == 0.0 else _num_json(p)
+    margin = _float_repr(m) if type(m) is float and m - m == 0.0 else _num_json(m)
+    free = _float_repr(mf) if type(mf) is float and mf - mf == 0.0 else _num_json(mf)
+    level = _float_repr(ml) if type(ml) is float and ml - ml == 0.0 else _num_json(ml)
+    login, name, server, cur, lev = i.login, i.name, i.server, i.currency, i.leverage
+    currency = _str_json(cur) if type(cur) is str else _value_json(cur)
+    leverage = _int_repr(lev) if type(lev) is int else _value_json(lev)
+    allowed = "true" if i.trade_allowed else "false"
+    ts = f'"{iso_utc(read.read_at)}"'  # digits, '-', ':', 'T', '.' and 'Z': nothing to escape
+    levels = _levels_json(i.margin_so_mode, i.margin_so_call, i.margin_so_so)
+    numbers = (
+        f'"balance": {balance}, "equity": {equity}, "profit": {profit}, "margin": {margin}, '
+        f'"margin_free": {free}, "margin_level": {level}'
+    )
+    live = (
+        f'{{"login": {_int_repr(login) if type(login) is int else _value_json(login)}, '
+        f'"name": {_str_json(name) if type(name) is str else _value_json(name)}, '
+        f'"server": {_str_json(server) if type(server) is str else _value_json(server)}, '
+        f'"currency": {currency}, "leverage": {leverage}, {numbers}, {levels}, '
+        f'"trade_allowed": {allowed}, "timestamp": {ts}}}'
+    )
+    stored = (
+        f'{{{numbers}, "leverage": {leverage}, "currency": {currency}, "trade_allowed": {allowed}, '
+        f'"timestamp": {ts}}}'
+    )
+    return live, _Encoded(read, stored, balance, equity, ts)
+
+
+def encode_read(read: AccountRead) -> tuple[str, str]:
+    """(`live_data(read)`, `stored_data(read)`) as JSON text, sharing the encoded values."""
+    live, kept = _encode(read)
+    return live, kept.stored
+
+
+class StoredPieces:
+    """What is kept of each account's last batch read once its live piece is sent: its stored piece (the
+    next batch's) and the values the summary lists in between. The live piece is not kept: never reused."""
+
+    def __init__(self) -> None:
+        self._pieces: dict[int, _Encoded] = {}
+
+    def encoded(self, login: int, read: AccountRead) -> _Encoded:
+        """The read's pieces: kept when it is the account's last batch read, else encoded now (a read
+        made by a single-account call, not seen here)."""
+        kept = self._pieces.get(login)
+        if kept is not None and kept.read is read:
+            return kept
+        return _encode(read)[1]
+
+    def stored(self, login: int, read: AccountRead | None) -> str:
+        return "null" if read is None else self.encoded(login, read).stored
+
+    def live(self, login: int, read: AccountRead) -> str:
+        live, self._pieces[login] = _encode(read)
+        return live
+
+
+PIECES = web.AppKey("bridge_stored_pieces", StoredPieces)
+
+
+def _json_text(text: str) -> web.Response:
+    """A 200 answer of JSON text already encoded, with the headers `_json` gives."""
+    return web.json_response(text=text)
 
 
 # -- request parsing -----------------------------------------------------------------------------------
@@ -285,25 +432,38 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def accounts_summary(request: web.Request) -> web.Response:
-    """Last known values only: listing accounts must not log the terminals in to each of them."""
+    """Last known values only: listing accounts must not log the terminals in to each of them. Written
+    from pieces, like the batch answer: the bytes of `_json({"accounts": [...]})` with these entries:
+    account, name, server, currency, balance, equity, terminal, updated_at."""
     pool = request.app[POOL]
-    out = []
+    pieces = request.app[PIECES]
+    terminals: dict[str, str] = {}
+    out: list[str] = []
+    add = out.append
     for login in pool.accounts:
-        creds, known = pool.credentials(login), pool.last_known(login)
-        info = known.info if known else None
-        out.append(
-            {
-                "account": login,
-                "name": creds.name or (info.name if info else None),
-                "server": creds.server,
-                "currency": (info.currency if info else None) or creds.currency or None,
-                "balance": _num(info.balance) if info else None,
-                "equity": _num(info.equity) if info else None,
-                "terminal": pool.handle(login).name,
-                "updated_at": iso_utc(known.read_at) if known else None,
-            }
+        handle = pool.handle(login)
+        creds, known = handle.accounts[login], pool.last_known(login)
+        name = handle.name
+        terminal = terminals.get(name)
+        if terminal is None:
+            terminal = terminals[name] = _value_json(name)
+        if known is None:
+            currency: str | None = creds.currency or None
+            values = ("null", "null", "null")
+            shown = creds.name or None
+        else:
+            info = known.info
+            e = pieces.encoded(login, known)
+            currency = info.currency or creds.currency or None
+            values = (e.balance, e.equity, e.timestamp)
+            shown = creds.name or info.name
+        add(
+            f'{{"account": {_value_json(login)}, "name": {_value_json(shown)}, '
+            f'"server": {_value_json(creds.server)}, "currency": {_value_json(currency)}, '
+            f'"balance": {values[0]}, "equity": {values[1]}, "terminal": {terminal}, '
+            f'"updated_at": {values[2]}}}'
         )
-    return _json({"accounts": out})
+    return _json_text(f'{{"accounts": [{", ".join(out)}]}}')
 
 
 async def account_info(request: web.Request) -> web.Response:
@@ -344,7 +504,7 @@ async def account_balance(request: web.Request) -> web.Response:
 async def account_trades(request: web.Request) -> web.Response:
     login = _login_of(request)
     q = request.query
-    date_to = parse_instant("to", q["to"]) if "to" in q else datetime.now(UTC)
+    date_to = parse_instant("to", q["to"]) if "to" in q else request.app[POOL].terminal(login).now()
     date_from = parse_instant("from", q["from"]) if "from" in q else max(date_to - DEFAULT_WINDOW, _EPOCH)
     if date_from > date_to:
         raise BadRequest("from must not be after to")
@@ -371,35 +531,76 @@ async def account_positions(request: web.Request) -> web.Response:
     )
 
 
+RATES_MAX_COUNT = 5000
+_SYMBOL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._#+-]{0,31}$")  # broker symbols: EURUSD, XAUUSD.m, US30#
+
+
+async def account_rates(request: web.Request) -> web.Response:
+    """The account's terminal's last `count` bars of `symbol` (MT5 copy_rates_from_pos; the last one is
+    the bar in progress), oldest first, times UTC: the broker's own prices for the account's symbols."""
+    login = _login_of(request)
+    symbol = request.match_info["symbol"]
+    if not _SYMBOL.match(symbol):
+        raise BadRequest("symbol must be 1-32 letters, digits or . _ # + - (a broker's symbol name)")
+    q = request.query
+    timeframe = q.get("timeframe", "M5")
+    if timeframe not in TIMEFRAMES:
+        raise BadRequest(f"timeframe must be one of {', '.join(TIMEFRAMES)}")
+    raw_count = q.get("count", "100")
+    if not (raw_count.isascii() and raw_count.isdigit() and 1 <= int(raw_count) <= RATES_MAX_COUNT):
+        raise BadRequest(f"count must be an integer from 1 to {RATES_MAX_COUNT}")
+    pool = request.app[POOL]
+    bars = await pool.read_rates(
+        login, symbol, TIMEFRAMES[timeframe][0], int(raw_count), request.app[CALL_TIMEOUT]
+    )
+    offset = pool.terminal(login).utc_offset_hours
+    return _json(
+        {
+            "account_id": login,
+            "symbol": symbol,
+            "timeframe": timeframe,
+            "bars": [
+                {
+                    "time": iso_utc(broker_ms_to_utc(b.time * 1000, offset)),
+                    "open": _num(b.open),
+                    "high": _num(b.high),
+                    "low": _num(b.low),
+                    "close": _num(b.close),
+                    "tick_volume": b.tick_volume,
+                }
+                for b in bars
+            ],
+        }
+    )
+
+
 async def accounts_live(request: web.Request) -> web.Response:
     """Every account in one call. A failing account is reported in its own entry (with the status its
-    single-account call would have had), so one bad terminal never fails the batch."""
+    single-account call would have had), so one bad terminal never fails the batch. Written from
+    pre-encoded pieces (see StoredPieces): the bytes of `_json` of the same document."""
     pool = request.app[POOL]
+    pieces = request.app[PIECES]
     logins = _logins_query(request)
     before = {login: pool.last_known(login) for login in logins}
     results = await pool.read_many(logins, request.app[CALL_TIMEOUT])
-    entries: list[dict[str, Any]] = []
+    entries: list[str] = []
+    add = entries.append
     for login, result in results.items():
         if isinstance(result, AccountRead):
-            entries.append(
-                {
-                    "account_id": login,
-                    "live_data": live_data(result),
-                    "stored_data": stored_data(before[login]),
-                }
-            )
+            stored = pieces.stored(login, before[login])
+            live = pieces.live(login, result)
+            add(f'{{"account_id": {_value_json(login)}, "live_data": {live}, "stored_data": {stored}}}')
         elif isinstance(result, NoLiveData):
-            entries.append(
-                {
-                    "account_id": login,
-                    "live_data": None,
-                    "stored_data": stored_data(before[login]),
-                    "live_error": result.body()["error"],
-                }
+            stored = pieces.stored(login, before[login])
+            error = _dumps(result.body()["error"])
+            add(
+                f'{{"account_id": {_value_json(login)}, "live_data": null, "stored_data": {stored}, '
+                f'"live_error": {error}}}'
             )
         else:
-            entries.append({"account_id": login, "error": result.body()["error"], "status": result.status})
-    return _json({"timestamp": iso_utc(datetime.now(UTC)), "accounts": entries})
+            add(_dumps({"account_id": login, "error": result.body()["error"], "status": result.status}))
+    now = _str_json(iso_utc(datetime.now(UTC)))
+    return _json_text(f'{{"timestamp": {now}, "accounts": [{", ".join(entries)}]}}')
 
 
 def _logins_query(request: web.Request) -> list[int]:
@@ -463,6 +664,7 @@ def create_app(
     app[METRICS] = pool.metrics
     app[TOKEN] = token or ""
     app[CALL_TIMEOUT] = float(call_timeout)
+    app[PIECES] = StoredPieces()
     r = app.router
     r.add_get(HEALTH_PATH, health)
     r.add_get("/api/mt5/accounts/summary", accounts_summary)
@@ -472,6 +674,7 @@ def create_app(
     r.add_get("/api/mt5/account/{id}/balance", account_balance)
     r.add_get("/api/mt5/account/{id}/trades", account_trades)
     r.add_get("/api/mt5/account/{id}/positions", account_positions)
+    r.add_get("/api/mt5/account/{id}/rates/{symbol}", account_rates)
     r.add_get(OPENAPI_PATH, openapi)
     r.add_get(METRICS_PATH, metrics)
     app.on_startup.append(_start_probe)

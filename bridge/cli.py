@@ -7,11 +7,15 @@ and exit code 2, so a supervisor's log says exactly what to fix.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import logging
 import os
+import signal
 import sys
+import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import NoReturn
 
 from aiohttp import web
@@ -22,6 +26,7 @@ from bridge.config import ConfigError, load_accounts_file, load_real_config, loa
 from bridge.logs import FORMAT_ENV, FORMATS, register_secrets, setup_logging
 from bridge.mt5_terminal import MetaTrader5NotInstalled, MetaTrader5Terminal
 from bridge.pool import TerminalPool
+from bridge.sim_clock import MAX_SCALE, SimClock, parse_instant
 from bridge.simulated import FAULTS, simulated_pool
 
 log = logging.getLogger("bridge")
@@ -72,12 +77,40 @@ def _offset(text: str) -> float:
     return value
 
 
+def _scale(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= MAX_SCALE:
+        raise argparse.ArgumentTypeError(f"must be > 0 and <= {MAX_SCALE:g}, got {text}")
+    return value
+
+
 # argparse names the type in "invalid <name> value" messages
 _non_negative.__name__ = "non-negative number"
 _positive.__name__ = "positive number"
 _port.__name__ = "port"
 _count.__name__ = "count"
 _offset.__name__ = "hour offset"
+_scale.__name__ = "time scale"
+
+
+def _sim_clock(args: argparse.Namespace) -> SimClock | None:
+    """None: the wall clock. Refuses a simulated clock that is already ahead of the wall clock."""
+    if args.clock_start is None and args.clock_anchor is None and args.time_scale == 1.0:
+        return None
+    now = time.time()
+    try:
+        start = now if args.clock_start is None else parse_instant(args.clock_start, now=now)
+        anchor = now if args.clock_anchor is None else parse_instant(args.clock_anchor, now=now)
+    except ValueError as e:
+        raise UsageError(f"--clock-start/--clock-anchor: {e}") from None
+    clock = SimClock(start=start, anchor=anchor, scale=args.time_scale)
+    ahead = clock.ahead_now()
+    if ahead > 1.0:
+        raise UsageError(
+            f"the simulated clock would be {ahead:.0f} s ahead of the wall clock: agents refuse times "
+            "from the future; give an earlier --clock-start"
+        )
+    return clock
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,6 +136,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--call-timeout", type=_positive, default=10.0, metavar="S", help="per-call timeout (10)")
     p.add_argument("--utc-offset", type=_offset, metavar="HOURS", help="broker time offset from UTC")
     p.add_argument("--seed", type=int, default=42, help="simulation seed (42)")
+    p.add_argument(
+        "--clock-start",
+        metavar="WHEN",
+        help="simulated time at start: ISO-8601 UTC, epoch seconds or relative (--clock-start=-6h)",
+    )
+    p.add_argument(
+        "--time-scale",
+        type=_scale,
+        default=1.0,
+        metavar="K",
+        help="simulated seconds per wall second (1); start in the past, or agents refuse future times",
+    )
+    p.add_argument(
+        "--clock-anchor",
+        metavar="EPOCH",
+        help="wall time (epoch seconds) at which the simulated clock shows --clock-start; default now "
+        "(give the same start and anchor to a restarted bridge to continue the same run)",
+    )
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.add_argument(
         "--log-format",
@@ -150,6 +201,7 @@ def _build_pool(args: argparse.Namespace) -> tuple[TerminalPool, str]:
         if args.config:
             raise UsageError("--config is for the MetaTrader5 terminal; use --accounts with --simulate")
         accounts, offset = None, 0.0
+        clock = _sim_clock(args)
         if args.accounts:
             file = load_accounts_file(args.accounts)
             accounts, offset = list(file.accounts), file.utc_offset_hours
@@ -165,17 +217,29 @@ def _build_pool(args: argparse.Namespace) -> tuple[TerminalPool, str]:
                 static=args.static,
                 seed=args.seed,
                 utc_offset_hours=offset,
+                clock=clock.now if clock is not None else None,
             )
         except ValueError as e:
             raise UsageError(str(e)) from None
-        return pool, "simulated"
+        return pool, "simulated" if clock is None else f"simulated, {_describe(clock)}"
     if not args.config:
         raise UsageError("--config FILE is required without --simulate (or use --simulate)")
     sim_only = [
         "--" + n.replace("_", "-")
-        for n in ("accounts", "static", "terminals", "fault", "login_cost", "latency")
+        for n in (
+            "accounts",
+            "static",
+            "terminals",
+            "fault",
+            "login_cost",
+            "latency",
+            "clock_start",
+            "clock_anchor",
+        )
         if getattr(args, n)
     ]
+    if args.time_scale != 1.0:
+        sim_only.append("--time-scale")
     if sim_only:
         raise UsageError(f"{', '.join(sim_only)} only apply with --simulate")
     cfg, creds = load_real_config(args.config)
@@ -184,7 +248,30 @@ def _build_pool(args: argparse.Namespace) -> tuple[TerminalPool, str]:
     return TerminalPool([(terminal, creds)]), "MetaTrader5"
 
 
+def _describe(clock: SimClock) -> str:
+    start = datetime.fromtimestamp(clock.now(), UTC).isoformat(timespec="seconds")
+    text = f"clock at {start} x{clock.scale:g}"
+    overtakes = clock.overtakes_wall_at()
+    if overtakes is not None:
+        at = datetime.fromtimestamp(overtakes, UTC).isoformat(timespec="seconds")
+        text += f", ahead of the wall clock from {at}"
+    return text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    # SIGINT stops the bridge from its first moment, even when inherited as ignored (a background job of
+    # a non-interactive shell): run_app's handler comes only once it serves, and a Ctrl-C before that
+    # was lost. A Ctrl-C before serving ends quietly with 130.
+    if signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, signal.SIG_DFL):
+        with contextlib.suppress(ValueError):  # not the main thread
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _main(argv: Sequence[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
         setup_logging(_log_format(args.log_format), args.log_level)

@@ -35,6 +35,12 @@ class UnknownAccount(BridgeError):
     status, code = 404, "unknown_account"
 
 
+class UnknownSymbol(BridgeError):
+    """The account's terminal has no bars for the symbol (not one its broker offers)."""
+
+    status, code = 404, "unknown_symbol"
+
+
 class TerminalUnavailable(BridgeError):
     """The terminal cannot be reached or is not connected to the trade server."""
 

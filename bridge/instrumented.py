@@ -2,6 +2,10 @@
 
 It runs on the terminal's worker thread, like the calls themselves. `current` names the call in
 progress, so when a request gives up on a hung terminal the pool can say which function hung.
+
+A batch read makes three calls per account (login, terminal_info, account_info), so the timing is kept
+cheap: each function's histogram child is looked up once, not per call, and the calls a read makes are
+timed inline instead of through closures.
 """
 
 from __future__ import annotations
@@ -11,12 +15,13 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TypeVar
 
-from bridge.metrics import BridgeMetrics
+from bridge.metrics import TERMINAL_FUNCTIONS, BridgeMetrics
 from bridge.terminal import (
     CONNECTION_ERROR_CODES,
     RES_E_AUTH_FAILED,
     RES_S_OK,
     AccountInfo,
+    Rate,
     Terminal,
     TerminalInfo,
     TradeDeal,
@@ -36,6 +41,7 @@ class InstrumentedTerminal(Terminal):
         self.utc_offset_hours = inner.utc_offset_hours
         self.current: str | None = None  # the call running right now
         self.last: str | None = None  # the last call started
+        self._observe = {f: metrics.call_observer(f) for f in TERMINAL_FUNCTIONS}
 
     def _reason(self, *, auth: bool = False) -> str:
         code, _ = self.inner.last_error()
@@ -54,7 +60,7 @@ class InstrumentedTerminal(Terminal):
             self.metrics.failure(function, "other")
             raise
         finally:
-            self.metrics.observe_call(function, time.perf_counter() - start)
+            self._observe[function](time.perf_counter() - start)
             self.current = None
         reason = failed(result)
         if reason is not None:
@@ -62,8 +68,9 @@ class InstrumentedTerminal(Terminal):
         return result
 
     def _no_data(self, result: object) -> str | None:
-        if result is not None:
-            return None
+        return None if result is not None else self._no_data_reason()
+
+    def _no_data_reason(self) -> str:
         reason = self._reason()
         return "no_data" if reason == "other" else reason
 
@@ -92,14 +99,35 @@ class InstrumentedTerminal(Terminal):
         server: str | None = None,
         timeout: int | None = None,
     ) -> bool:
-        return self._timed(
-            "login",
-            lambda: self.inner.login(login, password=password, server=server, timeout=timeout),
-            lambda ok: None if ok else self._reason(auth=True),
-        )
+        # _timed, inlined (as in account_info and terminal_info): a batch makes this call per account
+        self.current = self.last = "login"
+        start = time.perf_counter()
+        try:
+            ok = self.inner.login(login, password=password, server=server, timeout=timeout)
+        except BaseException:
+            self.metrics.failure("login", "other")
+            raise
+        finally:
+            self._observe["login"](time.perf_counter() - start)
+            self.current = None
+        if not ok:
+            self.metrics.failure("login", self._reason(auth=True))
+        return ok
 
     def account_info(self) -> AccountInfo | None:
-        return self._timed("account_info", self.inner.account_info, self._no_data)
+        self.current = self.last = "account_info"
+        start = time.perf_counter()
+        try:
+            info = self.inner.account_info()
+        except BaseException:
+            self.metrics.failure("account_info", "other")
+            raise
+        finally:
+            self._observe["account_info"](time.perf_counter() - start)
+            self.current = None
+        if info is None:
+            self.metrics.failure("account_info", self._no_data_reason())
+        return info
 
     def positions_get(self) -> tuple[TradePosition, ...] | None:
         return self._timed("positions_get", self.inner.positions_get, self._no_data)
@@ -114,19 +142,40 @@ class InstrumentedTerminal(Terminal):
             "history_deals_get", lambda: self.inner.history_deals_get(date_from, date_to), failed
         )
 
-    def terminal_info(self) -> TerminalInfo | None:
-        def failed(info: TerminalInfo | None) -> str | None:
-            if info is None:
-                return self._reason()
-            return None if info.connected else "disconnected"
+    def copy_rates_from_pos(
+        self, symbol: str, timeframe: int, start_pos: int, count: int
+    ) -> tuple[Rate, ...] | None:
+        return self._timed(
+            "copy_rates_from_pos",
+            lambda: self.inner.copy_rates_from_pos(symbol, timeframe, start_pos, count),
+            self._no_data,
+        )
 
-        return self._timed("terminal_info", self.inner.terminal_info, failed)
+    def terminal_info(self) -> TerminalInfo | None:
+        self.current = self.last = "terminal_info"
+        start = time.perf_counter()
+        try:
+            info = self.inner.terminal_info()
+        except BaseException:
+            self.metrics.failure("terminal_info", "other")
+            raise
+        finally:
+            self._observe["terminal_info"](time.perf_counter() - start)
+            self.current = None
+        if info is None:
+            self.metrics.failure("terminal_info", self._reason())
+        elif not info.connected:
+            self.metrics.failure("terminal_info", "disconnected")
+        return info
 
     def last_error(self) -> tuple[int, str]:
         return self.inner.last_error()
 
     def shutdown(self) -> None:
         self._timed("shutdown", self.inner.shutdown, lambda _: None)
+
+    def now(self) -> datetime:
+        return self.inner.now()
 
     def release(self) -> None:
         self.inner.release()

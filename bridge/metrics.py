@@ -33,6 +33,7 @@ TERMINAL_FUNCTIONS = (
     "account_info",
     "positions_get",
     "history_deals_get",
+    "copy_rates_from_pos",
     "shutdown",
 )
 REASONS = ("timeout", "login_failed", "disconnected", "no_data", "other")
@@ -44,6 +45,7 @@ FAILURE_REASONS: Mapping[str, tuple[str, ...]] = {
     "account_info": ("timeout", "disconnected", "no_data", "other"),
     "positions_get": ("timeout", "disconnected", "no_data", "other"),
     "history_deals_get": ("timeout", "disconnected", "no_data", "other"),
+    "copy_rates_from_pos": ("timeout", "disconnected", "no_data", "other"),
     "shutdown": ("other",),
 }
 CODE_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
@@ -130,6 +132,11 @@ class BridgeMetrics:
 
     def observe_call(self, function: str, seconds: float) -> None:
         self.call_duration.labels(function).observe(seconds)
+
+    def call_observer(self, function: str) -> Callable[[float], None]:
+        """`observe_call` bound to one function: its histogram child, looked up once (the children exist
+        from the start, so this is the same series), for callers that observe per call."""
+        return self.call_duration.labels(function).observe
 
     def failure(self, function: str, reason: str) -> None:
         """Count a failed call; a pair outside the closed set is counted as `other`."""

@@ -12,7 +12,7 @@ from datetime import datetime
 from types import ModuleType
 from typing import Any, NamedTuple, TypeVar
 
-from bridge.terminal import AccountInfo, Terminal, TerminalInfo, TradeDeal, TradePosition
+from bridge.terminal import AccountInfo, Rate, Terminal, TerminalInfo, TradeDeal, TradePosition
 
 N = TypeVar("N", bound=NamedTuple)
 
@@ -101,6 +101,29 @@ class MetaTrader5Terminal(Terminal):
     def history_deals_get(self, date_from: datetime, date_to: datetime) -> tuple[TradeDeal, ...] | None:
         raw = self._mt5.history_deals_get(date_from, date_to)
         return None if raw is None else tuple(_convert(TradeDeal, d) for d in raw)
+
+    def copy_rates_from_pos(
+        self, symbol: str, timeframe: int, start_pos: int, count: int
+    ) -> tuple[Rate, ...] | None:
+        """MT5 answers a numpy structured array (fields as `Rate`); the symbol is put in Market Watch
+        first, which copy_rates needs."""
+        self._mt5.symbol_select(symbol, True)
+        raw = self._mt5.copy_rates_from_pos(symbol, timeframe, start_pos, count)
+        if raw is None:
+            return None
+        return tuple(
+            Rate(
+                int(r["time"]),
+                float(r["open"]),
+                float(r["high"]),
+                float(r["low"]),
+                float(r["close"]),
+                int(r["tick_volume"]),
+                int(r["spread"]),
+                int(r["real_volume"]),
+            )
+            for r in raw
+        )
 
     def terminal_info(self) -> TerminalInfo | None:
         raw = self._mt5.terminal_info()

@@ -40,7 +40,10 @@ SCHEMAS: dict[str, Any] = _schemas()
 ERROR_RESPONSES: dict[str, tuple[str, str]] = {
     "BadRequest": ("400", "bad_account_id or bad_request"),
     "Unauthorized": ("401", "unauthorized: missing or wrong bearer token"),
-    "UnknownAccount": ("404", "unknown_account: the bridge does not serve this account"),
+    "UnknownAccount": (
+        "404",
+        "unknown_account: the bridge does not serve this account; unknown_symbol: no bars for the symbol",
+    ),
     "BadGateway": ("502", "terminal_unavailable (terminal disconnected) or account_mismatch"),
     "LoginFailed": ("503", "login_failed: the terminal could not log in to the account"),
     "TerminalTimeout": ("504", "terminal_timeout: the terminal did not answer in time"),
@@ -159,6 +162,30 @@ _DOCUMENT: dict[str, Any] = {
             ],
         ),
         "/api/mt5/account/{id}/positions": _account_op("Open positions", "PositionsResponse"),
+        "/api/mt5/account/{id}/rates/{symbol}": _account_op(
+            "The last bars of a symbol from the account's terminal (feature rates)",
+            "RatesResponse",
+            [
+                {
+                    "name": "symbol",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._#+-]{0,31}$"},
+                },
+                {
+                    "name": "timeframe",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"enum": ["M1", "M5", "M15", "M30", "H1", "H4", "D1"], "default": "M5"},
+                },
+                {
+                    "name": "count",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 5000, "default": 100},
+                },
+            ],
+        ),
         "/metrics": {
             "get": {
                 "summary": "Prometheus metrics of the bridge itself",

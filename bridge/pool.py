@@ -5,6 +5,10 @@ that hangs ties up only that terminal: the request gets 504 after `call_timeout`
 unhealthy, and later requests fail fast instead of queueing behind the stuck call. Daemon threads, not a
 ThreadPoolExecutor, because the interpreter joins executor threads at exit and a truly hung MT5 call would
 then keep the process alive forever.
+
+Batch reads (read_many, read_many_positions) run one job per terminal on that thread, reading its
+accounts one after another, instead of one lock, thread hop and timer per account (about 150 µs of
+event-loop CPU each at 10,000 accounts); each account still ends exactly as its single read would.
 """
 
 from __future__ import annotations
@@ -15,11 +19,11 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from datetime import datetime, timedelta
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from bridge.errors import (
     AccountMismatch,
@@ -29,6 +33,7 @@ from bridge.errors import (
     TerminalTimeout,
     TerminalUnavailable,
     UnknownAccount,
+    UnknownSymbol,
 )
 from bridge.instrumented import InstrumentedTerminal
 from bridge.metrics import BridgeMetrics
@@ -37,6 +42,7 @@ from bridge.terminal import (
     RES_S_OK,
     AccountCredentials,
     AccountInfo,
+    Rate,
     Terminal,
     TerminalInfo,
     TradeDeal,
@@ -115,6 +121,7 @@ class TerminalHandle:
     current_login: int | None = None
     initialized: bool = False
     stuck: Future[Any] | None = None  # a worker call that outlived its timeout
+    batch: _BatchJob[Any] | None = field(default=None, repr=False)  # the batch job holding the lock, if any
     metrics: BridgeMetrics | None = field(default=None, repr=False)
     worker: _Worker = field(init=False)
     calls: InstrumentedTerminal = field(init=False, repr=False)  # the terminal, timed: use for every call
@@ -130,6 +137,10 @@ class TerminalHandle:
     @property
     def offset(self) -> timedelta:
         return timedelta(hours=self.terminal.utc_offset_hours)
+
+
+def _still_blocked(handle: TerminalHandle) -> TerminalTimeout:
+    return TerminalTimeout(f"terminal {handle.name} is still blocked in an earlier call that timed out")
 
 
 def _fmt_error(term: Terminal) -> str:
@@ -218,25 +229,14 @@ class TerminalPool:
 
     async def read_account(self, login: int, call_timeout: float) -> AccountRead:
         """Live account_info for one account, verified to be that account."""
-        read = await self._call(
-            self.handle(login), login, lambda s: AccountRead(s.account(), s.read_at), call_timeout
-        )
+        read = await self._call(self.handle(login), login, _read_account, call_timeout)
         self._known[login] = read
         return read
 
     async def read_positions(
         self, login: int, call_timeout: float
     ) -> tuple[AccountRead, tuple[TradePosition, ...]]:
-        handle = self.handle(login)
-
-        def op(s: _Session) -> tuple[AccountRead, tuple[TradePosition, ...]]:
-            read = AccountRead(s.account(), s.read_at)
-            positions = s.term.positions_get()
-            if positions is None:
-                raise TerminalUnavailable(f"positions_get failed for account {login}: {_fmt_error(s.term)}")
-            return read, tuple(positions)
-
-        read, positions = await self._call(handle, login, op, call_timeout)
+        read, positions = await self._call(self.handle(login), login, _read_positions, call_timeout)
         self._known[login] = read
         return read, positions
 
@@ -267,38 +267,151 @@ class TerminalPool:
     ) -> dict[int, AccountRead | BridgeError]:
         """Every account's live data: terminals in parallel, accounts on one terminal one after another.
         Failures are returned per account, never raised."""
-        return await self._per_terminal(logins, lambda login: self.read_account(login, call_timeout))
+        return await self._per_terminal(logins, _read_account, lambda read: read, call_timeout)
 
     async def read_many_positions(
         self, logins: Sequence[int], call_timeout: float
     ) -> dict[int, tuple[AccountRead, tuple[TradePosition, ...]] | BridgeError]:
         """Every account's open positions, scheduled like read_many. Failures are returned per account."""
-        return await self._per_terminal(logins, lambda login: self.read_positions(login, call_timeout))
+        return await self._per_terminal(logins, _read_positions, lambda result: result[0], call_timeout)
 
     async def _per_terminal(
-        self, logins: Sequence[int], read: Callable[[int], Awaitable[T]]
+        self,
+        logins: Sequence[int],
+        op: Callable[[_Session], T],
+        known: Callable[[T], AccountRead],
+        call_timeout: float,
     ) -> dict[int, T | BridgeError]:
-        """`read` for every login: terminals in parallel, accounts on one terminal one after another (a
-        terminal is logged into one account at a time). In the order asked; failures per account."""
+        """`op` for every login: terminals in parallel, accounts on one terminal one after another (a
+        terminal is logged into one account at a time), each terminal's accounts in one worker job (see
+        _serve_batch). In the order asked; failures per account."""
         results: dict[int, T | BridgeError] = {}
-        groups: dict[int, list[int]] = {}
+        groups: dict[int, tuple[TerminalHandle, list[int]]] = {}
         for login in logins:
             try:
                 h = self.handle(login)
             except UnknownAccount as e:
                 results[login] = e
                 continue
-            groups.setdefault(id(h), []).append(login)
-
-        async def serve(group: list[int]) -> None:
-            for login in group:
-                try:
-                    results[login] = await read(login)
-                except BridgeError as e:
-                    results[login] = e
-
-        await asyncio.gather(*(serve(g) for g in groups.values()))
+            groups.setdefault(id(h), (h, []))[1].append(login)
+        await asyncio.gather(
+            *(self._serve_batch(h, group, op, known, call_timeout, results) for h, group in groups.values())
+        )
         return {login: results[login] for login in logins}
+
+    async def _serve_batch(
+        self,
+        handle: TerminalHandle,
+        logins: list[int],
+        op: Callable[[_Session], T],
+        known: Callable[[T], AccountRead],
+        call_timeout: float,
+        results: dict[int, T | BridgeError],
+    ) -> None:
+        """One terminal's share of a batch: a single worker job reads the accounts one after another, so
+        the event loop pays one lock, one thread hop and one timer per terminal instead of per account.
+
+        Every account gets exactly what _call would give it (result or error, handle bookkeeping,
+        `_known`), replayed on the loop in order once the job ends. `call_timeout` bounds each account,
+        not the batch: the loop waits with a deadline that moves on whenever an account completes, so
+        a hung account fails with TerminalTimeout after call_timeout, the handle is marked stuck with
+        the job, and the accounts after it fail as still blocked. A single read waiting for the lock
+        makes the job stop after its current account and continue later, so it never waits for a whole
+        terminal's batch."""
+        todo = logins
+        while todo:
+            async with self._locked(handle, preempt=False):
+                todo = await self._run_job(handle, todo, op, known, call_timeout, results)
+
+    async def _run_job(
+        self,
+        handle: TerminalHandle,
+        logins: list[int],
+        op: Callable[[_Session], T],
+        known: Callable[[T], AccountRead],
+        call_timeout: float,
+        results: dict[int, T | BridgeError],
+    ) -> list[int]:
+        """Run one job over `logins` with the lock held; the accounts it left for later (on a yield)."""
+        blocked = self._refusal(handle)
+        if blocked is not None:
+            for login in logins:
+                self._settle(handle, login, blocked, None)
+                results[login] = blocked
+            return []
+        job = _BatchJob(self, handle, logins, op)
+        fut = handle.worker.submit(job.run)
+        handle.batch = job
+        try:
+            finished = await _await_progress(job, fut, call_timeout)
+        except BaseException:  # cancelled: the worker stops after its current account
+            job.stop = True
+            self._replay(handle, logins, job.done[:], known, results)
+            raise
+        finally:
+            handle.batch = None
+        if not finished:  # stop, then snapshot: what the job appends later is ignored, like a late result
+            job.stop = True
+        done = job.done[:]
+        if finished:
+            fut.result()  # re-raises what escaped the job (never a per-account error)
+        self._replay(handle, logins, done, known, results)
+        rest = logins[len(done) :]
+        if finished or not rest:
+            return rest  # on a yield to a single read: the accounts left for the next job
+        # Timed out: the account in progress fails with TerminalTimeout, the ones after it as still blocked.
+        handle.stuck = fut
+        calls = handle.calls
+        self.metrics.failure(calls.current or calls.last or "initialize", "timeout")
+        session = job.session
+        tinfo = session.terminal_info if session is not None and session.creds.login == rest[0] else None
+        timeout = TerminalTimeout(f"terminal {handle.name} did not answer within {call_timeout:g} s")
+        self._settle(handle, rest[0], timeout, tinfo)
+        results[rest[0]] = timeout
+        for login in rest[1:]:
+            blocked = self._refusal(handle) or _still_blocked(handle)
+            self._settle(handle, login, blocked, None)
+            results[login] = blocked
+        return []
+
+    def _replay(
+        self,
+        handle: TerminalHandle,
+        logins: list[int],
+        done: list[_Outcome],
+        known: Callable[[T], AccountRead],
+        results: dict[int, T | BridgeError],
+    ) -> None:
+        """Apply a job's outcomes, in order, as _call would have applied each account's. Only the last
+        terminal_info seen is converted: each one overwrites the one before."""
+        last_info = max((i for i, o in enumerate(done) if o.terminal_info is not None), default=-1)
+        for i, (login, outcome) in enumerate(zip(logins, done, strict=False)):
+            error = outcome.error
+            if error is not None and not isinstance(error, BridgeError):
+                log.error("terminal %s: unexpected error in a terminal call", handle.name, exc_info=error)
+                error = TerminalUnavailable(f"terminal {handle.name} call failed: {type(error).__name__}")
+            self._settle(handle, login, error, outcome.terminal_info if i == last_info else None)
+            if error is None:
+                self._known[login] = known(outcome.value)
+                results[login] = outcome.value
+            else:
+                results[login] = error
+
+    async def read_rates(
+        self, login: int, symbol: str, timeframe: int, count: int, call_timeout: float
+    ) -> tuple[Rate, ...]:
+        """The last `count` bars of `symbol` (MT5 TIMEFRAME_* code) from the account's terminal, logged in
+        to that account (the broker's own prices), oldest first, times in broker time. UnknownSymbol when
+        the terminal has none; that says nothing of the terminal's health."""
+
+        def op(s: _Session) -> tuple[Rate, ...] | None:
+            s.account()
+            return s.term.copy_rates_from_pos(symbol, timeframe, 0, count) or None
+
+        bars = await self._call(self.handle(login), login, op, call_timeout)
+        if bars is None:
+            raise UnknownSymbol(f"no {symbol} bars on the terminal of account {login}")
+        return bars
 
     async def probe(self, call_timeout: float) -> None:
         """Initialise every terminal once at start-up so health has terminal_info before the first read.
@@ -352,26 +465,47 @@ class TerminalPool:
             session = _Session(handle.calls, handle.accounts[login], handle.initialized, handle.current_login)
             try:
                 result = await self._submit(handle, lambda: op(session), call_timeout, locked=True)
-            except NoLiveData as e:  # logged in and connected: the terminal itself is fine
-                handle.initialized, handle.current_login = True, login
-                self._mark(handle, None)
-                raise e from None
-            except (LoginFailed, AccountMismatch) as e:
-                if isinstance(e, AccountMismatch):  # account_info answered, for the wrong account
-                    self.metrics.failure("account_info", "other")
-                handle.initialized, handle.current_login = True, None
-                self._mark(handle, None)
-                raise e from None
             except BridgeError as e:
-                handle.initialized, handle.current_login = False, None
-                self._mark(handle, e)
-                raise
-            finally:
+                self._settle(handle, login, e, session.terminal_info)
+                raise e from None
+            except BaseException:
                 if session.terminal_info is not None:
                     handle.terminal_info = _terminal_info_dict(session.terminal_info)
+                raise
+            self._settle(handle, login, None, session.terminal_info)
+            return result
+
+    def _settle(
+        self,
+        handle: TerminalHandle,
+        login: int,
+        error: BridgeError | None,
+        terminal_info: TerminalInfo | None,
+    ) -> None:
+        """The handle's bookkeeping after one account's call, single or batched: where the terminal now
+        stands (initialised, logged in to whom), its health, and the terminal_info it last answered."""
+        if terminal_info is not None:
+            handle.terminal_info = _terminal_info_dict(terminal_info)
+        if error is None or isinstance(error, NoLiveData):  # logged in and connected: the terminal is fine
             handle.initialized, handle.current_login = True, login
             self._mark(handle, None)
-            return result
+        elif isinstance(error, (LoginFailed, AccountMismatch)):
+            if isinstance(error, AccountMismatch):  # account_info answered, for the wrong account
+                self.metrics.failure("account_info", "other")
+            handle.initialized, handle.current_login = True, None
+            self._mark(handle, None)
+        else:
+            handle.initialized, handle.current_login = False, None
+            self._mark(handle, error)
+
+    def _refusal(self, handle: TerminalHandle) -> BridgeError | None:
+        """Why no call may be made on the terminal now, if any: the bridge is closing, or an earlier call
+        that timed out still blocks its worker."""
+        if self._closed:
+            return TerminalUnavailable("the bridge is shutting down")
+        if handle.stuck is not None and not handle.stuck.done():
+            return _still_blocked(handle)
+        return None
 
     async def _submit(
         self, handle: TerminalHandle, fn: Callable[[], T], call_timeout: float, *, locked: bool = False
@@ -381,10 +515,9 @@ class TerminalPool:
         if not locked:
             async with self._locked(handle):
                 return await self._submit(handle, fn, call_timeout, locked=True)
-        if handle.stuck is not None and not handle.stuck.done():
-            raise TerminalTimeout(
-                f"terminal {handle.name} is still blocked in an earlier call that timed out"
-            )
+        refusal = self._refusal(handle)
+        if refusal is not None:
+            raise refusal
         fut = handle.worker.submit(fn)
         try:
             return await asyncio.wait_for(asyncio.wrap_future(fut), call_timeout)
@@ -402,9 +535,12 @@ class TerminalPool:
             raise TerminalUnavailable(f"terminal {handle.name} call failed: {type(e).__name__}") from None
 
     @contextlib.asynccontextmanager
-    async def _locked(self, handle: TerminalHandle) -> AsyncIterator[None]:
-        """The terminal's lock, with the wait for it observed."""
+    async def _locked(self, handle: TerminalHandle, *, preempt: bool = True) -> AsyncIterator[None]:
+        """The terminal's lock, with the wait for it observed. With `preempt`, a batch job holding it is
+        asked to stop after its current account, so a single read waits for one account, not a batch."""
         start = time.perf_counter()
+        if preempt and handle.batch is not None:
+            handle.batch.yield_to_single = True
         async with handle.lock:
             self.metrics.lock_wait.observe(time.perf_counter() - start)
             yield
@@ -420,6 +556,98 @@ class TerminalPool:
             log.warning("terminal %s is unhealthy: %s: %s", handle.name, error.code, error.message)
         handle.healthy = False
         handle.last_error = f"{error.code}: {error.message}"
+
+
+def _read_account(s: _Session) -> AccountRead:
+    return AccountRead(s.account(), s.read_at)
+
+
+def _read_positions(s: _Session) -> tuple[AccountRead, tuple[TradePosition, ...]]:
+    read = AccountRead(s.account(), s.read_at)
+    positions = s.term.positions_get()
+    if positions is None:
+        raise TerminalUnavailable(f"positions_get failed for account {s.creds.login}: {_fmt_error(s.term)}")
+    return read, tuple(positions)
+
+
+class _Outcome(NamedTuple):
+    """One account's call in a batch job: its value or error, the terminal_info it saw, when it ended.
+    A tuple: one is made per account of a batch, on the worker thread."""
+
+    value: Any
+    error: Exception | None
+    terminal_info: TerminalInfo | None
+    ended: float  # time.monotonic()
+
+
+class _BatchJob(Generic[T]):
+    """One terminal's accounts read one after another on its worker thread, each as _call would read it.
+
+    The worker only appends to `done` and reads `stop`; the event loop reads `done` to see progress and
+    applies every outcome to the handle itself, so nothing the job does after the loop gave up on it
+    (a timeout, a cancelled request) reaches the handle. `stop` ends the job before its next account;
+    `yield_to_single` too, but never before one account is read, so a batch always makes progress.
+    """
+
+    def __init__(
+        self, pool: TerminalPool, handle: TerminalHandle, logins: list[int], op: Callable[[_Session], T]
+    ) -> None:
+        self._pool = pool
+        self._term = handle.calls
+        self._creds = [handle.accounts[login] for login in logins]
+        self._op = op
+        self._initialized = handle.initialized
+        self._current = handle.current_login
+        self.done: list[_Outcome] = []
+        self.session: _Session | None = None  # the account in progress (or the last one)
+        self.stop = False  # the loop gave up on the job (timeout, cancelled request)
+        self.yield_to_single = False  # a single read waits for the lock: stop, but read one account first
+
+    def run(self) -> None:
+        for i, creds in enumerate(self._creds):
+            if self.stop or (self.yield_to_single and i > 0):
+                return
+            login = creds.login
+            value: Any = None
+            error: Exception | None = None
+            if self._pool.closed:  # what _submit refuses with, per account
+                error = TerminalUnavailable("the bridge is shutting down")
+                self.done.append(_Outcome(None, error, None, time.monotonic()))
+                self._initialized, self._current = False, None
+                continue
+            session = self.session = _Session(self._term, creds, self._initialized, self._current)
+            try:
+                value = self._op(session)
+            except Exception as e:  # the loop turns a non-BridgeError into TerminalUnavailable, as _submit
+                error = e
+            self._initialized, self._current = _state_after(login, error)
+            self.done.append(_Outcome(value, error, session.terminal_info, time.monotonic()))
+
+
+def _state_after(login: int, error: Exception | None) -> tuple[bool, int | None]:
+    """(initialized, current login) after a call on `login`: what TerminalPool._settle records."""
+    if error is None or isinstance(error, NoLiveData):
+        return True, login
+    if isinstance(error, (LoginFailed, AccountMismatch)):
+        return True, None
+    return False, None
+
+
+async def _await_progress(job: _BatchJob[Any], fut: Future[None], call_timeout: float) -> bool:
+    """Wait for the job; True when it ended, False when no account completed for `call_timeout` (the
+    deadline moves with each completed account, so it bounds each account like a single call)."""
+    waiter = asyncio.wrap_future(fut)
+    seen, last = 0, time.monotonic()
+    while True:
+        remaining = last + call_timeout - time.monotonic()
+        if remaining > 0:
+            await asyncio.wait((waiter,), timeout=remaining)
+        if waiter.done():
+            return True
+        n = len(job.done)
+        if n == seen:
+            return False
+        seen, last = n, job.done[n - 1].ended
 
 
 class _Session:
@@ -438,7 +666,7 @@ class _Session:
         self.initialized = initialized
         self.current = current
         self.terminal_info: TerminalInfo | None = None
-        self.read_at = datetime.now(UTC)
+        self.read_at: datetime  # set by _read, which account() goes through before it returns
 
     def account(self) -> AccountInfo:
         term, login = self.term, self.creds.login
@@ -474,7 +702,7 @@ class _Session:
         if tinfo is not None:
             self.terminal_info = tinfo
         info = self.term.account_info()
-        self.read_at = datetime.now(UTC)
+        self.read_at = self.term.now()
         return tinfo, info, (_fmt_error(self.term) if info is None else "")
 
     def _login(self) -> None:

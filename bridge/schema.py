@@ -20,7 +20,7 @@ ISO_DESCRIPTION = "ISO-8601 UTC, e.g. 2025-10-24T15:53:19.571Z"
 
 Login = Annotated[int, Field(ge=1, le=MAX_LOGIN)]
 Instant = Annotated[datetime, Field(description=ISO_DESCRIPTION)]
-Feature = Literal["batch", "positions", "positions_batch"]
+Feature = Literal["batch", "positions", "positions_batch", "rates"]
 
 
 def _no_default(schema: dict[str, Any]) -> None:
@@ -54,6 +54,7 @@ class ErrorBody(Schema):
             "account_mismatch",
             "login_failed",
             "terminal_timeout",
+            "unknown_symbol",
         ],
     )
     message: str
@@ -77,6 +78,12 @@ class LiveData(Schema):
     margin: float | None
     margin_free: float | None
     margin_level: float | None = Field(description="equity / margin * 100; 0 when margin is 0")
+    margin_so_mode: Literal["percent", "money"] | None = Field(
+        description="MT5 margin_so_mode: how the broker's two levels below are given (percent of margin "
+        "level, or money of equity); null when the terminal reports a mode MT5 does not define"
+    )
+    margin_so_call: float | None = Field(description="the broker's margin call level (MT5 margin_so_call)")
+    margin_so_so: float | None = Field(description="the broker's stop-out level (MT5 margin_so_so)")
     trade_allowed: bool
     timestamp: datetime = Field(description="UTC time the terminal was read")
 
@@ -236,6 +243,24 @@ class Terminals(Schema):
     items: list[dict[str, Any]] | SkipJsonSchema[None] = optional_key()
 
 
+class Bar(Schema):
+    """One bar (MT5 copy_rates_from_pos), its open time converted from broker time to UTC."""
+
+    time: Instant
+    open: float | None
+    high: float | None
+    low: float | None
+    close: float | None
+    tick_volume: int
+
+
+class RatesResponse(Schema):
+    account_id: Login
+    symbol: str
+    timeframe: Literal["M1", "M5", "M15", "M30", "H1", "H4", "D1"]
+    bars: list[Bar] = Field(description="oldest first; the last one is the bar in progress")
+
+
 class Health(Schema):
     status: Literal["healthy", "degraded", "unhealthy"]
     timestamp: Instant
@@ -261,5 +286,7 @@ RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     LiveBatchResponse,
     PositionsEntry,
     PositionsBatchResponse,
+    Bar,
+    RatesResponse,
     Health,
 )

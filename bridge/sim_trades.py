@@ -176,21 +176,25 @@ def _commission(volume: float) -> float:
 
 @functools.lru_cache(maxsize=20_000)
 def build_trade(
-    seed: int, login: int, slot: int, balance: float, offset_ms: int
+    seed: int, login: int, slot: int, balance: float, offset_ms: int, pace: int = 1
 ) -> tuple[SimTrade | None, SimDeal | None]:
     """The slot's trade (or None) and balance operation (or None), from (seed, login, slot) alone.
-    Cached: terminals built with the same seed (tests build many) share the work; results are frozen."""
-    rng = random.Random(f"{seed}:{login}:{slot}")  # one generator per slot: seeding is most of the cost
-    op = _balance_op(rng, login, slot, balance)
+    Cached: terminals built with the same seed (tests build many) share the work; results are frozen.
+    `pace` > 1 (demos): slots `pace` times shorter, trades `pace` times shorter on average, balance
+    operations as rare per day; 1 is the desk every test and ground truth knows."""
+    key = f"{seed}:{login}:{slot}" if pace == 1 else f"{seed}:{login}:{slot}:x{pace}"
+    rng = random.Random(key)  # one generator per slot: seeding is most of the cost
+    op = _balance_op(rng, login, slot, balance, pace)
     if rng.random() >= TRADE_PROBABILITY:
         return None, op
-    return _build_trade(rng, seed, login, slot, balance, offset_ms), op
+    return _build_trade(rng, seed, login, slot, balance, offset_ms, pace), op
 
 
-def _balance_op(rng: random.Random, login: int, slot: int, balance: float) -> SimDeal | None:
-    if rng.random() >= BALANCE_OP_PROBABILITY:
+def _balance_op(rng: random.Random, login: int, slot: int, balance: float, pace: int = 1) -> SimDeal | None:
+    if rng.random() >= BALANCE_OP_PROBABILITY / pace:
         return None
-    ms = slot * SLOT_MS + int(rng.random() * SLOT_MS)
+    slot_ms = SLOT_MS // pace
+    ms = slot * slot_ms + int(rng.random() * slot_ms)
     deposit = rng.random() < 0.6
     amount = round(balance * (rng.uniform(0.02, 0.2) if deposit else -rng.uniform(0.01, 0.05)), 2)
     ticket = ticket_for(ms, login, 99)
@@ -199,15 +203,16 @@ def _balance_op(rng: random.Random, login: int, slot: int, balance: float) -> Si
 
 
 def _build_trade(
-    rng: random.Random, seed: int, login: int, slot: int, balance: float, offset_ms: int
+    rng: random.Random, seed: int, login: int, slot: int, balance: float, offset_ms: int, pace: int = 1
 ) -> SimTrade:
     lane = slot % 97 + 1
-    open_ms = slot * SLOT_MS + int(rng.random() * SLOT_MS)
+    slot_ms = SLOT_MS // pace
+    open_ms = slot * slot_ms + int(rng.random() * slot_ms)
     quick = rng.random() < QUICK_PROBABILITY
     if quick:
         seconds = rng.uniform(0.3, 4.0)
     else:
-        seconds = min(max(rng.expovariate(1.0 / MEAN_TRADE_SECONDS), 30.0), MAX_TRADE_SECONDS)
+        seconds = min(max(rng.expovariate(pace / MEAN_TRADE_SECONDS), 30.0), MAX_TRADE_SECONDS / pace)
     close_ms = open_ms + int(seconds * 1000)
     symbol = rng.randrange(len(SYMBOLS))
     sym = SYMBOLS[symbol]

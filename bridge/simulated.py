@@ -15,12 +15,14 @@ import itertools
 import math
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import SecretStr
 
+from bridge import sim_rates
 from bridge.config import AccountEntry
 from bridge.pool import TerminalPool
 from bridge.sim_market import SYMBOLS, margin_of, pnl, price_at
@@ -41,8 +43,10 @@ from bridge.terminal import (
     RES_E_FAIL,
     RES_E_INTERNAL_FAIL,
     RES_E_INTERNAL_FAIL_CONNECT,
+    RES_E_INVALID_PARAMS,
     RES_S_OK,
     AccountInfo,
+    Rate,
     Terminal,
     TerminalInfo,
     TradeDeal,
@@ -54,6 +58,16 @@ __all__ = ["SLOT_MS", "SYMBOLS", "SimTrade", "SimulatedTerminal", "TruthChange",
 FAULTS = ("login_failed", "disconnected", "hang", "wrong_account", "no_live_data", "bad_trades")
 
 SERVER = "MEXAtlantic-Real"
+# Brokers' (margin call %, stop-out %) as retail brokers set them; a server's pair is picked by a stable
+# hash of its name (deterministic across runs, unlike hash()): MEXAtlantic-Real gets (100, 50).
+BROKER_LEVELS: tuple[tuple[float, float], ...] = ((120.0, 60.0), (80.0, 40.0), (100.0, 30.0), (100.0, 50.0))
+
+
+def broker_levels(server: str) -> tuple[float, float]:
+    """The (margin_so_call, margin_so_so) percent levels the simulated broker applies on `server`."""
+    return BROKER_LEVELS[zlib.crc32(server.encode()) % len(BROKER_LEVELS)]
+
+
 DEMO_ACCOUNTS: tuple[tuple[int, str, float], ...] = (
     (886557, "Main Balance Account", 80_000.00),
     (886066, "Secondary Balance Account", 10_000.00),
@@ -65,6 +79,7 @@ DEMO_ACCOUNTS: tuple[tuple[int, str, float], ...] = (
 )
 
 HISTORY_MS = 2 * 86_400_000  # deal history that exists when the terminal starts
+MAX_PACE = 60  # a trade opportunity every 5 s per account at most (SimulatedTerminal's `pace`)
 
 
 def demo_accounts() -> list[AccountEntry]:
@@ -83,17 +98,21 @@ class _AccountSim:
     read costs a few bisections and the open positions, not a scan of the history: the bridge verifies
     the account (account_info) on every positions or deals read."""
 
-    def __init__(self, entry: AccountEntry, seed: int, start_ms: int, offset_ms: int) -> None:
+    def __init__(self, entry: AccountEntry, seed: int, start_ms: int, offset_ms: int, pace: int = 1) -> None:
         self.entry = entry
         self.seed = seed
         self.offset_ms = offset_ms
+        self.pace = pace
+        self._levels = broker_levels(entry.server)
+        self.slot_ms = SLOT_MS // pace
         self.trades: list[SimTrade] = []
         self.balance_ops: list[SimDeal] = []
-        first_slot = (start_ms - HISTORY_MS) // SLOT_MS
-        self.origin_ms = first_slot * SLOT_MS
+        first_slot = (start_ms - HISTORY_MS // pace) // self.slot_ms  # as many trades as at pace 1
+        self.origin_ms = first_slot * self.slot_ms
         self._next_slot = first_slot
         self.deposit: SimDeal | None = None
         self._dirty = True
+        self._idle_info: tuple[tuple[str, str], AccountInfo] | None = None  # see account_info
         self.advance(start_ms)
         realised = sum(d.amount for d in self._visible_deals(start_ms))
         amount = round(entry.balance - realised, 2)
@@ -110,10 +129,10 @@ class _AccountSim:
     def advance(self, now_ms: int) -> None:
         if self.entry.balance <= 0:  # an empty account does not trade
             return
-        last = now_ms // SLOT_MS
+        last = now_ms // self.slot_ms
         while self._next_slot <= last:
             trade, op = build_trade(
-                self.seed, self.entry.login, self._next_slot, self.entry.balance, self.offset_ms
+                self.seed, self.entry.login, self._next_slot, self.entry.balance, self.offset_ms, self.pace
             )
             if trade is not None:
                 self.trades.append(trade)  # slot order is open-time order
@@ -166,6 +185,8 @@ class _AccountSim:
         return self.trades[i:j]
 
     def positions(self, now_ms: int) -> list[TradePosition]:
+        if not self.trades:  # an account that never traded (every account_info asks)
+            return []
         off = self.offset_ms
         out = []
         for t in self._open_trades(now_ms):
@@ -210,18 +231,26 @@ class _AccountSim:
 
     def account_info(self, now_ms: int, company: str) -> AccountInfo:
         """Balance is the visible history's sum (a late closing deal moves it when it shows); profit is
-        the floating profit plus swap of the open positions; equity = balance + profit."""
+        the floating profit plus swap of the open positions; equity = balance + profit.
+
+        Everything else is the entry's, so with no open position the answer only changes with the
+        balance: the last one is kept and handed out again while the balance stays (a batch reads every
+        account each cycle, and most of the time an account's balance has not moved)."""
         e = self.entry
         balance = self.balance(now_ms)
         positions = self.positions(now_ms)
+        if not positions:
+            key = (balance.hex(), company)
+            if self._idle_info is not None and self._idle_info[0] == key:
+                return self._idle_info[1]
         profit = round(sum(p.profit + p.swap for p in positions), 2)
         margin = 0.0
         for p in positions:
-            sym = next(s for s in SYMBOLS if s.name == p.symbol)
+            sym = _SYMBOL_BY_NAME[p.symbol]
             margin += margin_of(sym, p.volume, p.price_open, e.leverage)
         margin = round(margin, 2)
         equity = round(balance + profit, 2)
-        return AccountInfo(
+        info = AccountInfo(
             login=e.login,
             trade_mode=2,  # ACCOUNT_TRADE_MODE_REAL
             leverage=e.leverage,
@@ -236,15 +265,20 @@ class _AccountSim:
             margin=margin,
             margin_free=round(equity - margin, 2),
             margin_level=round(equity / margin * 100.0, 2) if margin else 0.0,
-            margin_so_call=50.0,
-            margin_so_so=30.0,
+            margin_so_mode=0,  # ACCOUNT_STOPOUT_MODE_PERCENT
+            margin_so_call=self._levels[0],
+            margin_so_so=self._levels[1],
             name=e.name or f"Account {e.login}",
             server=e.server,
             currency=e.currency,
             company=company,
         )
+        if not positions:
+            self._idle_info = (key, info)
+        return info
 
 
+_SYMBOL_BY_NAME = {s.name: s for s in SYMBOLS}
 _KIND_ORDER = {
     "balance": 0,
     "opened": 1,
@@ -286,9 +320,13 @@ class SimulatedTerminal(Terminal):
         hang_seconds: float = 3600.0,
         company: str = "MEX Atlantic",
         build: int = 3770,
+        pace: int = 1,
     ) -> None:
         if not accounts:
             raise ValueError("a simulated terminal needs at least one account")
+        if not (isinstance(pace, int) and 1 <= pace <= MAX_PACE):
+            raise ValueError(f"pace must be an integer from 1 to {MAX_PACE}, got {pace!r}")
+        self.pace = pace
         self.name = name
         self.seed = seed
         self.login_cost = login_cost
@@ -310,6 +348,7 @@ class SimulatedTerminal(Terminal):
         self._initialized = False
         self._current: int | None = None
         self._last_error: tuple[int, str] = (RES_S_OK, "Success")
+        self._terminal_infos: dict[tuple[bool, int, str, str], TerminalInfo] = {}
         self.login_calls = 0
         self.hung_calls = 0  # calls blocked right now by a `hang` fault
         for login, fault in (faults or {}).items():
@@ -350,6 +389,9 @@ class SimulatedTerminal(Terminal):
     def now_ms(self) -> int:
         return int(self._clock() * 1000)
 
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.now_ms() / 1000, UTC)
+
     def simulated_trades(self, login: int) -> list[SimTrade]:
         """Ground truth (UTC) for tests: the trades opened so far on an account, whole lives included
         (a trade's `close_ms` may lie in the future)."""
@@ -370,7 +412,7 @@ class SimulatedTerminal(Terminal):
             sim = self._sims.get(login)
             if sim is None:
                 sim = self._sims[login] = _AccountSim(
-                    self._entries[login], self.seed, self._start_ms, self._offset_ms()
+                    self._entries[login], self.seed, self._start_ms, self._offset_ms(), self.pace
                 )
             sim.advance(now_ms)
             return sim
@@ -383,7 +425,10 @@ class SimulatedTerminal(Terminal):
 
     def _begin(self, login: int | None) -> bool:
         """Common prologue: latency, then a hang if the account has one. False once released."""
-        self._wait(self.latency)
+        if self.latency > 0:
+            self._wait(self.latency)
+        elif not self._closed and (login is None or self._faults.get(login) != "hang"):
+            return True  # the common case, decided without the condition's lock (dict reads are atomic)
         with self._cond:
             if login is not None and self._faults.get(login) == "hang" and not self._closed:
                 self.hung_calls += 1
@@ -448,12 +493,13 @@ class SimulatedTerminal(Terminal):
         self.login_calls += 1
         if not self._begin(login):
             return False
-        self._wait(self.login_cost)
+        if self.login_cost > 0:
+            self._wait(self.login_cost)
         if self._closed or not self._initialized:
             self._last_error = (RES_E_INTERNAL_FAIL_CONNECT, "No IPC connection")
             return False
         entry = self._entries.get(login)
-        fault = self.fault(login)
+        fault = self._faults.get(login)
         self._current = None
         if fault == "disconnected":
             self._last_error = (RES_E_INTERNAL_FAIL_CONNECT, "No connection to trade server")
@@ -474,7 +520,7 @@ class SimulatedTerminal(Terminal):
         login = self._ready()
         if login is None:
             return None
-        fault = self.fault(login)
+        fault = self._faults.get(login)
         if fault == "no_live_data":
             self._last_error = (RES_E_FAIL, "Terminal: Call failed")
             return None
@@ -488,6 +534,19 @@ class SimulatedTerminal(Terminal):
             return None
         self._last_error = (RES_S_OK, "Success")
         return self._snapshot(login, self.now_ms())
+
+    def copy_rates_from_pos(
+        self, symbol: str, timeframe: int, start_pos: int, count: int
+    ) -> tuple[Rate, ...] | None:
+        """Correlated bars of bridge.sim_rates (the same for every account: a market, not a desk)."""
+        if self._data_call_login() is None:
+            return None
+        bars = sim_rates.rates(
+            self.seed, symbol, timeframe, start_pos, count, self.now_ms() / 1000, self._offset_ms() / 1000
+        )
+        ok = (RES_S_OK, "Success")
+        self._last_error = ok if bars else (RES_E_INVALID_PARAMS, "Terminal: Invalid params")
+        return bars
 
     def positions_get(self) -> tuple[TradePosition, ...] | None:
         login = self._data_call_login()
@@ -527,19 +586,23 @@ class SimulatedTerminal(Terminal):
             self._last_error = (RES_E_INTERNAL_FAIL_CONNECT, "No IPC connection")
             return None
         current = self._current
-        connected = current is None or self.fault(current) != "disconnected"
+        connected = current is None or self._faults.get(current) != "disconnected"
         self._last_error = (RES_S_OK, "Success")
-        return TerminalInfo(
-            connected=connected,
-            trade_allowed=True,
-            build=self.build,
-            ping_last=35_000 if connected else 0,
-            company=self.company,
-            name=f"{self.company} MT5 Terminal (simulated)",
-            language="English",
-            path=f"simulated://{self.name}",
-            data_path=f"simulated://{self.name}/data",
-        )
+        key = (connected, self.build, self.company, self.name)
+        info = self._terminal_infos.get(key)  # immutable, and the same for every account of the terminal
+        if info is None:
+            info = self._terminal_infos[key] = TerminalInfo(
+                connected=connected,
+                trade_allowed=True,
+                build=self.build,
+                ping_last=35_000 if connected else 0,
+                company=self.company,
+                name=f"{self.company} MT5 Terminal (simulated)",
+                language="English",
+                path=f"simulated://{self.name}",
+                data_path=f"simulated://{self.name}/data",
+            )
+        return info
 
     def last_error(self) -> tuple[int, str]:
         return self._last_error
@@ -603,6 +666,7 @@ def simulated_pool(
     utc_offset_hours: float = 0.0,
     clock: Callable[[], float] | None = None,
     hang_seconds: float = 3600.0,
+    pace: int = 1,
 ) -> TerminalPool:
     """A TerminalPool of SimulatedTerminals. terminals=None: one terminal per account, or grouped by
     each entry's `terminal` name when given; N: accounts spread round-robin over N terminals."""
@@ -635,6 +699,7 @@ def simulated_pool(
             utc_offset_hours=utc_offset_hours,
             clock=clock,
             hang_seconds=hang_seconds,
+            pace=pace,
         )
         members.append((term, [e.credentials() for e in group]))
     return TerminalPool(members)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import NamedTuple
 
 # MetaTrader5 result codes (MetaTrader5.last_error()[0]) the bridge tells apart.
 RES_S_OK = 1
 RES_E_FAIL = -1
+RES_E_INVALID_PARAMS = -2
 RES_E_AUTH_FAILED = -6
 RES_E_INTERNAL_FAIL = -10000
 RES_E_INTERNAL_FAIL_CONNECT = -10004
@@ -170,6 +171,19 @@ class AccountCredentials:
     currency: str = ""
 
 
+class Rate(NamedTuple):
+    """One bar of MetaTrader5.copy_rates_from_pos(); `time` is the bar's open in broker time, epoch s."""
+
+    time: int
+    open: float = 0.0
+    high: float = 0.0
+    low: float = 0.0
+    close: float = 0.0
+    tick_volume: int = 0
+    spread: int = 0
+    real_volume: int = 0
+
+
 class Terminal(ABC):
     """One MT5 terminal: logged into one account at a time, blocking calls, not thread-safe.
 
@@ -220,6 +234,19 @@ class Terminal(ABC):
 
     @abstractmethod
     def shutdown(self) -> None: ...
+
+    def copy_rates_from_pos(
+        self, symbol: str, timeframe: int, start_pos: int, count: int
+    ) -> tuple[Rate, ...] | None:
+        """Bars of `symbol` (MT5's TIMEFRAME_* code), oldest first, `start_pos` bars back from the one in
+        progress; None when the terminal has none (last_error says why). Not every terminal serves bars:
+        the default has none."""
+        return None
+
+    def now(self) -> datetime:
+        """The instant on the clock this terminal's times are on (UTC): a read is stamped with it. The
+        host's clock for a real terminal; a simulated desk's own (possibly shifted) clock."""
+        return datetime.now(UTC)
 
     def release(self) -> None:
         """Unblock calls stuck in this terminal so their threads can end; called on pool close.

@@ -28,6 +28,9 @@ LIVE_FIELDS = {
     "margin",
     "margin_free",
     "margin_level",
+    "margin_so_mode",
+    "margin_so_call",
+    "margin_so_so",
     "trade_allowed",
     "timestamp",
 }
@@ -130,6 +133,8 @@ async def test_info_live_and_stored_data(make_bridge) -> None:
     assert set(live) == LIVE_FIELDS
     assert live["login"] == A and live["name"] == "Main Balance Account" and live["currency"] == "USD"
     assert live["balance"] == 80_000.00 and live["leverage"] == 100 and live["trade_allowed"] is True
+    # the broker's levels (issue 14): the simulated MEXAtlantic-Real calls margin at 100 %, stops out at 50 %
+    assert (live["margin_so_mode"], live["margin_so_call"], live["margin_so_so"]) == ("percent", 100.0, 50.0)
     assert abs(_utc(live["timestamp"]) - datetime.now(UTC)) < timedelta(seconds=30)
 
     status, again = await br.get(f"/api/mt5/account/{A}/info")
@@ -305,7 +310,7 @@ async def test_openapi_describes_every_route(make_bridge) -> None:
         for r in br.client.app.router.routes()
         if r.method != "HEAD" and r.resource is not None
     }
-    assert len(routes) == 10
+    assert len(routes) == 11  # ten, and the rates (issue 14)
     for method, path in routes:
         assert path in doc["paths"], path
         assert method in doc["paths"][path], (method, path)

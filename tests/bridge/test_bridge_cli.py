@@ -92,6 +92,30 @@ async def test_simulate_serves_and_stops_on_sigint(unused_tcp_port: int) -> None
     assert "886557: hang" in err and "terminal sim-886557 is unhealthy" in err
 
 
+@pytest.mark.parametrize("delay", [0.1, 0.3, 0.6])
+def test_a_sigint_inherited_as_ignored_still_stops_it_from_the_first_moment(
+    unused_tcp_port: int, delay: float
+) -> None:
+    """Started as a background job of a non-interactive shell is (with SIGINT ignored, which Python
+    keeps): a SIGINT during start-up (before aiohttp's own handler) stops it all the same, quietly.
+    From `main` on: between the 'entry' line and main's first statement it would still be ignored."""
+    announced = "import sys; from bridge.cli import main; print('entry', flush=True); sys.exit(main())"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", announced, "--simulate", "--port", str(unused_tcp_port)],
+        cwd=REPO,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "entry"
+    time.sleep(delay)  # the point of the test is *when* the signal lands
+    _, _, err = _stop(proc)
+    assert "Traceback" not in err, err
+    assert proc.returncode in (0, 130), err
+
+
 async def test_accounts_file_token_and_no_secret_in_output(tmp_path: Path, unused_tcp_port: int) -> None:
     accounts = tmp_path / "accounts.json"
     accounts.write_text(
@@ -197,6 +221,11 @@ def test_bad_accounts_file_exits_2_with_one_line(tmp_path: Path) -> None:
             "cannot read /nonexistent/accounts.json",
         ),
         (["--simulate", "--bogus"], "unrecognized arguments: --bogus"),
+        (["--simulate", "--time-scale", "0"], "must be > 0 and <= 10000"),
+        (["--simulate", "--clock-start", "yesterday"], "expected an ISO-8601 time"),
+        (["--simulate", "--clock-start=+1h"], "3600 s ahead of the wall clock"),
+        (["--config", "x.json", "--clock-start=-1h"], "--clock-start only apply with --simulate"),
+        (["--config", "x.json", "--time-scale", "60"], "--time-scale only apply with --simulate"),
         ([], "--config FILE is required without --simulate"),
     ],
 )

@@ -3,6 +3,8 @@ per-account endpoint serves them, failures reported per account."""
 
 from __future__ import annotations
 
+import time
+
 from jsonschema import Draft202012Validator
 
 from bridge.openapi import build_document
@@ -50,3 +52,23 @@ async def test_batch_reports_failures_per_account(make_bridge) -> None:
         assert status == 400, bad
     status, _ = await br.get("/api/mt5/accounts/positions", auth=False)
     assert status == 401
+
+
+async def test_a_hang_mid_batch_fails_in_time_and_blocks_only_its_terminal(make_bridge) -> None:
+    """One worker job per terminal, yet call_timeout per account: the hung account answers 504 after it,
+    the accounts after it on that terminal 504 as blocked, another terminal's accounts 200."""
+    C, D = 886602, 885822
+    accounts = [
+        {"login": x, "password": "p", "server": "S", "terminal": t}
+        for x, t in ((A, "t1"), (B, "t1"), (C, "t1"), (D, "t2"))
+    ]
+    br = await make_bridge(accounts=accounts, static=True, faults={B: "hang"}, call_timeout=0.4)
+    t0 = time.perf_counter()
+    status, body = await br.get("/api/mt5/accounts/positions")
+    assert status == 200 and time.perf_counter() - t0 < 2.0
+    _validate(body, "PositionsBatchResponse")
+    by_id = {e["account_id"]: e for e in body["accounts"]}
+    assert [e["account_id"] for e in body["accounts"]] == [A, B, C, D]
+    assert "positions" in by_id[A] and "positions" in by_id[D]
+    assert by_id[B]["status"] == 504 and "did not answer within 0.4 s" in by_id[B]["error"]["message"]
+    assert by_id[C]["status"] == 504 and "still blocked" in by_id[C]["error"]["message"]
