@@ -5,7 +5,8 @@ inputs in any grouping give the same events and the same dedup keys):
 - A position's deals are kept in a ledger (by ticket: duplicated or overlapping sweeps add nothing) and
   walked in (time, ticket) order as a signed volume (BUY deals +volume, SELL deals -volume).
 - Its opening deal is the IN deal whose order is the position identifier (MT5: the identifier is the ticket
-  of the order that opened it); failing that, the earliest IN deal within a second of the open time seen.
+  of the order that opened it); from a source without order tickets (order 0), the earliest IN deal within
+  a second of the open time seen.
   TRADE_OPENED comes from that deal or from the first snapshot showing the identifier, whichever is first.
 - Every other IN deal is a volume_added, an INOUT deal a reversal, both certain as soon as they are seen.
   An OUT (or OUT_BY) deal that leaves volume is a partial_close once it is certain the position lived on
@@ -23,12 +24,27 @@ input is set aside with a reason (`rejected`), never raised.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+import functools
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from agent.analytics.score import (
+    TradeFacts,
+    TradeScore,
+    facts_for_position,
+    facts_for_trade,
+    latest_loss,
+    r_multiple_reason,
+    score,
+    score_at_open,
+    score_json,
+    trade_of,
+)
+from agent.domain.accounts import AccountValues
 from agent.domain.trades import (
     Deal,
     DealEntry,
@@ -42,7 +58,7 @@ from agent.domain.trades import (
 )
 from agent.events.checks import check_deal, check_position, utc
 from agent.events.keys import closed_key, deal_key, opened_key, sltp_key
-from agent.events.state import AccountState, DetectorState, PositionTrack
+from agent.events.state import AccountState, DetectorState, OpenContext, PositionTrack
 
 OPEN_TIME_SLACK = timedelta(seconds=1)  # deal times carry ms, a position's open time may be whole seconds
 ZERO = Decimal(0)
@@ -82,12 +98,15 @@ class _Emit:
     state: AccountState
     detected_at: datetime
     events: list[TradeEvent]
+    # what each TRADE_OPENED / TRADE_CLOSED of the round adds to its data (its score), run once every
+    # position of the round is resolved (a loss closed this round counts for a trade opened after it)
+    scorers: dict[str, Callable[[], dict[str, Any]]] = field(default_factory=dict)
 
     def __call__(
         self, identifier: int, type_: EventType, key: str, time: datetime, symbol: str, data: dict[str, Any]
-    ) -> None:
+    ) -> bool:
         if key in self.state.emitted:
-            return
+            return False
         self.state.emitted.add(key)
         self.events.append(
             TradeEvent(
@@ -101,6 +120,7 @@ class _Emit:
                 data=data,
             )
         )
+        return True
 
 
 class Detector:
@@ -117,10 +137,12 @@ class Detector:
         snapshot: PositionsSnapshot | None = None,
         deals: Iterable[Deal] = (),
         detected_at: datetime,
+        values: AccountValues | None = None,
     ) -> list[TradeEvent]:
         """One poll round of one account: a deal sweep and/or a positions snapshot. Sweep the deals
         before reading the snapshot (then a deal seen is never newer than the snapshot, and partial
-        closes and closes are decided in the same round). Returns the new events in terminal-time order."""
+        closes and closes are decided in the same round). `values`: the account's synced values at
+        detection (balance, margin level), for the scores. Returns the new events in terminal-time order."""
         self.rejected = []
         a = self.state.account(account)
         emit = _Emit(account, a, detected_at, [])
@@ -129,9 +151,24 @@ class Detector:
         if snapshot is not None:
             self._apply_snapshot(account, a, snapshot, emit)
         for identifier in sorted(a.tracks):
-            self._resolve(account, a, identifier, emit)
+            self._resolve(account, a, identifier, emit, values)
+        if emit.scorers:
+            emit.events = [self._scored(e, emit.scorers.get(e.dedup_key)) for e in emit.events]
         emit.events.sort(key=lambda e: e.time)
         return emit.events
+
+    def _scored(self, e: TradeEvent, scorer: Callable[[], dict[str, Any]] | None) -> TradeEvent:
+        """The event with its score in its data (payload, not identity: the dedup key is unchanged)."""
+        if scorer is None:
+            return e
+        try:
+            extra = scorer()
+        except (ArithmeticError, ValueError, TypeError) as exc:  # the detector stays total
+            self.rejected.append(f"score of {e.identifier}: {type(exc).__name__}")
+            extra = {"score": {"score": None, "rules": [], "complete": False}}
+            if e.type is EventType.TRADE_CLOSED:
+                extra |= {"r_multiple": None, "r_multiple_reason": "not_scored"}
+        return replace(e, data={**e.data, **extra})
 
     # --- inputs ---------------------------------------------------------------------------------------
 
@@ -180,7 +217,14 @@ class Detector:
             track = a.track(p.identifier)
             prev = track.sighting
             track.sighting = p
-            if prev is None or (prev.sl, prev.tp) == (p.sl, p.tp):
+            if prev is None:
+                # the baseline. Before its TRADE_OPENED, which carries these SL/TP as the open's (as the
+                # analytics read the stored events: one stop history for both); after it (opened from its
+                # deal alone), as of the position's last update
+                seen_open = opened_key(account, p.identifier) not in a.emitted
+                track.sighted(p, p.time if seen_open else max(p.time, p.time_update))
+                continue
+            if (prev.sl, prev.tp) == (p.sl, p.tp):
                 continue
             changes = {
                 f: [getattr(prev, f), getattr(p, f)]
@@ -188,6 +232,7 @@ class Detector:
                 if getattr(prev, f) != getattr(p, f)
             }
             time = p.time_update if p.time_update != prev.time_update else as_of
+            track.sighted(p, time)
             emit(
                 p.identifier,
                 EventType.TRADE_UPDATED,
@@ -210,6 +255,10 @@ class Detector:
         if not ins:
             return None
         first = ins[0]
+        if first.order:
+            # the source gives orders, and no IN deal is the opening order's: the opening lies before the
+            # deals swept (a first sweep's window cut through the trade); a scale-in is no opening
+            return None
         if track.sighting is None or first.time - track.sighting.time <= OPEN_TIME_SLACK:  # (no overflow)
             return first
         return None
@@ -221,13 +270,18 @@ class Detector:
             return True
         return track.sighting is not None and track.sighting.time_update >= d.time
 
-    def _resolve(self, account: int, a: AccountState, identifier: int, emit: _Emit) -> None:
+    def _resolve(
+        self, account: int, a: AccountState, identifier: int, emit: _Emit, values: AccountValues | None
+    ) -> None:
         track = a.tracks[identifier]
         ordered = sorted(track.deals.values(), key=lambda d: (d.time, d.ticket))
         opening = self._opening(track, ordered)
         sighting = track.sighting
         if opening is not None or sighting is not None:
-            self._emit_opened(account, identifier, opening, sighting, emit)
+            if self._emit_opened(account, identifier, opening, sighting, emit):
+                emit.scorers[opened_key(account, identifier)] = functools.partial(
+                    _score_opened, a, track, identifier, opening, sighting, values
+                )
         if opening is not None:
             # deals dated before the opening deal (inconsistent) count in the P&L but are not walked
             start, walk = ZERO, ordered[ordered.index(opening) :]
@@ -285,10 +339,10 @@ class Detector:
     @staticmethod
     def _emit_opened(
         account: int, identifier: int, opening: Deal | None, sighting: Position | None, emit: _Emit
-    ) -> None:
+    ) -> bool:
         key = opened_key(account, identifier)
         if key in emit.state.emitted:
-            return
+            return False
         if opening is not None:
             time, symbol = opening.time, opening.symbol
             data = {"side": _deal_side(opening), "volume": opening.volume, "price_open": opening.price}
@@ -296,14 +350,14 @@ class Detector:
             time, symbol = sighting.time, sighting.symbol
             data = {"side": _pos_side(sighting), "volume": sighting.volume, "price_open": sighting.price_open}
         else:
-            return
+            return False
         data |= {
             "symbol": symbol,
             "sl": sighting.sl if sighting else None,  # None: not known yet (seen from its deal alone)
             "tp": sighting.tp if sighting else None,
             "time": time.isoformat(),
         }
-        emit(identifier, EventType.TRADE_OPENED, key, time, symbol, data)
+        return emit(identifier, EventType.TRADE_OPENED, key, time, symbol, data)
 
     @staticmethod
     def _emit_closed(
@@ -334,9 +388,12 @@ class Detector:
             "duration_s": (last.time - opened_at).total_seconds() if opened_at else None,
             "deals": [d.ticket for d in ordered],
         }
-        emit(
-            identifier, EventType.TRADE_CLOSED, closed_key(account, identifier), last.time, last.symbol, data
-        )
+        key = closed_key(account, identifier)
+        if emit(identifier, EventType.TRADE_CLOSED, key, last.time, last.symbol, data):
+            trade = trade_of(ordered, closed=True)
+            if trade is not None and trade.complete and trade.result < 0:
+                a.lost(trade)  # at once: a trade opened after it, resolved later this round, sees it
+            emit.scorers[key] = functools.partial(_score_closed, a, track, identifier, ordered)
         # closed: forget the position, keep its identifier (late duplicates of its deals are ignored)
         a.closed[identifier] = last.time
         a.present.discard(identifier)
@@ -344,3 +401,78 @@ class Detector:
         prefix = f"{account}:{identifier}:"
         tickets = {deal_key(account, d.ticket) for d in ordered}
         a.emitted = {k for k in a.emitted if not k.startswith(prefix) and k not in tickets}
+
+
+# --- scores (agent/analytics/score.py's rules, from what the detector holds: no store read) ---------------
+
+
+def _context(a: AccountState, opened: datetime, identifier: int, values: AccountValues | None) -> OpenContext:
+    """The account at a trade's open, as the detector knows it: its synced values at detection. A margin
+    level with no margin in use is the terminal's 0 of an account without positions: a sync before this
+    open, so the level after it is not known."""
+    balance = margin_level = None
+    if values is not None:
+        balance = exact(values.balance) if math.isfinite(values.balance) else None
+        level, margin = values.margin_level, values.margin
+        if level is not None and math.isfinite(level) and level > 0 and (margin is None or margin > 0):
+            margin_level = level
+    return OpenContext(balance, margin_level, latest_loss(a.losses, opened, identifier))
+
+
+def _score_opened(
+    a: AccountState,
+    track: PositionTrack,
+    identifier: int,
+    opening: Deal | None,
+    sighting: Position | None,
+    values: AccountValues | None,
+) -> dict[str, Any]:
+    """TRADE_OPENED's live score: the rules that can be judged at the open."""
+    opened = opening.time if opening is not None else sighting.time if sighting is not None else None
+    assert opened is not None
+    ctx = track.at_open = _context(a, opened, identifier, values)
+    facts: TradeFacts | None = None
+    if sighting is not None:
+        p = replace(sighting, type=PositionType(int(sighting.type)))
+        facts = facts_for_position(
+            p,
+            track.stops,
+            balance_at_open=ctx.balance,
+            margin_level=ctx.margin_level,
+            previous_loss=ctx.previous_loss,
+        )
+    else:
+        trade = trade_of([opening] if opening is not None else [], closed=False)
+        assert trade is not None
+        facts = facts_for_trade(
+            trade,
+            track.stops,
+            balance_at_open=ctx.balance,
+            margin_level_after_open=ctx.margin_level,
+            previous_loss=ctx.previous_loss,
+        )
+    return {"score": score_json(score_at_open(facts))}
+
+
+def _score_closed(
+    a: AccountState, track: PositionTrack, identifier: int, ordered: list[Deal]
+) -> dict[str, Any]:
+    """TRADE_CLOSED's final score (every rule) and, beside it, the R-multiple. The balance and margin level
+    are those at its open (unknown for a trade opened before the detector was rebuilt from a store)."""
+    trade = trade_of(ordered, closed=True)
+    if trade is None:
+        raise ValueError("no trade deal")
+    ctx = track.at_open
+    facts = facts_for_trade(
+        trade,
+        track.stops,
+        balance_at_open=ctx.balance if ctx else None,
+        margin_level_after_open=ctx.margin_level if ctx else None,
+        previous_loss=ctx.previous_loss if ctx else latest_loss(a.losses, trade.open_time, identifier),
+    )
+    s: TradeScore = score(facts)
+    return {
+        "score": score_json(s),
+        "r_multiple": s.r_multiple,
+        "r_multiple_reason": r_multiple_reason(facts, s),
+    }

@@ -17,7 +17,9 @@ for a streaming kind (MetaAPI): `subscribe(accounts) -> AsyncIterator[...]` inst
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, runtime_checkable
@@ -30,7 +32,10 @@ AccountRead = AccountSnapshot | ReadFailure
 PositionsRead = PositionsSnapshot | ReadFailure
 DealsRead = list[Deal] | ReadFailure
 
+log = logging.getLogger("mt5_agent.sources")
+
 POSITIONS_FEATURE = "positions"  # in a health document's `features`: positions and deals are served
+POSITIONS_BATCH_FEATURE = "positions_batch"  # every account's positions in one request
 POSITIONS_UNAVAILABLE = "trade events unavailable: the source serves no positions or deals"
 
 
@@ -76,6 +81,7 @@ class ListedAccount:
     name: str | None = None
     server: str | None = None
     currency: str | None = None
+    terminal: str | None = None  # the terminal serving it, when the source says (ours does)
 
 
 @dataclass
@@ -127,6 +133,21 @@ class Source(Protocol):
         """One account's open positions, or its failure (`timeout` past `deadline` seconds)."""
         ...
 
+    def shared_terminal(self, account: int) -> str | None:
+        """The terminal serving `account` when it also serves other accounts (so each of their reads may
+        cost a login: the poller reads such accounts one after another, each one's positions and deals
+        together), from the last listing; None when the account has its terminal to itself or the source
+        does not say."""
+        ...
+
+    def read_positions_many(
+        self, accounts: Sequence[int], deadline: float
+    ) -> AsyncIterator[tuple[int, PositionsRead]]:
+        """Every asked account's positions, each yielded as soon as it is known (any order, each account
+        once), all within `deadline` seconds: an account without an answer by then is yielded as a
+        `timeout` failure. One request for all where the source can (`positions_each` otherwise)."""
+        ...
+
     async def read_deals(
         self, account: int, since: datetime, until: datetime, deadline: float | None = None
     ) -> DealsRead:
@@ -135,3 +156,55 @@ class Source(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+class _ReadsPositions(Protocol):
+    async def read_positions(self, account: int, deadline: float | None = None) -> PositionsRead: ...
+
+
+async def positions_each(
+    source: _ReadsPositions, accounts: Sequence[int], deadline: float, concurrency: int = 16
+) -> AsyncIterator[tuple[int, PositionsRead]]:
+    """`read_positions_many` as one read per account (at most `concurrency` at once), each yielded as it
+    completes; what is still unanswered at `deadline` is yielded as a timeout failure. A consumer that
+    stops early cancels the reads left."""
+    if not accounts:
+        return
+    sem = asyncio.Semaphore(concurrency)
+    at = asyncio.get_running_loop().time() + deadline
+
+    async def one(account: int) -> tuple[int, PositionsRead]:
+        async with sem:
+            left = max(0.001, at - asyncio.get_running_loop().time())
+            return account, await source.read_positions(account, left)
+
+    tasks = {asyncio.ensure_future(one(a)): a for a in dict.fromkeys(accounts)}
+    try:
+        pending = set(tasks)
+        while pending:
+            left = at - asyncio.get_running_loop().time()
+            done, pending = await asyncio.wait(
+                pending, timeout=max(0.0, left), return_when=asyncio.FIRST_COMPLETED
+            )
+            if not done:  # the deadline passed: what is left times out
+                break
+            for task in done:
+                if task.cancelled() or task.exception() is not None:
+                    # a read that raises is a bug: that account's failure, as a bridge source reports it
+                    exc = None if task.cancelled() else task.exception()
+                    what = "cancelled" if exc is None else f"unexpected {type(exc).__name__}"
+                    if exc is not None:
+                        log.error("account %s positions: %s", tasks[task], what, exc_info=exc)
+                    yield tasks[task], ReadFailure(Reason.INVALID_PAYLOAD, f"account {tasks[task]}: {what}")
+                else:
+                    yield task.result()
+        for task in pending:
+            account = tasks[task]
+            yield (
+                account,
+                ReadFailure(Reason.TIMEOUT, f"account {account}: positions: no answer within {deadline:g}s"),
+            )
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

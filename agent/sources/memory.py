@@ -14,7 +14,7 @@ source without positions, like the seed's bridge.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -40,6 +40,7 @@ from agent.sources.base import (
     SourceError,
     SourceHealth,
     positions_advertised,
+    positions_each,
     positions_unavailable,
 )
 
@@ -120,7 +121,10 @@ class MemorySource:
         self.listing_error: SourceError | None = None
         self.invalid_listing = 0  # malformed listing entries to report
         self.invalid_reads = 0  # malformed read entries to report
-        self.calls: list[str] = []  # "health", "list", "read", "positions", "deals" in order
+        self.concurrency = 16  # positions reads at once in `read_positions_many`
+        self.terminals: dict[int, str] = {}  # account -> the terminal it shares with others (scripted)
+        self.calls: list[str] = []  # "health", "list", "read", "positions", "deals",
+        # "positions_many" in order
         self.positions: dict[int, tuple[Position, ...]] = {}
         self.positions_as_of: dict[int, datetime] = {}  # absent: the time of the read
         self.deals: dict[int, dict[int, Deal]] = {}  # account -> ticket -> deal
@@ -288,6 +292,16 @@ class MemorySource:
             return ReadFailure(Reason.NOT_FOUND, f"account {account}: not found")
         as_of = self.positions_as_of.get(account) or self.clock()
         return PositionsSnapshot(account=account, as_of=as_of, positions=self.positions.get(account, ()))
+
+    def shared_terminal(self, account: int) -> str | None:
+        return self.terminals.get(account)
+
+    def read_positions_many(
+        self, accounts: Sequence[int], deadline: float
+    ) -> AsyncIterator[tuple[int, PositionsRead]]:
+        """One read per account (`positions_each`), so scripted latencies and failures apply as ever."""
+        self.calls.append("positions_many")
+        return positions_each(self, accounts, deadline, self.concurrency)
 
     async def read_deals(
         self, account: int, since: datetime, until: datetime, deadline: float | None = None

@@ -1,6 +1,6 @@
 """The store's interfaces, one per concern, and the backend that composes them.
 
-Each concern (accounts, sync state, runs, positions, deals, events) is one protocol here, one
+Each concern (accounts, sync state, runs, positions, deals, events, equity) is one protocol here, one
 module per backend (agent/store/sqlite/<concern>.py, agent/store/mongo/<concern>.py) and one attribute of
 the backend object (`store.accounts`, `store.sync_state`, `store.runs`). Writes that must land together
 (a cycle's account updates and sync states) are methods of the backend, which owns the transaction.
@@ -14,18 +14,22 @@ from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from agent.domain.accounts import AccountRecord, AccountSyncState, AccountUpdate
+from agent.domain.equity import EquityPoint
 from agent.domain.runs import SyncRun
 from agent.domain.trades import Deal, EventType, PositionsSnapshot, TradeEvent
 from agent.store.errors import StoreConfigError, StoreError, StoreRejected, StoreUnavailable
 from agent.store.observe import OperationObserver
+from agent.store.shard_lease import ShardLeaseStore
 
 __all__ = [
     "AccountStore",
     "DealStore",
+    "EquityStore",
     "EventStore",
     "OperationObserver",
     "PositionStore",
     "RunStore",
+    "ShardLeaseStore",
     "Store",
     "StoreBackend",
     "StoreConfigError",
@@ -61,6 +65,15 @@ class AccountStore(Protocol):
     async def put_account_documents(self, docs: Sequence[Mapping[str, Any]]) -> None:
         """Provisioning (not used by a sync): insert or replace whole account documents, e.g. with
         client_id and credentials. Used by tests, the demo and admin tooling."""
+
+    async def get_sources(self) -> dict[int, str]:
+        """The name of the source (agent setting) that last held each account, by account: for the
+        accounts whose document records one (documents written before issue 15 do not)."""
+
+    async def set_sources(self, sources: Mapping[int, str]) -> None:
+        """Record which source holds each account, in the `source` field of documents that exist (an
+        account without a document gets none: a document is created by a sync's write). Agent
+        bookkeeping beside the seed's fields: never returned by the API."""
 
 
 @runtime_checkable
@@ -180,10 +193,32 @@ class EventStore(Protocol):
         after its event was pruned (a restart re-reading old deals) is still not stored twice."""
 
 
+@runtime_checkable
+class EquityStore(Protocol):
+    """`mt5_equity`: recorded equity (and balance) points, keyed by (account, time). Which points are
+    recorded is the recorder's choice (agent.analytics.equity: sampled, live values only); the store
+    keeps them, reads an account's range back and drops old ones."""
+
+    async def put_equity(self, points: Sequence[EquityPoint]) -> None:
+        """Insert or replace by (account, time), times floored to the ms: a point recorded twice (a restart,
+        two shards) is stored once. One transaction (SQLite) or one bulk write (MongoDB, chunks of 1,000).
+        StoreRejected naming the accounts (nothing written) for a value the store cannot hold."""
+
+    async def get_equity(
+        self, account: int, *, since: datetime | None = None, until: datetime | None = None
+    ) -> list[EquityPoint]:
+        """The account's points with `since <= time < until` (either bound optional), in time order."""
+
+    async def prune_equity(self, before: datetime) -> int:
+        """Drop every account's points older than `before`; returns how many were dropped."""
+
+
 def cursor_expired(after: int, oldest_available: int | None, latest_id: int) -> bool:
     """Whether events after `after` may have been pruned (the API's 410 cursor_expired): `after` below
     the retained history (`oldest_available() - 1`), or, with nothing retained, below `latest_id()`.
-    Read both AFTER reading the page: a prune between the checks and the read would go unnoticed."""
+    Read both AFTER reading the page (a prune between the checks and the read would go unnoticed), and
+    `latest_id` before `oldest_available` (else an event stored between them makes an empty store look
+    pruned)."""
     if oldest_available is None:
         return after < latest_id
     return after < oldest_available - 1
@@ -192,14 +227,25 @@ def cursor_expired(after: int, oldest_available: int | None, latest_id: int) -> 
 @runtime_checkable
 class StoreBackend(Protocol):
     """One backend (SQLite file, MongoDB database): its lifecycle, its concerns, and the writes that span
-    concerns. A new concern adds an attribute here and a module per backend."""
+    concerns. A new concern adds an attribute here and a module per backend. (Read-only properties: a
+    backend's attribute may then hold its own concern class.)"""
 
-    accounts: AccountStore
-    sync_state: SyncStateStore
-    runs: RunStore
-    positions: PositionStore
-    deals: DealStore
-    events: EventStore
+    @property
+    def accounts(self) -> AccountStore: ...
+    @property
+    def sync_state(self) -> SyncStateStore: ...
+    @property
+    def runs(self) -> RunStore: ...
+    @property
+    def positions(self) -> PositionStore: ...
+    @property
+    def deals(self) -> DealStore: ...
+    @property
+    def events(self) -> EventStore: ...
+    @property
+    def shards(self) -> ShardLeaseStore: ...
+    @property
+    def equity(self) -> EquityStore: ...
 
     def observe_operations(self, observer: OperationObserver | None) -> None:
         """Report each operation (its name, e.g. `get_accounts`, and its duration in seconds, failed
@@ -222,4 +268,4 @@ class StoreBackend(Protocol):
 @runtime_checkable
 class Store(StoreBackend, Protocol):
     """What `open_store` returns: a backend with its concerns (`accounts`, `sync_state`, `runs`,
-    `positions`, `deals`, `events`)."""
+    `positions`, `deals`, `events`, `equity`)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -75,6 +76,27 @@ def last_per_account(items: Iterable[T]) -> list[T]:
     for item in items:
         by_account[item.account] = item  # type: ignore[attr-defined]
     return list(by_account.values())
+
+
+SOURCE_FIELD = "source"  # the account document's field naming the source holding it (agent bookkeeping)
+_SOURCE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")  # agent.config's rule for a source name
+
+
+def valid_source(value: object) -> bool:
+    """A stored source name the agent could have written (anything else is read as none)."""
+    return isinstance(value, str) and _SOURCE_NAME.fullmatch(value) is not None
+
+
+def source_items(sources: Mapping[int, str]) -> list[tuple[int, str]]:
+    """`set_sources`' input, checked before anything is written (ValueError on a bad account or name)."""
+    out = []
+    for account, source in sources.items():
+        if type(account) is not int or not 1 <= account <= 2**63 - 1:
+            raise ValueError(f"account must be an integer from 1 to 2**63-1, got {account!r}")
+        if not valid_source(source):
+            raise ValueError(f"not a source name: {source!r}")
+        out.append((account, source))
+    return out
 
 
 def record_from(account: int, values: Mapping[str, Any]) -> AccountRecord:

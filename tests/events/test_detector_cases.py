@@ -289,3 +289,24 @@ def test_a_close_seen_before_an_earlier_partial_close_is_not_taken_for_a_partial
         (f"{ACC}:deal:9", "partial_close"),
         (f"{ACC}:7:closed", None),
     ]
+
+
+def test_a_trade_cut_by_the_first_sweeps_window_is_no_opening_from_its_scale_in() -> None:
+    """A first sweep that starts after a trade opened sees its scale-in and its close, never its opening
+    deal, and no snapshot ever showed it: the scale-in is not its opening (orders tell: it is not the
+    opening order's), so nothing is invented; once the opening deal is swept, the whole trade follows."""
+    det = Detector()
+    scale_in = deal(20, 7, IN, buy=True, volume=0.13, time=10, price=1.3)
+    close = deal(21, 7, OUT, buy=False, volume=0.47, time=20, price=1.31, profit=4.7)
+    assert run(det, 30, snapshot(30), [scale_in, close]) == []
+    opening = deal(19, 7, IN, buy=True, volume=0.34, time=5, price=1.29, opens=True)
+    ev = run(det, 31, snapshot(31), [opening, scale_in, close])
+    assert [e.type for e in ev] == [EventType.TRADE_OPENED, EventType.TRADE_UPDATED, EventType.TRADE_CLOSED]
+    assert ev[0].data["volume"] == 0.34 and ev[1].data["change"] == "volume_added"
+    assert Decimal(ev[2].data["pnl_exact"]) == Decimal("4.7")
+
+
+def test_without_order_tickets_the_first_in_deal_near_the_open_time_is_the_opening() -> None:
+    det = Detector()
+    ev = run(det, 5, None, [deal(8, 7, IN, buy=True, volume=1.0, time=4, order=0)])
+    assert [e.type for e in ev] == [EventType.TRADE_OPENED] and ev[0].data["volume"] == 1.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -158,11 +159,13 @@ async def test_a_failing_account_does_not_stop_the_others(
     result = await poller.run_round()
     assert sorted(result.polled) == [A]
     assert set(result.failed) == {B, C}
-    assert result.failed[B].startswith("timeout") and result.failed[C].startswith("internal")
+    # a read that raises is that account's failure, as a bridge source reports it (invalid_payload)
+    assert result.failed[B].startswith("timeout") and result.failed[C].startswith("invalid_payload")
+    assert "unexpected RuntimeError" in result.failed[C]
     assert kinds(await all_events(store)) == [(A, 10, "TRADE_OPENED", None)]
     value = metrics.registry.get_sample_value
-    assert value("mt5_positions_poll_failures_total", {"reason": "timeout"}) == 1
-    assert value("mt5_positions_poll_failures_total", {"reason": "internal"}) == 1
+    assert value("mt5_positions_poll_failures_total", {"reason": "timeout", "source": "bridge"}) == 1
+    assert value("mt5_positions_poll_failures_total", {"reason": "invalid_payload", "source": "bridge"}) == 1
     assert value("mt5_account_positions_last_poll_timestamp_seconds", {"account": str(A)}) is not None
     assert value("mt5_account_positions_last_poll_timestamp_seconds", {"account": str(B)}) is None
 
@@ -240,12 +243,12 @@ async def test_an_unsupported_source_is_said_once_and_never_polled(
             assert await poller.tick() is None
     assert sum(POSITIONS_UNAVAILABLE in r.getMessage() for r in caplog.records) == 1
     assert "positions" not in src.calls and "deals" not in src.calls
-    assert metrics.registry.get_sample_value("mt5_trade_events_available") == 0
+    assert metrics.registry.get_sample_value("mt5_trade_events_available", {"source": "bridge"}) == 0
     assert await all_events(store) == []
 
     src.health_status = SourceHealth(status="healthy", available=True, features=frozenset({"positions"}))
     assert await poller.tick() is not None  # upgraded: polled from then on
-    assert metrics.registry.get_sample_value("mt5_trade_events_available") == 1
+    assert metrics.registry.get_sample_value("mt5_trade_events_available", {"source": "bridge"}) == 1
 
 
 async def test_metrics_move(store: Store, clock: Clock) -> None:
@@ -422,28 +425,35 @@ async def test_a_restart_days_later_closes_a_long_trade_with_its_whole_pnl(
 async def test_reads_are_concurrent_within_the_bound(
     store: Store, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Deals reads within the poller's bound; positions reads (all accounts' at once, from the source's
+    `read_positions_many`) within the source's."""
     src = MemorySource(clock=clock)
+    src.concurrency = 2
     accounts = list(range(2001, 2009))
-    for acc in accounts:
-        src.set_positions(acc, [])
+    for acc in accounts:  # a position: its times tell the terminal's clock (the second round sweeps first)
+        src.set_positions(acc, [position(acc, 10, time=at(0))])
     poller = make(store, src, clock, accounts, concurrency=3)
-    real = src.read_positions
-    active, most = 0, 0
+    active = {"positions": 0, "deals": 0}
+    most = dict(active)
 
-    async def slow(account: int, deadline: float | None = None) -> Any:
-        nonlocal active, most
-        active += 1
-        most = max(most, active)
-        try:
-            await asyncio.sleep(0.02)
-            return await real(account, deadline)
-        finally:
-            active -= 1
+    def slowed(what: str, real: Any) -> Any:
+        async def slow(account: int, *args: Any) -> Any:
+            active[what] += 1
+            most[what] = max(most[what], active[what])
+            try:
+                await asyncio.sleep(0.02)
+                return await real(account, *args)
+            finally:
+                active[what] -= 1
 
-    monkeypatch.setattr(src, "read_positions", slow)
-    result = await poller.run_round()
-    assert sorted(result.polled) == accounts
-    assert most == 3
+        return slow
+
+    monkeypatch.setattr(src, "read_positions", slowed("positions", src.read_positions))
+    monkeypatch.setattr(src, "read_deals", slowed("deals", src.read_deals))
+    for _ in range(2):  # the first round reads positions first, the second deals first
+        result = await poller.run_round()
+        assert sorted(result.polled) == accounts
+    assert most == {"positions": 2, "deals": 3}
 
 
 async def test_a_read_that_ignores_the_deadline_times_out_alone(
@@ -464,3 +474,86 @@ async def test_a_read_that_ignores_the_deadline_times_out_alone(
     async with asyncio.timeout(5):
         result = await poller.run_round()
     assert result.polled == [A] and result.failed[B].startswith("timeout")
+
+
+class _Polls:
+    """Counts each account's successful polls (a PollListener)."""
+
+    def __init__(self) -> None:
+        self.polled: Counter[int] = Counter()
+
+    def on_available(self, available: bool) -> None: ...
+
+    def on_round(self, seconds: float) -> None: ...
+
+    def on_account_polled(self, account: int, open_positions: int, at: datetime) -> None:
+        self.polled[account] += 1
+
+    def on_account_failed(self, account: int, reason: str) -> None: ...
+
+    def on_events_stored(self, events: Any, stored_at: datetime, catch_up: bool) -> None: ...
+
+    def on_accounts(self, accounts: Any) -> None: ...
+
+
+async def test_a_slow_account_does_not_hold_the_others_period(store: Store, clock: Clock) -> None:
+    """B's reads take 0.4 s each; A is still polled every period (a round waits `hold`, one interval by
+    default, then B finishes in the background and is skipped until it has), and B is never polled
+    twice at once."""
+    src = MemorySource(clock=clock)
+    src.set(B, latency=0.4)
+    for acc in (A, B):
+        src.set_positions(acc, [position(acc, 10, time=at(0))])
+    polls = _Polls()
+    poller = make(store, src, clock, [A, B], interval=0.05, deadline=2.0, listener=polls)
+    real = src.read_deals
+    active, most = Counter[int](), Counter[int]()
+
+    async def counted(account: int, *args: Any) -> Any:
+        active[account] += 1
+        most[account] = max(most[account], active[account])
+        try:
+            return await real(account, *args)
+        finally:
+            active[account] -= 1
+
+    src.read_deals = counted  # type: ignore[method-assign]
+    poller.start()
+    try:
+        await wait_for(lambda: polls.polled[B] >= 2, timeout=10.0)
+        # two polls of B take 1.6 s or more (positions then deals, 0.4 s each, twice): at a 0.05 s
+        # period A is polled some 30 times in that time; a round waiting for B would give 2 or 3
+        assert polls.polled[A] >= 10, polls.polled
+        assert most[B] == 1
+    finally:
+        await poller.stop()
+    assert not poller._inflight
+
+
+async def test_a_deal_swept_again_is_stored_once(
+    store: Store, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Successive windows overlap (a late deal is still found): a deal they all hold is put once."""
+    src = MemorySource(clock=clock)
+    poller = make(store, src, clock, [A])
+    src.set_positions(A, [position(A, 10, time=at(0))])
+    src.add_deals(A, deal(A, 100, 10, order=10, time=at(0)))
+    put: list[int] = []
+    real = store.deals.put_deals
+
+    async def counted(deals: Any) -> Any:
+        put.extend(d.ticket for d in deals)
+        return await real(deals)
+
+    monkeypatch.setattr(store.deals, "put_deals", counted)
+    for second in (1, 2, 3, 4):
+        clock.at(second)
+        assert not (await poller.run_round()).failed
+    assert put == [100]
+    clock.at(5)
+    src.add_deals(A, deal(A, 101, 10, time=at(4.5), type=DealType.BUY, entry=DealEntry.IN))
+    await poller.run_round()
+    clock.at(6)
+    await poller.run_round()
+    assert put == [100, 101]
+    assert [d.ticket for d in await store.deals.get_deals(A, since=at(-60))] == [100, 101]

@@ -34,8 +34,26 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
     await s.close()
 
 
-@pytest.mark.parametrize("restart", [False, True], ids=["steady", "down-2min-and-restarted"])
-async def test_events_from_the_simulated_desk_are_stored_once(store: Store, restart: bool) -> None:
+BEHIND_3H = 3 * 3600.0
+
+
+@pytest.mark.parametrize(
+    ("restart", "bridge_behind"),
+    [(False, 0.0), (True, 0.0), (False, BEHIND_3H), (True, BEHIND_3H), (False, -4.0)],
+    ids=[
+        "steady",
+        "down-2min-and-restarted",
+        "bridge-3h-behind",
+        "bridge-3h-behind-restarted",
+        "bridge-4s-ahead",
+    ],
+)
+async def test_events_from_the_simulated_desk_are_stored_once(
+    store: Store, restart: bool, bridge_behind: float
+) -> None:
+    """`bridge_behind`: how far the desk's clock (deal and position times) is behind the poller's; the deal
+    window is in the terminal's time, so every close is swept whatever the difference (4 s ahead is within
+    the clock-skew tolerance, which the client checks against the wall clock)."""
     sim_now = [float(int(time.time())) - 6 * 3600]  # behind the wall clock: no clock-skew rejections
     start = sim_now[0]
     pool = simulated_pool(clock=lambda: sim_now[0], seed=7)
@@ -52,7 +70,8 @@ async def test_events_from_the_simulated_desk_are_stored_once(store: Store, rest
                 lambda: logins,
                 interval=1.0,
                 deadline=10.0,
-                clock=lambda: datetime.fromtimestamp(sim_now[0], UTC),
+                hold=10.0,  # every account's poll inside its tick (the test moves the clock between ticks)
+                clock=lambda: datetime.fromtimestamp(sim_now[0] + bridge_behind, UTC),
             )
 
         poller = new_poller()

@@ -26,7 +26,8 @@ async def test_poller_settings_reach_the_poller(tmp_path: Path, monkeypatch: pyt
     poller = build_poller(agent)
     assert poller is not None
     assert poller.interval == 0.25 and poller.retention == timedelta(days=7)
-    assert poller.listener is agent.metrics and poller.source is agent.service.source
+    assert poller.listener is not None and poller.source is agent.service.source
+    assert getattr(poller.listener, "listeners", None) == (agent.metrics, agent.hub)  # metrics, stream
     assert not poller.ready()  # waits for the sync's first cycle to open the store
     agent.poller = poller
     poller.start()

@@ -146,3 +146,22 @@ async def store(backend: Backend) -> AsyncIterator[Store]:
         yield s
     finally:
         await s.close()
+
+
+@pytest.fixture
+def database(mongo_server: MongoServer) -> Iterator[str]:
+    """A fresh database name on the session's server, dropped after the test (MongoDB-only tests)."""
+    name = f"test_{uuid.uuid4().hex[:16]}"
+    yield name
+    with mongo_server.client() as client:
+        client.drop_database(name)
+
+
+@pytest.fixture
+async def mongo_store(mongo_server: MongoServer, database: str) -> AsyncIterator[MongoStore]:
+    s = MongoStore(mongo_server.url, database=database)
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()

@@ -4,9 +4,7 @@ mapping without credentials, and a server going down and coming back under the s
 from __future__ import annotations
 
 import time
-import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,24 +23,6 @@ from .mongo_server import MongoServer, require_secantusd
 SECRET = "s3cr3t-Pa55word"
 FAST_MS = 500  # timeout for tests that expect the store to be down
 DOWN_BOUND_S = 5.0  # a down store must answer within this
-
-
-@pytest.fixture
-def database(mongo_server: MongoServer) -> Iterator[str]:
-    name = f"test_{uuid.uuid4().hex[:16]}"
-    yield name
-    with mongo_server.client() as client:
-        client.drop_database(name)
-
-
-@pytest.fixture
-async def mongo_store(mongo_server: MongoServer, database: str) -> AsyncIterator[MongoStore]:
-    s = MongoStore(mongo_server.url, database=database)
-    await s.open()
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 async def test_indexes_are_unique_on_account_and_run_id(
@@ -279,7 +259,9 @@ async def test_collections_are_chosen_by_name(mongo_server: MongoServer, databas
         # Every concern's collection exists once its indexes are made; only the chosen ones hold data.
         assert sorted(db.list_collection_names()) == [
             "acc",
+            "mt5_agent_shards",
             "mt5_deals",
+            "mt5_equity",
             "mt5_positions",
             "mt5_trade_event_keys",
             "mt5_trade_events",

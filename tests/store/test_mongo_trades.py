@@ -3,9 +3,7 @@ counter (never reusing a stored id), a dedup race with another writer, a server 
 
 from __future__ import annotations
 
-import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -19,24 +17,6 @@ from tests.ports import free_port
 from .factories import T0
 from .mongo_server import MongoServer
 from .trade_factories import deal, event, position, snapshot
-
-
-@pytest.fixture
-def database(mongo_server: MongoServer) -> Iterator[str]:
-    name = f"test_{uuid.uuid4().hex[:16]}"
-    yield name
-    with mongo_server.client() as client:
-        client.drop_database(name)
-
-
-@pytest.fixture
-async def mongo_store(mongo_server: MongoServer, database: str) -> AsyncIterator[MongoStore]:
-    s = MongoStore(mongo_server.url, database=database)
-    await s.open()
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 async def test_unique_indexes_keep_keys_single(mongo_store: MongoStore, mongo_server: MongoServer) -> None:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 
@@ -37,6 +38,8 @@ from agent.sources.bridge.parse import (
     reason_for_code,
     text_field,
 )
+from agent.sources.bridge.parse_offsets import terminal_offsets
+from agent.sources.bridge.parse_rates import parse_rates
 from agent.sources.bridge.parse_trades import (
     deals_body,
     distinct_deals,
@@ -90,6 +93,13 @@ def _unexpected(what: str, exc: BaseException) -> BridgeError:
 class ResponseTooLarge(BridgeError):
     def __init__(self, endpoint: str, limit: int) -> None:
         super().__init__(Reason.INVALID_PAYLOAD, f"{endpoint}: response larger than {limit} bytes")
+
+
+@dataclass
+class PositionsBatch:
+    data: dict[int, PositionsSnapshot] = field(default_factory=dict)
+    errors: dict[int, BridgeError] = field(default_factory=dict)
+    invalid: int = 0  # entries skipped: not asked for, repeated, or naming no valid account
 
 
 @dataclass
@@ -216,6 +226,9 @@ class BridgeClient:
         self._trace_configs = list(trace_configs or [])
         self._limit = connection_limit
         self._session: aiohttp.ClientSession | None = None
+        # account -> its terminal's UTC offset in minutes, from the last health document listing the
+        # terminals (issue 14: broker days); memory only
+        self.utc_offsets: dict[int, int] = {}
 
     async def __aenter__(self) -> BridgeClient:
         return self
@@ -292,6 +305,9 @@ class BridgeClient:
             raise BridgeError(Reason.INVALID_PAYLOAD, "health: response has no status")
         mt5 = body.get("mt5")
         available = mt5.get("available", True) is not False if type(mt5) is dict else True
+        offsets = terminal_offsets(body.get("terminals"))
+        if offsets is not None:
+            self.utc_offsets = offsets
         features = body.get("features")
         if type(features) is not list:
             features = []
@@ -350,6 +366,7 @@ class BridgeClient:
                     name=text_field(get("name")),
                     server=text_field(get("server")),
                     currency=currency if type(currency) is str and len(currency) <= 16 else None,
+                    terminal=text_field(get("terminal")),
                 )
             except Exception as exc:
                 invalid += 1
@@ -390,10 +407,69 @@ class BridgeClient:
             exc.args = (exc.message,)
             raise
 
+    async def rates(
+        self, account: int, symbol: str, timeframe: str = "M5", count: int = 101
+    ) -> tuple[tuple[datetime, float], ...]:
+        """Our bridge's `/api/mt5/account/{id}/rates/{symbol}` (feature `rates`): the account's terminal's
+        last `count` bars as (open time UTC, close), validated (`parse_rates`)."""
+        params = {"timeframe": timeframe, "count": str(count)}
+        path = f"/api/mt5/account/{account}/rates/{quote(symbol, safe='')}"
+        body = await self.get_json(path, "rates", params)
+        return parse_rates(account, symbol, body)
+
     async def positions(self, account: int) -> PositionsSnapshot:
         """Our bridge's `/api/mt5/account/{id}/positions`, validated (`parse_trades`)."""
         body = await self._trade_json(account, "positions")
+        return await self._positions_answer(account, body, datetime.now(UTC))
+
+    async def positions_batch(self, accounts: Sequence[int]) -> PositionsBatch:
+        """Our bridge's `/api/mt5/accounts/positions?accounts=...` (feature `positions_batch`): each asked
+        account's snapshot, or its own failure (an error entry, or an entry that fails validation
+        exactly as its single answer would). Entries for accounts not asked, without a valid account id
+        or repeated are skipped and counted; an asked account missing from the answer is in neither."""
+        if not accounts:
+            return PositionsBatch()
+        params = {"accounts": ",".join(str(a) for a in accounts)}
+        body = await self.get_json("/api/mt5/accounts/positions", "positions_batch", params)
         received = datetime.now(UTC)
+        items = body.get("accounts") if type(body) is dict else None
+        if type(items) is not list:
+            raise BridgeError(Reason.INVALID_PAYLOAD, "positions_batch: no accounts list in response")
+        asked = set(accounts)
+        out = PositionsBatch()
+        for i, item in enumerate(items):
+            if i and not i % BATCH_YIELD_EVERY:
+                await asyncio.sleep(0)
+            try:
+                account = parse_account_id(item.get("account_id")) if type(item) is dict else None
+            except PayloadError:
+                account = None
+            if account is None or account not in asked or account in out.data or account in out.errors:
+                out.invalid += 1
+                continue
+            assert type(item) is dict
+            if "error" in item and "positions" not in item:
+                status = item.get("status")
+                if type(status) is not int or not 400 <= status <= 599:
+                    status = 502
+                out.errors[account] = BridgeError(
+                    _status_reason(status, item), f"account {account}: {_error_message(status, item)}", status
+                )
+                continue
+            try:
+                out.data[account] = await self._positions_answer(account, item, received)
+            except BridgeError as exc:
+                out.errors[account] = exc
+        if out.invalid:
+            log.warning(
+                "positions_batch: skipped %d entr%s not asked for, repeated or without a valid account id",
+                out.invalid,
+                "y" if out.invalid == 1 else "ies",
+                extra={"endpoint": "positions_batch", "invalid_entries": out.invalid},
+            )
+        return out
+
+    async def _positions_answer(self, account: int, body: Any, received: datetime) -> PositionsSnapshot:
         try:
             as_of, latest, items = positions_body(
                 account, body, received, tolerance=self.clock_skew_tolerance
@@ -429,14 +505,29 @@ class BridgeClient:
         except Exception as exc:
             raise _unexpected(f"account {account} deals", exc) from None
 
-    async def live_batch(self) -> BatchResult:
-        """Our bridge's `/api/mt5/accounts/live`: every account's live data in one call. An entry
-        that names no valid account is skipped and counted; one account's bad data is its failure."""
-        body = await self.get_json("/api/mt5/accounts/live", "live")
+    async def live_batch(self, only: Sequence[int] | None = None) -> BatchResult:
+        """Our bridge's `/api/mt5/accounts/live`: every account's live data in one call, or only the
+        accounts in `only` (a shard's: `?accounts=`, in requests whose line stays under the servers' 8 KiB
+        limit). An entry that names no valid account, or one not asked for, is skipped and counted; one
+        account's bad data is its failure."""
+        if only is None:
+            return await self._live_batch(None)
+        out = BatchResult()
+        for chunk in _query_chunks(only):
+            part = await self._live_batch(chunk)
+            out.data.update(part.data)
+            out.errors.update(part.errors)
+            out.invalid += part.invalid
+        return out
+
+    async def _live_batch(self, only: Sequence[int] | None) -> BatchResult:
+        params = None if only is None else {"accounts": ",".join(str(a) for a in only)}
+        body = await self.get_json("/api/mt5/accounts/live", "live", params)
         received = datetime.now(UTC)
         items = body.get("accounts") if type(body) is dict else None
         if type(items) is not list:
             raise BridgeError(Reason.INVALID_PAYLOAD, "live: no accounts list in response")
+        asked = None if only is None else set(only)
         out = BatchResult()
         tolerance = self.clock_skew_tolerance
         for i, item in enumerate(items):
@@ -448,6 +539,9 @@ class BridgeClient:
             try:
                 account = parse_account_id(item.get("account_id"))
             except PayloadError:
+                out.invalid += 1
+                continue
+            if asked is not None and account not in asked:
                 out.invalid += 1
                 continue
             try:
@@ -469,9 +563,26 @@ class BridgeClient:
                 out.errors[account] = _unexpected(f"account {account}", exc)
         if out.invalid:
             log.warning(
-                "live: skipped %d batch entr%s without a valid account id",
+                "live: skipped %d batch entr%s not asked for or without a valid account id",
                 out.invalid,
                 "y" if out.invalid == 1 else "ies",
                 extra={"endpoint": "live", "invalid_entries": out.invalid},
             )
         return out
+
+
+QUERY_BUDGET = 6000  # characters of `accounts=` per request: with the path, well under 8 KiB request lines
+
+
+def _query_chunks(accounts: Sequence[int]) -> list[list[int]]:
+    """`accounts` split so that each comma-joined part fits QUERY_BUDGET (one part at least)."""
+    chunks: list[list[int]] = [[]]
+    used = 0
+    for account in accounts:
+        cost = len(str(account)) + 1
+        if chunks[-1] and used + cost > QUERY_BUDGET:
+            chunks.append([])
+            used = 0
+        chunks[-1].append(account)
+        used += cost
+    return chunks

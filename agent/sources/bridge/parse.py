@@ -17,7 +17,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from agent.domain.accounts import AccountSnapshot, AccountValues, Reason
+from agent.domain.accounts import AccountSnapshot, AccountValues, BrokerLevels, Reason, StopOutMode
 
 # Fields the seed's bridge always sends in live_data; the rest are written only when present.
 LIVE_REQUIRED = ("balance", "equity", "profit", "margin", "margin_free", "currency")
@@ -205,6 +205,38 @@ def parse_values(data: Any, *, required: tuple[str, ...]) -> AccountValues:
     return AccountValues(**out)
 
 
+_STOPOUT_MODES = {mode.value: mode for mode in StopOutMode}
+MAX_PERCENT_LEVEL = 10_000.0  # a margin call above 10,000 % (equity 100x the used margin) is no setting
+_LEVELS: dict[tuple[StopOutMode, float, float], BrokerLevels] = {}  # the few levels brokers use, shared
+_MAX_LEVELS = 1024
+
+
+def parse_broker_levels(data: dict[str, Any]) -> BrokerLevels | None:
+    """The broker's margin call and stop-out levels of a live_data object (issue 14), or None when they
+    are absent (the seed's bridge) or invalid: an unknown mode, a level that is not a finite positive
+    number, a stop-out above the margin call, a percent beyond MAX_PERCENT_LEVEL. Invalid levels never
+    fail the account's read (its values are still good): the alert falls back to its rendered levels."""
+    raw_mode: Any = data.get("margin_so_mode")
+    mode = _STOPOUT_MODES.get(raw_mode) if type(raw_mode) is str else None
+    raw_call: Any = data.get("margin_so_call")
+    raw_stop_out: Any = data.get("margin_so_so")
+    if mode is None or type(raw_call) not in (int, float) or type(raw_stop_out) not in (int, float):
+        return None
+    if not (-_MAX_ABS_INT <= raw_call <= _MAX_ABS_INT and -_MAX_ABS_INT <= raw_stop_out <= _MAX_ABS_INT):
+        return None  # (also keeps float() of a huge JSON integer from raising)
+    call, stop_out = float(raw_call), float(raw_stop_out)
+    top = MAX_PERCENT_LEVEL if mode is StopOutMode.PERCENT else MAX_ABS_VALUE
+    if not 0.0 < stop_out <= call <= top:  # False for NaN too
+        return None
+    key = (mode, call, stop_out)
+    levels = _LEVELS.get(key)
+    if levels is None:
+        levels = BrokerLevels(mode, call, stop_out)
+        if len(_LEVELS) < _MAX_LEVELS:
+            _LEVELS[key] = levels
+    return levels
+
+
 def text_field(value: Any) -> str | None:
     """A descriptive string (name, server) when it is one of sane length; otherwise not sent."""
     return value if type(value) is str and len(value) <= MAX_TEXT else None
@@ -243,6 +275,7 @@ def parse_live_data(
         name=text_field(live.get("name")),
         server=text_field(live.get("server")),
         ahead_seconds=max(ahead, 0.0),
+        broker_levels=parse_broker_levels(live),
     )
 
 

@@ -9,9 +9,15 @@ from typing import Any
 
 from pymongo import ASCENDING, AsyncMongoClient, ReplaceOne, UpdateOne
 
-from agent.domain.accounts import RECORD_FIELDS, AccountRecord, AccountUpdate
+from agent.domain.accounts import (
+    INSERT_ONLY_FIELDS,
+    RECORD_FIELDS,
+    VALUE_FIELDS,
+    AccountRecord,
+    AccountUpdate,
+)
 from agent.store.checks import check_account, check_client_id, check_storable
-from agent.store.codec import last_per_account, record_from
+from agent.store.codec import SOURCE_FIELD, last_per_account, record_from, source_items, valid_source
 from agent.store.mongo.bulk import bulk_in_chunks
 from agent.store.mongo.connection import Document, MongoConnection
 from agent.store.observe import operation
@@ -20,9 +26,21 @@ _RECORD_PROJECTION: dict[str, Any] = {"_id": 0, **dict.fromkeys(RECORD_FIELDS, 1
 
 
 def update_op(u: AccountUpdate) -> UpdateOne:
-    """`$set` the synced fields, `$setOnInsert` the insert-only ones: nothing else is ever touched."""
-    change: dict[str, Any] = {"$set": u.set_fields()}
-    if insert := u.insert_fields():
+    """`$set` the synced fields, `$setOnInsert` the insert-only ones: nothing else is ever touched. The
+    same documents, key order included, as `u.set_fields()` and `u.insert_fields()`
+    (tests/store/test_mongo_encoding.py), built without their intermediate dicts and calls: it runs for
+    every account of every cycle."""
+    values = u.values
+    fields = {key: value for key in VALUE_FIELDS if (value := getattr(values, key)) is not None}
+    fields["updated_at"] = synced = u.synced_at
+    fields["synced_from_vps"] = True
+    fields["vps_sync_timestamp"] = synced
+    fields["data_source"] = u.data_source.value
+    if u.live_data_at is not None:
+        fields["live_data_at"] = u.live_data_at
+    change: dict[str, Any] = {"$set": fields}
+    insert = {key: value for key in INSERT_ONLY_FIELDS if (value := getattr(u, key)) is not None}
+    if insert:
         change["$setOnInsert"] = insert
     return UpdateOne({"account": u.account}, change, upsert=True)
 
@@ -94,3 +112,22 @@ class MongoAccounts:
                 # Upsert: a never-synced account gets a document of account and client_id only.
                 change = {"$set": {"client_id": client_id}}
                 await accounts.update_one({"account": account}, change, upsert=True)
+
+    @operation("get_sources")
+    async def get_sources(self) -> dict[int, str]:
+        async with self._db.guard("get_sources") as client:
+            coll = self._db.collection(client, self.collection)
+            cursor = coll.find({SOURCE_FIELD: {"$type": "string"}}, {"_id": 0, "account": 1, SOURCE_FIELD: 1})
+            return {
+                int(doc["account"]): doc[SOURCE_FIELD]
+                async for doc in cursor
+                if isinstance(doc.get("account"), int) and valid_source(doc.get(SOURCE_FIELD))
+            }
+
+    @operation("set_sources")
+    async def set_sources(self, sources: Mapping[int, str]) -> None:
+        ops = [UpdateOne({"account": a}, {"$set": {SOURCE_FIELD: s}}) for a, s in source_items(sources)]
+        if not ops:
+            return
+        async with self._db.guard("set_sources") as client:
+            await bulk_in_chunks(self._db.collection(client, self.collection), ops, lambda op: op)

@@ -12,6 +12,7 @@ POSITIONS = "mt5_positions"
 DEALS = "mt5_deals"
 EVENTS = "mt5_trade_events"
 EVENT_KEYS = "mt5_trade_event_keys"  # the dedup keys of pruned events (`_id`: the key)
+EQUITY = "mt5_equity"  # recorded equity points (`store.equity`)
 COUNTERS = "mt5_counters"  # one document per id sequence (`_id`: the collection it numbers)
 
 
@@ -25,3 +26,4 @@ class CollectionNames:
     events: str = EVENTS
     counters: str = COUNTERS
     event_keys: str = EVENT_KEYS
+    equity: str = EQUITY

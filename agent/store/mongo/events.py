@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
 from agent.domain.trades import EventType, TradeEvent
 from agent.store.codec import utc_ms
@@ -33,6 +33,7 @@ from agent.store.trade_codec import event_from_doc, event_to_doc, unique_by_key
 log = logging.getLogger(__name__)
 
 _DUPLICATE_KEY = 11000
+_NO_CHANGE_STREAMS = (40573, 40324)  # "$changeStream only supported on replica sets", unrecognised stage
 
 
 def _duplicate_of(error: dict[str, Any]) -> str | None:
@@ -259,3 +260,28 @@ class MongoEvents:
                 chunk = []
         if chunk:
             await _insert_keys(keys, chunk)
+
+    async def inserted(self) -> AsyncIterator[int]:
+        """The ids of events inserted from now on, by any writer (a change stream on the collection), after a
+        first 0 once the stream is open: a doorbell for the event hub of a shard, which still reads the
+        events themselves by id. Ends at once, logged, when the server has no change streams (not a
+        replica set); StoreError on other failures."""
+        pipeline: list[dict[str, Any]] = [
+            {"$match": {"operationType": "insert"}},
+            {"$project": {"documentKey": 1}},
+        ]
+        async with self._db.guard("watch_events") as client:
+            coll = self._db.collection(client, self.collection)
+            try:
+                stream = await coll.watch(pipeline, max_await_time_ms=1000)
+            except OperationFailure as exc:
+                if exc.code in _NO_CHANGE_STREAMS or "replica set" in str(exc).lower():
+                    log.info("MongoDB has no change streams here (%s): events are polled", exc.code)
+                    return
+                raise
+            async with stream:
+                yield 0  # open: what follows are inserts
+                async for change in stream:
+                    key = change.get("documentKey") or {}
+                    if isinstance(key.get("_id"), int):
+                        yield key["_id"]

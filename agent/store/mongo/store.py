@@ -1,6 +1,6 @@
 """The MongoDB store: the seed's collections written with PyMongo's async client, one module per concern
-(accounts.py, sync_state.py, runs.py, positions.py, deals.py, events.py), composed here with the writes
-that span them."""
+(accounts.py, sync_state.py, runs.py, positions.py, deals.py, events.py, equity.py), composed here with
+the writes that span them."""
 
 from __future__ import annotations
 
@@ -13,9 +13,11 @@ from agent.store.mongo.accounts import MongoAccounts
 from agent.store.mongo.collections import ACCOUNTS, SYNC_RUNS, SYNC_STATE, CollectionNames
 from agent.store.mongo.connection import MongoConnection
 from agent.store.mongo.deals import MongoDeals
+from agent.store.mongo.equity import MongoEquity
 from agent.store.mongo.events import MongoEvents
 from agent.store.mongo.positions import MongoPositions
 from agent.store.mongo.runs import MongoRuns
+from agent.store.mongo.shards import MongoShards
 from agent.store.mongo.sync_state import MongoSyncState
 from agent.store.observe import OperationObserver, operation
 
@@ -45,6 +47,8 @@ class MongoStore:
         self.events = MongoEvents(self._db, names.events, names.counters, names.event_keys)
         self.positions = MongoPositions(self._db, self.collections.positions, self.events._latest_id)
         self.deals = MongoDeals(self._db, self.collections.deals)
+        self.shards = MongoShards(self._db)  # shard leases (issue 16)
+        self.equity = MongoEquity(self._db, self.collections.equity)
 
     @property
     def database(self) -> str:

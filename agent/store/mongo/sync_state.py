@@ -8,14 +8,25 @@ from pymongo import ASCENDING, AsyncMongoClient, ReplaceOne
 
 from agent.domain.accounts import AccountSyncState
 from agent.store.checks import check_storable
-from agent.store.codec import last_per_account, state_from_doc, state_to_doc
+from agent.store.codec import last_per_account, state_from_doc
 from agent.store.mongo.bulk import bulk_in_chunks
 from agent.store.mongo.connection import Document, MongoConnection
 from agent.store.observe import operation
 
 
 def state_op(state: AccountSyncState) -> ReplaceOne:
-    return ReplaceOne({"account": state.account}, state_to_doc(state), upsert=True)
+    """The document of `state_to_doc`, key order included (tests/store/test_mongo_encoding.py), written
+    out field by field: it runs for every account of every cycle."""
+    reason = state.last_reason
+    doc = {
+        "account": state.account,
+        "consecutive_failures": state.consecutive_failures,
+        "last_reason": None if reason is None else reason.value,
+        "last_failure_at": state.last_failure_at,
+        "last_attempt_at": state.last_attempt_at,
+        "last_live_at": state.last_live_at,
+    }
+    return ReplaceOne({"account": state.account}, doc, upsert=True)
 
 
 class MongoSyncState:

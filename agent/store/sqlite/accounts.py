@@ -18,7 +18,7 @@ from agent.domain.accounts import (
     AccountUpdate,
 )
 from agent.store.checks import INT64_MAX, INT64_MIN, check_account, check_client_id, check_storable
-from agent.store.codec import last_per_account, record_from
+from agent.store.codec import SOURCE_FIELD, last_per_account, record_from, source_items, valid_source
 from agent.store.errors import StoreRejected
 from agent.store.observe import operation
 from agent.store.sqlite.connection import SQLiteConnection, transaction
@@ -58,6 +58,10 @@ _SELECT_RECORDS = (
     + ", ".join(f"'$.{f}'" for f in _RECORD_VALUE_FIELDS)
     + ") FROM mt5_accounts"
 )
+
+# The source holding an account (agent bookkeeping, agent.store.codec.SOURCE_FIELD): existing documents only.
+_SELECT_SOURCES = f"SELECT account, json_extract(doc, '$.{SOURCE_FIELD}') FROM mt5_accounts"
+_SET_SOURCE = f"UPDATE mt5_accounts SET doc = json_set(doc, '$.{SOURCE_FIELD}', ?) WHERE account = ?"
 
 
 def _storable(update: AccountUpdate, key: str, value: Any, iso: IsoMemo) -> Any:
@@ -180,3 +184,23 @@ class SQLiteAccounts:
                 conn.execute(_SET_CLIENT, (account, account, client_id))
 
         await self._db.run("set_client", set_sync)
+
+    @operation("get_sources")
+    async def get_sources(self) -> dict[int, str]:
+        def read_sync(conn: sqlite3.Connection) -> dict[int, str]:
+            rows = conn.execute(_SELECT_SOURCES)
+            return {account: source for account, source in rows if valid_source(source)}
+
+        return await self._db.run("get_sources", read_sync, read=True)
+
+    @operation("set_sources")
+    async def set_sources(self, sources: Mapping[int, str]) -> None:
+        rows = [(source, account) for account, source in source_items(sources)]
+        if not rows:
+            return
+
+        def write_sync(conn: sqlite3.Connection) -> None:
+            with transaction(conn):
+                conn.executemany(_SET_SOURCE, rows)
+
+        await self._db.run("set_sources", write_sync)

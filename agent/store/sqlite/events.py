@@ -90,7 +90,7 @@ class SQLiteEvents:
             with transaction(conn):
                 for row in rows:
                     cur = conn.execute(_INSERT, row)
-                    if cur.rowcount == 1:
+                    if cur.rowcount == 1 and cur.lastrowid is not None:
                         stored.append((cur.lastrowid, row[4]))
             # Decoded from what was written: exactly what a later read gives back (ms times, lists).
             return [e for i, doc in stored if (e := event_from_doc(i, json.loads(doc))) is not None]

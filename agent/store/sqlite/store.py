@@ -1,6 +1,6 @@
 """The embedded default store: one SQLite file with the same behaviour as the MongoDB store, one module
-per concern (accounts.py, sync_state.py, runs.py, positions.py, deals.py, events.py), composed here with
-the writes that span them."""
+per concern (accounts.py, sync_state.py, runs.py, positions.py, deals.py, events.py, equity.py), composed
+here with the writes that span them."""
 
 from __future__ import annotations
 
@@ -18,17 +18,23 @@ from agent.store.sqlite.connection import MEMORY, SQLiteConnection, transaction
 from agent.store.sqlite.deals import SCHEMA as DEALS_SCHEMA
 from agent.store.sqlite.deals import SQLiteDeals
 from agent.store.sqlite.encoding import IsoMemo
+from agent.store.sqlite.equity import SCHEMA as EQUITY_SCHEMA
+from agent.store.sqlite.equity import SQLiteEquity
 from agent.store.sqlite.events import SCHEMA as EVENTS_SCHEMA
 from agent.store.sqlite.events import SQLiteEvents
 from agent.store.sqlite.positions import SCHEMA as POSITIONS_SCHEMA
 from agent.store.sqlite.positions import SQLitePositions
 from agent.store.sqlite.runs import SCHEMA as RUNS_SCHEMA
 from agent.store.sqlite.runs import SQLiteRuns
+from agent.store.sqlite.shards import SCHEMA as SHARDS_SCHEMA
+from agent.store.sqlite.shards import SQLiteShards
 from agent.store.sqlite.sync_state import SCHEMA as SYNC_STATE_SCHEMA
 from agent.store.sqlite.sync_state import SQLiteSyncState, state_rows, write_state_rows
 
 # Every concern's tables, created in one transaction when a connection opens (or reopens a new file).
 SCHEMA = ACCOUNTS_SCHEMA + SYNC_STATE_SCHEMA + RUNS_SCHEMA + POSITIONS_SCHEMA + DEALS_SCHEMA + EVENTS_SCHEMA
+SCHEMA += EQUITY_SCHEMA
+SCHEMA += SHARDS_SCHEMA  # shard leases (issue 16)
 
 
 class SQLiteStore:
@@ -44,6 +50,8 @@ class SQLiteStore:
         self.positions = SQLitePositions(self._db)
         self.deals = SQLiteDeals(self._db)
         self.events = SQLiteEvents(self._db)
+        self.equity = SQLiteEquity(self._db)
+        self.shards = SQLiteShards(self._db)
 
     @property
     def path(self) -> str:
