@@ -21,6 +21,7 @@ import yaml
 from agent.domain.freshness import State, Thresholds
 from agent.telemetry import catalog as m
 from agent.telemetry.alerting import (
+    DEFAULT_RISK,
     ERROR_BUDGET,
     POSITIONS_STALE_SECONDS,
     RUNBOOK_BASE,
@@ -28,6 +29,8 @@ from agent.telemetry.alerting import (
     SUCCESS_OBJECTIVE,
     SUCCESS_WINDOW,
     SYNC_FAILURES_IN_A_ROW,
+    RiskLevels,
+    drawdown_expr,
     runbook_link,
 )
 from agent.telemetry.catalog import AGENT_JOB, JOB_SELECTOR
@@ -47,6 +50,7 @@ __all__ = [
     "THRESHOLD_METRIC",
     "AlertTimings",
     "BurnWindow",
+    "RiskLevels",
     "check_job_selector",
     "dump",
     "render_files",
@@ -217,14 +221,18 @@ def _threshold_text(state: str, fallback: float) -> str:
     )
 
 
+METAAPI_NOT_SYNCHRONIZED_FOR = "10m"  # longer than the MetaAPI watchdog's default sync_timeout (5 min)
+
+
 def _with_name(expr: str, job_selector: str) -> str:
-    """Joins the account name onto a per-account alert. `topk` keeps the join one-to-one even if the agent
-    briefly exports two info series for an account (a renamed account); the `or` keeps accounts without an
-    info series alerting (without a name) instead of silently dropping them from the join."""
+    """Joins the account name, and the source holding it, onto a per-account alert (Alertmanager inhibits
+    the alerts of a dead source's accounts by that `source` label). `topk` keeps the join one-to-one even if
+    the agent briefly exports two info series for an account (a renamed account); the `or` keeps accounts
+    without an info series alerting (without a name) instead of silently dropping them from the join."""
     info = selector(m.ACCOUNT_INFO.series, job_selector)
     states = selector(m.ACCOUNT_FRESHNESS.series, job_selector)
     return (
-        f"(\n{_indent(expr)}\n)\n* on({m.ACCOUNT}) group_left({m.NAME}) (\n"
+        f"(\n{_indent(expr)}\n)\n* on({m.ACCOUNT}) group_left({m.NAME}, {m.SOURCE}) (\n"
         f"  topk by ({m.ACCOUNT}) (1, {info})\n"
         f"  or on({m.ACCOUNT}) group by ({m.ACCOUNT}) ({states})\n)"
     )
@@ -260,12 +268,13 @@ def rules(
     timings: AlertTimings = DEFAULT_TIMINGS,
     runbook_url: str = RUNBOOK_URL,
     job_selector: str = JOB_SELECTOR,
+    risk: RiskLevels = DEFAULT_RISK,
 ) -> dict[str, Any]:
-    """The rule groups as data: per-account, component and SLO (burn-rate) alerts.
+    """The rule groups as data: per-account, risk, component and SLO (burn-rate) alerts.
 
     `thresholds` are the fallback for agents that do not export `mt5_freshness_threshold_seconds` and the
     tracking period of a never-synced account; `runbook_url` is a pattern (see `runbook_link`);
-    `job_selector` the label matchers of the agent's targets.
+    `job_selector` the label matchers of the agent's targets; `risk` the risk alerts' thresholds.
     """
     job = check_job_selector(job_selector)
     runbook_link(runbook_url, "MT5")  # fail early on a bad pattern
@@ -342,6 +351,18 @@ def rules(
             f"{m.POSITIONS_POLL_FAILURES.series} shows why polls fail.",
             runbook_url,
         ),
+        _alert(
+            "MT5MetaApiNotSynchronized",
+            _with_name(f"{selector(m.METAAPI_SYNCHRONIZED.series, job)} == 0", job),
+            METAAPI_NOT_SYNCHRONIZED_FOR,
+            "warning",
+            "The MetaAPI connection of MT5 account {{ $labels.account }} is not synchronized",
+            f"The MetaAPI streaming connection of {_ACCOUNT} has not been synchronized for "
+            f"{METAAPI_NOT_SYNCHRONIZED_FOR} or more: its reads are not live (the source's watchdog "
+            f"recreates the connection; {m.METAAPI_CONSECUTIVE_FAILURES.series} shows failed attempts). "
+            "When every connection of the source is down, MT5BridgeDown pages for the source instead.",
+            runbook_url,
+        ),
     ]
 
     components = [
@@ -350,13 +371,26 @@ def rules(
             f"{selector(m.BRIDGE_UP.series, job)} == 0",
             timings.bridge_down,
             "critical",
-            "The MT5 bridge is unreachable",
-            "The agent {{ $labels.instance }} has failed to reach the MT5 bridge for more than "
-            f"{timings.bridge_down} (its own health probe, independent of the sync schedule); no account "
-            "gets live data. Per-account alerts are inhibited meanwhile, and for "
-            f"{timings.bridge_down_keep_firing} after the bridge answers again, while the accounts sync.",
+            "The MT5 source {{ $labels.source }} is unreachable",
+            "The agent {{ $labels.instance }} has failed to reach its source {{ $labels.source }} (a bridge "
+            f"or MetaAPI) for more than {timings.bridge_down} (its own health probe, independent of the sync "
+            "schedule); none of that source's accounts gets live data (the agent's other sources are not "
+            "affected). Their per-account alerts are inhibited meanwhile, and for "
+            f"{timings.bridge_down_keep_firing} after the source answers again, while the accounts sync.",
             runbook_url,
             keep_firing_for=timings.bridge_down_keep_firing,
+        ),
+        _alert(
+            "MT5SourceDuplicateAccounts",
+            f"{selector(m.SOURCE_DUPLICATE_ACCOUNTS.series, job)} > 0",
+            "5m",
+            "warning",
+            "MT5 source {{ $labels.source }} lists accounts another source holds",
+            "The source {{ $labels.source }} of agent {{ $labels.instance }} lists {{ $value }} account(s) "
+            "that another of the agent's sources already holds: a login listed by two sources is a "
+            "configuration error. They are left to the first source and never merged; check which VPS or "
+            "MetaAPI mapping really serves them (the agent's log names them).",
+            runbook_url,
         ),
         _alert(
             "MT5StoreDown",
@@ -420,12 +454,95 @@ def rules(
     return {
         "groups": [
             {"name": "mt5-accounts", "rules": accounts},
+            {"name": "mt5-risk", "rules": risk_rules(risk, job, runbook_url)},
             {"name": "mt5-components", "rules": components},
             # Recording rules and the alerts reading them share a group: rules in a group are evaluated in
             # order, so the alerts always see this evaluation's ratios (groups run independently).
             {"name": "mt5-sync-slo", "rules": recording + slo},
         ]
     }
+
+
+def _percent(ratio: float) -> str:
+    return f"{ratio * 100:g}%"
+
+
+def _reported(series: str, fallback: str, times: float | None = None) -> str:
+    """Template text: the broker's level of the alert's account as its terminal reports it (`series`,
+    optionally scaled by `times`), as a percentage; `fallback` (the rendered level) when not reported."""
+    scaled = f" * {prom_number(times)}" if times is not None else ""
+    query = (
+        f"printf \"{series}{{{m.ACCOUNT}='%s',{m.JOB}='%s',{m.INSTANCE}='%s'}}{scaled}\" "
+        "$labels.account $labels.job $labels.instance"
+    )
+    return (
+        f"{{{{ with {query} | query }}}}{{{{ . | first | value | humanizePercentage }}}}"
+        f"{{{{ else }}}}{fallback}{{{{ end }}}}"
+    )
+
+
+def margin_level_expr(job: str, broker_series: str, fallback: float, times: float | None = None) -> str:
+    """The margin level below the broker's level where the account's terminal reports it (`broker_series`,
+    times `times`), below the rendered `fallback` where it does not. Both series come from the same target,
+    hence the match on job, instance and account; `unless` keeps the two branches disjoint."""
+    level = selector(m.ACCOUNT_MARGIN_LEVEL_RATIO.series, job)
+    broker = selector(broker_series, job)
+    target = f"on({m.JOB}, {m.INSTANCE}, {m.ACCOUNT})"
+    reported = f"({broker} * {prom_number(times)})" if times is not None else broker
+    return f"{level} < {target} {reported}\nor\n{level} < {prom_number(fallback)} unless {target} {broker}"
+
+
+def risk_rules(risk: RiskLevels, job: str, runbook_url: str) -> list[dict[str, Any]]:
+    """MT5AccountMarginLevelLow (ticket at the margin call level, page near the stop-out: the broker's
+    levels where the terminal reports them, the rendered ones otherwise) and MT5AccountDrawdownHigh (the
+    equity drawdown of the day or since tracking started)."""
+    headroom = round(1 + risk.stop_out_headroom, 10)
+    call_series, stop_out_series = m.ACCOUNT_MARGIN_CALL_LEVEL.series, m.ACCOUNT_STOP_OUT_LEVEL.series
+    call = _reported(call_series, _percent(risk.margin_call))
+    stop_out = _reported(stop_out_series, _percent(risk.stop_out))
+    page = _reported(stop_out_series, _percent(risk.critical_level), headroom)
+    margin = []
+    for severity, expr, what in (
+        ("warning", margin_level_expr(job, call_series, risk.margin_call), f"the margin call level ({call})"),
+        (
+            "critical",
+            margin_level_expr(job, stop_out_series, risk.critical_level, headroom),
+            f"{page}, near the stop-out level ({stop_out})",
+        ),
+    ):
+        margin.append(
+            _alert(
+                "MT5AccountMarginLevelLow",
+                _with_name(expr, job),
+                risk.margin_for,
+                severity,
+                f"MT5 account {{{{ $labels.account }}}} margin level is below {what}",
+                f"{_ACCOUNT} has a margin level of {{{{ $value | humanizePercentage }}}} (equity / used "
+                f"margin at its last sync): the broker calls margin at {call} and closes positions at "
+                f"{stop_out}. Largest open loss: {m.ACCOUNT_LARGEST_OPEN_LOSS.series}.",
+                runbook_url,
+            )
+        )
+    day, tracking = m.DRAWDOWN_PERIODS
+    expr = (
+        f"(\n{_indent(drawdown_expr(job, day))}\n) > {prom_number(risk.drawdown_day)}\n"
+        f"or\n(\n{_indent(drawdown_expr(job, tracking))}\n) > {prom_number(risk.drawdown_tracking)}"
+    )
+    high = _alert(
+        "MT5AccountDrawdownHigh",
+        _with_name(expr, job),
+        risk.drawdown_for,
+        "warning",
+        f"MT5 account {{{{ $labels.account }}}} equity has fallen more than "
+        f'{{{{ if eq $labels.{m.PERIOD} "{day}" }}}}{_percent(risk.drawdown_day)} from its peak of the day'
+        f"{{{{ else }}}}{_percent(risk.drawdown_tracking)} from its peak since tracking started{{{{ end }}}}",
+        f"{_ACCOUNT} has lost {{{{ $value | humanizePercentage }}}} of its peak equity "
+        f'({{{{ if eq $labels.{m.PERIOD} "{day}" }}}}of this UTC day, limit {_percent(risk.drawdown_day)}'
+        f"{{{{ else }}}}since the agent started tracking it, limit {_percent(risk.drawdown_tracking)}"
+        f"{{{{ end }}}}). Peak: {m.ACCOUNT_EQUITY_PEAK.series}.",
+        runbook_url,
+    )
+    return [*margin, high]
 
 
 def alert_names(rules_doc: dict[str, Any]) -> list[str]:
@@ -458,9 +575,10 @@ def render_files(
     timings: AlertTimings = DEFAULT_TIMINGS,
     runbook_url: str = RUNBOOK_URL,
     job_selector: str = JOB_SELECTOR,
+    risk: RiskLevels = DEFAULT_RISK,
 ) -> list[Path]:
     """Write `out_dir/rules.yml`; return the paths written."""
-    doc = rules(thresholds, timings=timings, runbook_url=runbook_url, job_selector=job_selector)
+    doc = rules(thresholds, timings=timings, runbook_url=runbook_url, job_selector=job_selector, risk=risk)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / RULES_FILE
     path.write_text(dump(doc), encoding="utf-8")

@@ -1,6 +1,9 @@
 """Generate the Grafana dashboards (JSON) from code with grafana-foundation-sdk.
 
-Three dashboards: the accounts overview (its table drills down to), one account, and sync health. Every
+The agent's three dashboards: the accounts overview (its table drills down to), one account, and sync
+health; the overview and the account end with a "Positions and trade events" row (dashboards/trades.py).
+A fourth, the bridge's own metrics (dashboards/bridge.py), selects the bridge's job (render option
+`bridge_job_selector`) with variables of its own. In the agent's, every
 query selects through the job selector and the `job`/`instance` variables; money panels show one
 currency each (a `currency` variable, joined from mt5_account_info; the overview repeats them per
 currency); annotations mark firing MT5 alerts and failed or skipped syncs; panels whose queries are what an
@@ -28,10 +31,12 @@ from agent.domain.freshness import STATES, State, Thresholds
 from agent.domain.runs import RunResult
 from agent.telemetry import catalog as m
 from agent.telemetry.alerting import (
+    DEFAULT_RISK,
     RUNBOOK_URL,
     SUCCESS_OBJECTIVE,
     SUCCESS_WINDOW,
     SYNC_FAILURES_IN_A_ROW,
+    RiskLevels,
     runbook_link,
 )
 from agent.telemetry.catalog import JOB_SELECTOR
@@ -41,20 +46,38 @@ with warnings.catch_warnings():  # the v1 Dashboard builder warns at import; v1 
     warnings.simplefilter("ignore", DeprecationWarning)
     from grafana_foundation_sdk.builders import common as common_builders
     from grafana_foundation_sdk.builders import dashboard as dash
-    from grafana_foundation_sdk.builders import prometheus, stat, statetimeline, table, timeseries
+    from grafana_foundation_sdk.builders import stat, statetimeline, table, timeseries
 from grafana_foundation_sdk.cog import builder as cogbuilder
 from grafana_foundation_sdk.cog import variants
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
-from grafana_foundation_sdk.models import prometheus as prom_model
+
+from dashboards import bridge, trades
+from dashboards import risk as risk_rows
+from dashboards.panels import (
+    DASHED,
+    DATASOURCE,
+    alerts_annotation,
+    base_dashboard,
+    builtin_annotation,
+    by_names,
+    coloured,
+    prom,
+    prom_table,
+    prop,
+    quantile_panel,
+    query_variable,
+    threshold_steps,
+    tile,
+    up_mappings,
+)
 
 OVERVIEW_UID = "mt5-accounts-overview"
 SYNC_UID = "mt5-sync-health"
 ACCOUNT_UID = "mt5-account"
-FILES = {uid: f"{uid}.json" for uid in (OVERVIEW_UID, SYNC_UID, ACCOUNT_UID)}
-TAGS = ["mt5", "mt5-monitor"]
-DATASOURCE = common.DataSourceRef(type_val="prometheus", uid="${datasource}")
+BRIDGE_UID = bridge.UID
+FILES = {uid: f"{uid}.json" for uid in (OVERVIEW_UID, SYNC_UID, ACCOUNT_UID, BRIDGE_UID)}
 ACCOUNT = f'{m.ACCOUNT}=~"$account"'
 CURRENCY = f'{m.CURRENCY}=~"$currency"'
 # The job/instance variables narrow the rendered job selector (which stays in every query and variable).
@@ -64,6 +87,8 @@ TARGET = f'{JOB_VAR}, {m.INSTANCE}=~"$instance"'
 # (Not in agent.telemetry.catalog, which lists what the agent exports; ask to move it there.)
 ALERTS_SERIES = "ALERTS"
 ALERT_PREFIX = "MT5"
+# The alert about the bridge (the agent's probe of it): the bridge dashboard links its runbook entry.
+BRIDGE_ALERT = "MT5BridgeDown"
 # Which alerts a panel is "about": the families each alert's condition compares. A panel that queries one
 # of them links to that alert's runbook entry (tests check these families occur in the alert's rule).
 ALERT_SIGNALS: dict[str, tuple[str, ...]] = {
@@ -74,6 +99,9 @@ ALERT_SIGNALS: dict[str, tuple[str, ...]] = {
     "MT5StoreDown": (m.STORE_UP.series,),
     "MT5AgentDown": (m.SCRAPE_UP,),
     "MT5SyncSuccessRateLow": (m.SYNC_RUNS.series,),
+    "MT5AccountPositionsStale": (m.ACCOUNT_POSITIONS_LAST_POLL.series, m.TRADE_EVENTS_AVAILABLE.series),
+    "MT5AccountMarginLevelLow": (m.ACCOUNT_MARGIN_LEVEL_RATIO.series,),
+    "MT5AccountDrawdownHigh": (m.ACCOUNT_EQUITY_PEAK.series,),
 }
 STATE_COLOURS = {
     State.FRESH.value: "green",
@@ -99,6 +127,8 @@ SUBSTITUTIONS = {
     "$currency": ".*",
     "$job": ".*",
     "$instance": ".*",
+    "$bridge_job": ".*",
+    "$bridge_instance": ".*",
 }
 
 assert set(STATE_COLOURS) == {str(s) for s in STATES}, "a freshness state without a colour"
@@ -115,17 +145,6 @@ def freshness_steps(thresholds: Thresholds) -> list[model.Threshold]:
     ]
 
 
-_DASHED = common_builders.GraphThresholdsStyleConfig().mode(common.GraphThresholdsStyleMode.DASHED)
-
-
-def _steps(*steps: tuple[float | None, str]) -> dash.ThresholdsConfig:
-    return (
-        dash.ThresholdsConfig()
-        .mode(model.ThresholdsMode.ABSOLUTE)
-        .steps([model.Threshold(value=v, color=c) for v, c in steps])
-    )
-
-
 def _age_panel(title: str, description: str, age: str, job: str, thresholds: Thresholds) -> timeseries.Panel:
     """Live data age per account (`age`: the query) beside the thresholds the agent exports, with the
     rendered thresholds as dashed lines: the overview's and the per-account dashboard's age panel."""
@@ -135,8 +154,8 @@ def _age_panel(title: str, description: str, age: str, job: str, thresholds: Thr
         .description(description)
         .targets(
             [
-                _q(f"max by ({m.ACCOUNT}) ({age})", legend="{{account}}", ref="A"),
-                _q(
+                prom(f"max by ({m.ACCOUNT}) ({age})", legend="{{account}}", ref="A"),
+                prom(
                     f"max by ({m.STATE}) ({selector(m.FRESHNESS_THRESHOLD.series, job, TARGET)})",
                     legend="{{state}} from",
                     ref="B",
@@ -146,7 +165,7 @@ def _age_panel(title: str, description: str, age: str, job: str, thresholds: Thr
         .unit("s")
         .min(0)
         .thresholds(_age_thresholds(thresholds))
-        .thresholds_style(_DASHED)
+        .thresholds_style(DASHED)
         .line_width(2)
     )
 
@@ -158,44 +177,14 @@ def _age_thresholds(thresholds: Thresholds, per: float = 1) -> dash.ThresholdsCo
     return dash.ThresholdsConfig().mode(model.ThresholdsMode.ABSOLUTE).steps(steps)
 
 
-def _q(expr: str, legend: str = "__auto", ref: str = "A", *, instant: bool = False) -> prometheus.Dataquery:
-    query = prometheus.Dataquery().expr(expr).legend_format(legend).ref_id(ref).datasource(DATASOURCE)
-    return query.instant() if instant else query.range()
-
-
-def _table_q(expr: str, ref: str) -> prometheus.Dataquery:
-    return _q(expr, ref=ref, instant=True).format(prom_model.PromQueryFormat.TABLE)
-
-
-def _fixed(colour: str) -> dash.FieldColor:
-    return dash.FieldColor().mode(model.FieldColorModeId.FIXED).fixed_color(colour)
-
-
-def _dyn(property_id: str, value: object) -> model.DynamicConfigValue:
-    return model.DynamicConfigValue(id_val=property_id, value=value)
-
-
-def _by_names(*names: str) -> model.MatcherConfig:
-    """Field-name matcher with object options (the schema rejects `byName`'s plain-string options)."""
-    return model.MatcherConfig(id_val="byNames", options={"mode": "include", "names": list(names)})
-
-
-def _coloured(panel: Any, colours: dict[str, str]) -> Any:
-    """Fixed colour per series/field name."""
-    for name, colour in colours.items():
-        panel = panel.with_override(_by_names(name), [_dyn("color", {"mode": "fixed", "fixedColor": colour})])
-    return panel
-
-
-def _up_mappings() -> list[model.ValueMapping]:
-    return [
-        model.ValueMap(
-            options={
-                "0": model.ValueMappingResult(text="DOWN", color="red", index=0),
-                "1": model.ValueMappingResult(text="UP", color="green", index=1),
-            }
-        )
-    ]
+def _age_tile(title: str, expr: str, legend: str, thresholds: Thresholds) -> stat.Panel:
+    """An age in seconds, coloured by the freshness thresholds the agent classifies with."""
+    return (
+        tile(title)
+        .with_target(prom(expr, legend=legend, instant=True))
+        .unit("s")
+        .thresholds(_age_thresholds(thresholds))
+    )
 
 
 def _state_mappings() -> list[model.ValueMapping]:
@@ -228,25 +217,15 @@ def _place(panel: Any, pid: int, x: int, y: int, w: int, h: int, runbook_url: st
     return panel.id(pid).grid_pos(model.GridPos(x=x, y=y, w=w, h=h)).datasource(DATASOURCE)
 
 
-def _query_variable(name: str, label: str, query: str, *, multi: bool = True) -> dash.QueryVariable:
-    """A Prometheus label_values variable; multi-valued ones offer All (= `.*`, the regex the queries use)."""
-    variable = (
-        dash.QueryVariable(name)
-        .label(label)
-        .datasource(DATASOURCE)
-        .query(query)
-        .definition(query)
-        .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
-        .sort(model.VariableSort.NATURAL_ASC)
-    )
-    if multi:
-        variable = (
-            variable.multi(True)
-            .include_all(True)
-            .all_value(".*")
-            .current(model.VariableOption(selected=True, text=["All"], value=["$__all"]))
-        )
-    return variable
+def _with_row(
+    d: dash.Dashboard, pid: int, y: int, row: dash.Row, cells: Sequence[trades.Cell], runbook_url: str
+) -> dash.Dashboard:
+    """An expanded row at line `y` (id `pid`), then its panels below it (ids following, `cells`' y relative
+    to the line under the row's header)."""
+    d = d.with_row(row.id(pid).grid_pos(model.GridPos(x=0, y=y, w=24, h=1)))
+    for i, (panel, x, dy, w, h) in enumerate(cells, start=pid + 1):
+        d = d.with_panel(_place(panel, i, x, y + 1 + dy, w, h, runbook_url))
+    return d
 
 
 def _variables(job: str, *, one_account: bool = False) -> list[cogbuilder.Builder[model.VariableModel]]:
@@ -258,8 +237,8 @@ def _variables(job: str, *, one_account: bool = False) -> list[cogbuilder.Builde
     accounts = f"label_values({selector(info, target)}, {m.ACCOUNT})"
     variables: list[cogbuilder.Builder[model.VariableModel]] = [
         dash.DatasourceVariable("datasource").label("Data source").type("prometheus"),
-        _query_variable("job", "Job", f"label_values({selector(m.SCRAPE_UP, job)}, {m.JOB})"),
-        _query_variable(
+        query_variable("job", "Job", f"label_values({selector(m.SCRAPE_UP, job)}, {m.JOB})"),
+        query_variable(
             "instance",
             "Instance",
             f"label_values({selector(m.SCRAPE_UP, job, JOB_VAR)}, {m.INSTANCE})",
@@ -269,16 +248,16 @@ def _variables(job: str, *, one_account: bool = False) -> list[cogbuilder.Builde
         currency = f"label_values({selector(info, target, ACCOUNT)}, {m.CURRENCY})"
         return [
             *variables,
-            _query_variable("account", "Account", accounts, multi=False),
-            _query_variable("currency", "Currency", currency, multi=False).hide(
+            query_variable("account", "Account", accounts, multi=False),
+            query_variable("currency", "Currency", currency, multi=False).hide(
                 model.VariableHide.HIDE_VARIABLE
             ),
         ]
     currencies = f"label_values({selector(info, target, ACCOUNT)}, {m.CURRENCY})"
     return [
         *variables,
-        _query_variable("account", "Account", accounts),
-        _query_variable("currency", "Currency", currencies),
+        query_variable("account", "Account", accounts),
+        query_variable("currency", "Currency", currencies),
     ]
 
 
@@ -312,24 +291,8 @@ def _annotations(job: str) -> list[cogbuilder.Builder[model.AnnotationQuery]]:
     bad = "|".join((RunResult.FAILED, RunResult.SKIPPED))
     runs = selector(m.SYNC_RUNS.series, target, f'{m.RESULT}=~"{bad}"')
     return [
-        dash.AnnotationQuery()
-        .name("Annotations & Alerts")
-        .datasource(common.DataSourceRef(type_val="grafana", uid="-- Grafana --"))
-        .enable(True)
-        .hide(True)
-        .icon_color("rgba(0, 211, 255, 1)")
-        .type("dashboard")
-        .built_in(1),
-        dash.AnnotationQuery()
-        .name("MT5 alerts")
-        .datasource(DATASOURCE)
-        .enable(True)
-        .icon_color("red")
-        .expr(alerts)
-        .step("60s")
-        .title_format("{{alertname}}")
-        .text_format("{{severity}} {{account}} {{instance}}")
-        .tag_keys("alertname,severity"),
+        builtin_annotation(),
+        alerts_annotation(alerts),
         dash.AnnotationQuery()
         .name("Failed syncs")
         .datasource(DATASOURCE)
@@ -346,26 +309,8 @@ def _annotations(job: str) -> list[cogbuilder.Builder[model.AnnotationQuery]]:
 def _dashboard(
     uid: str, title: str, description: str, job: str, *, one_account: bool = False
 ) -> dash.Dashboard:
-    return (
-        dash.Dashboard(title)
-        .uid(uid)
-        .description(description)
-        .tags(TAGS)
-        .editable()
-        .tooltip(model.DashboardCursorSync.CROSSHAIR)
-        .time("now-6h", "now")
-        .refresh("1m")
-        .timezone("browser")
-        .variables(_variables(job, one_account=one_account))
-        .annotations(_annotations(job))
-        .link(
-            dash.DashboardLink("MT5 dashboards")
-            .type(model.DashboardLinkType.DASHBOARDS)
-            .tags(["mt5"])
-            .as_dropdown(True)
-            .include_vars(True)
-            .keep_time(True)
-        )
+    return base_dashboard(
+        uid, title, description, _variables(job, one_account=one_account), _annotations(job)
     )
 
 
@@ -397,7 +342,7 @@ def _freshness_timeline(sel: str, title: str) -> statetimeline.Panel:
             "The agent's freshness state of each account over time (DESIGN 6): green fresh, yellow "
             "acceptable, orange degraded, red critical."
         )
-        .with_target(_q(_freshness_code(sel), legend="{{account}}"))
+        .with_target(prom(_freshness_code(sel), legend="{{account}}"))
         .mappings(_state_code_mappings())
         .show_value(common.VisibilityMode.NEVER)
         .merge_values(True)
@@ -426,7 +371,7 @@ def _money(title: str, family: m.Family, sel: str, *, repeat: bool) -> timeserie
             f"{family.series} as read from the MT5 terminal, per account, in ${{currency}} only: accounts "
             "in other currencies are on their own panel, never on this axis."
         )
-        .with_target(_q(_joined(family, sel), legend="{{account}} {{currency}}"))
+        .with_target(prom(_joined(family, sel), legend="{{account}} {{currency}}"))
         .unit("none")
         .decimals(2)
         .line_width(2)
@@ -436,7 +381,11 @@ def _money(title: str, family: m.Family, sel: str, *, repeat: bool) -> timeserie
 
 
 def accounts_overview(
-    thresholds: Thresholds, *, job_selector: str = JOB_SELECTOR, runbook_url: str = RUNBOOK_URL
+    thresholds: Thresholds,
+    *,
+    job_selector: str = JOB_SELECTOR,
+    runbook_url: str = RUNBOOK_URL,
+    risk: RiskLevels = DEFAULT_RISK,
 ) -> model.Dashboard:
     """Fleet freshness at a glance, every account's figures, freshness and data age over time, money per
     currency."""
@@ -449,11 +398,13 @@ def accounts_overview(
         "Freshness, balances and data source of every MT5 account. Data age is the age of the last LIVE "
         f"terminal data; colours follow the freshness thresholds ({thresholds}), the data-age graph also "
         "draws the thresholds the agent classifies (and alerts) with. Money panels: one per currency. "
-        "Click an account in the table for its own dashboard.",
+        "Click an account in the table for its own dashboard. Then: open positions, trade events, "
+        "detection delay and the positions poller's health; last row: risk (margin level against the "
+        "alert thresholds, largest open loss, net exposure per symbol, equity drawdowns).",
         job,
     )
     per_state: list[cogbuilder.Builder[variants.Dataquery]] = [
-        _q(
+        prom(
             f"sum(max by ({m.ACCOUNT}) ({selector(m.ACCOUNT_FRESHNESS.series, equals(m.STATE, state), acc)}))"
             " or vector(0)",
             legend=str(state),
@@ -464,35 +415,24 @@ def accounts_overview(
     ]
 
     freshness = (
-        stat.Panel()
-        .title("Accounts by freshness")
+        tile("Accounts by freshness")
         .description("Number of accounts in each freshness state (the agent's classification).")
         .targets(per_state)
-        .color_mode(common.BigValueColorMode.BACKGROUND)
-        .graph_mode(common.BigValueGraphMode.NONE)
         .text_mode(common.BigValueTextMode.VALUE_AND_NAME)
         .reduce_options(common_builders.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
         .unit("none")
         .decimals(0)
     )
-    freshness = _coloured(freshness, STATE_COLOURS)
+    freshness = coloured(freshness, STATE_COLOURS)
 
-    oldest = (
-        stat.Panel()
-        .title("Oldest live data")
-        .description("Age of the stalest account's last live data.")
-        .with_target(_q(f"max({age})", legend="oldest", instant=True))
-        .unit("s")
-        .thresholds(_age_thresholds(thresholds))
-        .color_mode(common.BigValueColorMode.BACKGROUND)
-        .graph_mode(common.BigValueGraphMode.NONE)
+    oldest = _age_tile("Oldest live data", f"max({age})", "oldest", thresholds).description(
+        "Age of the stalest account's last live data."
     )
     stored = (
-        stat.Panel()
-        .title("Accounts on stored data")
+        tile("Accounts on stored data")
         .description("Accounts whose last sync fell back to VPS_STORED (no live_data from the bridge).")
         .with_target(
-            _q(
+            prom(
                 f"count(max by ({m.ACCOUNT}) "
                 f"({selector(m.ACCOUNT_DATA_SOURCE.series, equals(m.SOURCE, DataSource.STORED), acc)}) == 1)"
                 " or vector(0)",
@@ -501,9 +441,7 @@ def accounts_overview(
             )
         )
         .unit("none")
-        .thresholds(_steps((None, "green"), (1, "orange")))
-        .color_mode(common.BigValueColorMode.BACKGROUND)
-        .graph_mode(common.BigValueGraphMode.NONE)
+        .thresholds(threshold_steps((None, "green"), (1, "orange")))
     )
 
     # The schema allows only object-valued override properties (no per-column unit/decimals), so the
@@ -539,7 +477,7 @@ def accounts_overview(
         "source": "Data source",
     }
     table_targets: list[cogbuilder.Builder[variants.Dataquery]] = [
-        _table_q(expr, ref) for ref, expr in columns
+        prom_table(expr, ref) for ref, expr in columns
     ]
     accounts = (
         table.Panel()
@@ -567,14 +505,14 @@ def accounts_overview(
         .data_links([_account_link()])
         .mappings(_state_mappings() + _source_mappings())
         .with_override(
-            _by_names(AGE_COLUMN),
+            by_names(AGE_COLUMN),
             [
-                _dyn("thresholds", _age_thresholds(thresholds, per=60).build()),
-                _dyn("custom.cellOptions", {"type": "color-background"}),
+                prop("thresholds", _age_thresholds(thresholds, per=60).build()),
+                prop("custom.cellOptions", {"type": "color-background"}),
             ],
         )
-        .with_override(_by_names("Freshness"), [_dyn("custom.cellOptions", {"type": "color-background"})])
-        .with_override(_by_names("Data source"), [_dyn("custom.cellOptions", {"type": "color-text"})])
+        .with_override(by_names("Freshness"), [prop("custom.cellOptions", {"type": "color-background"})])
+        .with_override(by_names("Data source"), [prop("custom.cellOptions", {"type": "color-text"})])
     )
 
     age_panel = _age_panel(
@@ -600,7 +538,12 @@ def accounts_overview(
         start=1,
     ):
         d = d.with_panel(_place(panel, pid, x, y, w, h, runbook_url))
-    return d.build()
+    target = f"{job}, {TARGET}"
+    cells = trades.overview_cells(acc, target)
+    d = _with_row(d, pid + 1, 39, trades.row(), cells, runbook_url)
+    y = 39 + 1 + max(dy + h for _, _, dy, _, h in cells)
+    risk_cells = risk_rows.overview_cells(acc, risk, _joined)
+    return _with_row(d, pid + 2 + len(cells), y, risk_rows.row(), risk_cells, runbook_url).build()
 
 
 def _account_link() -> cogbuilder.Builder[model.DashboardLink]:
@@ -639,44 +582,32 @@ def sync_health(
 
     def _up(title: str, expr: str) -> stat.Panel:
         return (
-            stat.Panel()
-            .title(title)
-            .with_target(_q(expr, legend=title, instant=True))
-            .mappings(_up_mappings())
-            .thresholds(_steps((None, "red"), (1, "green")))
-            .color_mode(common.BigValueColorMode.BACKGROUND)
-            .graph_mode(common.BigValueGraphMode.NONE)
+            tile(title)
+            .with_target(prom(expr, legend=title, instant=True))
+            .mappings(up_mappings())
+            .thresholds(threshold_steps((None, "red"), (1, "green")))
         )
 
     success = (
-        stat.Panel()
-        .title(f"Sync success ({SUCCESS_WINDOW})")
+        tile(f"Sync success ({SUCCESS_WINDOW})")
         .description(
             f"Share of sync runs that fully succeeded over {SUCCESS_WINDOW} "
             "(skipped, failed and partial runs count against it); "
             f"objective {SUCCESS_OBJECTIVE:.0%}; MT5SyncSuccessRateLow alerts on its burn rate."
         )
-        .with_target(_q(success_ratio_expr(job_selector=target), legend="success", instant=True))
+        .with_target(prom(success_ratio_expr(job_selector=target), legend="success", instant=True))
         .unit("percentunit")
         .decimals(2)
-        .thresholds(_steps((None, "red"), (SUCCESS_OBJECTIVE, "green")))
-        .color_mode(common.BigValueColorMode.BACKGROUND)
-        .graph_mode(common.BigValueGraphMode.NONE)
+        .thresholds(threshold_steps((None, "red"), (SUCCESS_OBJECTIVE, "green")))
     )
-    last_success = (
-        stat.Panel()
-        .title("Since last successful sync")
-        .with_target(_q(f"time() - max({sel(m.SYNC_LAST_SUCCESS.series)})", legend="age", instant=True))
-        .unit("s")
-        .thresholds(_age_thresholds(thresholds))
-        .color_mode(common.BigValueColorMode.BACKGROUND)
-        .graph_mode(common.BigValueGraphMode.NONE)
+    last_success = _age_tile(
+        "Since last successful sync", f"time() - max({sel(m.SYNC_LAST_SUCCESS.series)})", "age", thresholds
     )
     last_run = (
         stat.Panel()
         .title("Last run: accounts by outcome")
         .with_target(
-            _q(
+            prom(
                 f"max by ({m.OUTCOME}) ({sel(m.SYNC_LAST_RUN_ACCOUNTS.series)})",
                 legend="{{outcome}}",
                 instant=True,
@@ -686,38 +617,26 @@ def sync_health(
         .graph_mode(common.BigValueGraphMode.NONE)
         .unit("none")
     )
-    last_run = _coloured(last_run, OUTCOME_COLOURS)
+    last_run = coloured(last_run, OUTCOME_COLOURS)
 
     def _quantiles(title: str, family: m.Family, quantiles: Sequence[float]) -> timeseries.Panel:
-        by = ", ".join(family.labels)
-        group = ", ".join(["le", *family.labels])
-        legend_suffix = f" {{{{{by}}}}}" if by else ""
-        buckets = sel(family.bucket)
-        targets: list[cogbuilder.Builder[variants.Dataquery]] = [
-            _q(
-                f"histogram_quantile({q}, sum by ({group}) (rate({buckets}[$__rate_interval])))",
-                legend=f"p{round(q * 100)}{legend_suffix}",
-                ref=chr(ord("A") + i),
-            )
-            for i, q in enumerate(quantiles)
-        ]
-        return timeseries.Panel().title(title).targets(targets).unit("s").min(0).line_width(2)
+        return quantile_panel(title, sel(family.bucket), family.labels, quantiles)
 
     runs = (
         timeseries.Panel()
         .title("Sync runs by result (per hour)")
         .with_target(
-            _q(f"sum by ({m.RESULT}) (increase({sel(m.SYNC_RUNS.series)}[1h]))", legend="{{result}}")
+            prom(f"sum by ({m.RESULT}) (increase({sel(m.SYNC_RUNS.series)}[1h]))", legend="{{result}}")
         )
         .unit("none")
         .min(0)
     )
-    runs = _coloured(runs, RESULT_COLOURS)
+    runs = coloured(runs, RESULT_COLOURS)
     failures = (
         timeseries.Panel()
         .title("Sync failures by account and reason (per hour)")
         .with_target(
-            _q(
+            prom(
                 f"sum by ({m.ACCOUNT}, {m.REASON}) "
                 f"(increase({selector(m.ACCOUNT_SYNC_FAILURES.series, acc)}[1h])) > 0",
                 legend="{{account}} {{reason}}",
@@ -734,7 +653,7 @@ def sync_health(
         .title("Consecutive failures by account")
         .description(f"MT5AccountSyncFailing fires at {SYNC_FAILURES_IN_A_ROW} failures in a row.")
         .with_target(
-            _q(
+            prom(
                 f"max by ({m.ACCOUNT}) ({selector(m.ACCOUNT_CONSECUTIVE_FAILURES.series, acc)})",
                 legend="{{account}}",
             )
@@ -742,29 +661,31 @@ def sync_health(
         .unit("none")
         .min(0)
         .decimals(0)
-        .thresholds(_steps((None, "green"), (SYNC_FAILURES_IN_A_ROW, "red")))
-        .thresholds_style(_DASHED)
+        .thresholds(threshold_steps((None, "green"), (SYNC_FAILURES_IN_A_ROW, "red")))
+        .thresholds_style(DASHED)
     )
     components = (
         timeseries.Panel()
         .title("Bridge and store up")
         .targets(
             [
-                _q(f"min({sel(m.BRIDGE_UP.series)})", legend="bridge", ref="A"),
-                _q(f"min({sel(m.STORE_UP.series)})", legend="store", ref="B"),
+                prom(f"min({sel(m.BRIDGE_UP.series)})", legend="bridge", ref="A"),
+                prom(f"min({sel(m.STORE_UP.series)})", legend="store", ref="B"),
             ]
         )
         .unit("none")
         .min(0)
         .max(1)
-        .mappings(_up_mappings())
+        .mappings(up_mappings())
         .line_interpolation(common.LineInterpolation.STEP_AFTER)
     )
     build = (
         stat.Panel()
         .title("Agent version")
         .with_target(
-            _q(f"max by ({m.VERSION}) ({sel(m.AGENT_BUILD_INFO.series)})", legend="{{version}}", instant=True)
+            prom(
+                f"max by ({m.VERSION}) ({sel(m.AGENT_BUILD_INFO.series)})", legend="{{version}}", instant=True
+            )
         )
         .text_mode(common.BigValueTextMode.NAME)
         .graph_mode(common.BigValueGraphMode.NONE)
@@ -796,7 +717,11 @@ def sync_health(
 
 
 def account_detail(
-    thresholds: Thresholds, *, job_selector: str = JOB_SELECTOR, runbook_url: str = RUNBOOK_URL
+    thresholds: Thresholds,
+    *,
+    job_selector: str = JOB_SELECTOR,
+    runbook_url: str = RUNBOOK_URL,
+    risk: RiskLevels = DEFAULT_RISK,
 ) -> model.Dashboard:
     """One account (the overview's table links here): state, source, money in its currency, age, failures."""
     job = check_job_selector(job_selector)
@@ -806,19 +731,18 @@ def account_detail(
         ACCOUNT_UID,
         "MT5 account",
         "One MT5 account: its freshness state and history, data source, balance, equity, margin and profit "
-        f"in the account's currency, live data age (thresholds {thresholds}) and sync failures.",
+        f"in the account's currency, live data age (thresholds {thresholds}), sync failures, open positions "
+        "and the age of its last positions poll; its risk (margin level against the alert thresholds, "
+        "largest open loss, net exposure per symbol, equity drawdowns).",
         job,
         one_account=True,
     )
 
     def _now(title: str, expr: str, legend: str) -> stat.Panel:
         return (
-            stat.Panel()
-            .title(title)
-            .with_target(_q(expr, legend=legend, instant=True))
+            tile(title)
+            .with_target(prom(expr, legend=legend, instant=True))
             .text_mode(common.BigValueTextMode.NAME)
-            .color_mode(common.BigValueColorMode.BACKGROUND)
-            .graph_mode(common.BigValueGraphMode.NONE)
         )
 
     info = _now(
@@ -826,7 +750,7 @@ def account_detail(
         f"max by ({', '.join(m.ACCOUNT_INFO.labels)}) ({selector(m.ACCOUNT_INFO.series, acc)})",
         "{{account}} {{name}} · {{server}} · {{currency}}",
     ).color_mode(common.BigValueColorMode.NONE)
-    state = _coloured(
+    state = coloured(
         _now(
             "Freshness",
             f"max by ({m.STATE}) ({selector(m.ACCOUNT_FRESHNESS.series, acc)}) == 1",
@@ -834,7 +758,7 @@ def account_detail(
         ),
         STATE_COLOURS,
     )
-    source = _coloured(
+    source = coloured(
         _now(
             "Data source",
             f"max by ({m.SOURCE}) ({selector(m.ACCOUNT_DATA_SOURCE.series, acc)}) == 1",
@@ -842,21 +766,12 @@ def account_detail(
         ),
         {DataSource.LIVE: "green", DataSource.STORED: "orange"},
     )
-    age_now = (
-        stat.Panel()
-        .title("Live data age")
-        .with_target(_q(f"max({age})", legend="age", instant=True))
-        .unit("s")
-        .thresholds(_age_thresholds(thresholds))
-        .color_mode(common.BigValueColorMode.BACKGROUND)
-        .graph_mode(common.BigValueGraphMode.NONE)
-    )
+    age_now = _age_tile("Live data age", f"max({age})", "age", thresholds)
     failing = (
-        stat.Panel()
-        .title("Failures in a row")
+        tile("Failures in a row")
         .description(f"MT5AccountSyncFailing fires at {SYNC_FAILURES_IN_A_ROW}.")
         .with_target(
-            _q(
+            prom(
                 f"max({selector(m.ACCOUNT_CONSECUTIVE_FAILURES.series, acc)})",
                 legend="in a row",
                 instant=True,
@@ -864,14 +779,12 @@ def account_detail(
         )
         .unit("none")
         .decimals(0)
-        .thresholds(_steps((None, "green"), (1, "orange"), (SYNC_FAILURES_IN_A_ROW, "red")))
-        .color_mode(common.BigValueColorMode.BACKGROUND)
-        .graph_mode(common.BigValueGraphMode.NONE)
+        .thresholds(threshold_steps((None, "green"), (1, "orange"), (SYNC_FAILURES_IN_A_ROW, "red")))
     )
 
     def _money_panel(title: str, families: Sequence[tuple[m.Family, str]]) -> timeseries.Panel:
         targets: list[cogbuilder.Builder[variants.Dataquery]] = [
-            _q(_joined(family, acc), legend=legend, ref=chr(ord("A") + i))
+            prom(_joined(family, acc), legend=legend, ref=chr(ord("A") + i))
             for i, (family, legend) in enumerate(families)
         ]
         return (
@@ -890,15 +803,8 @@ def account_detail(
     )
     margin = _money_panel("Margin", [(m.ACCOUNT_MARGIN, "used"), (m.ACCOUNT_MARGIN_FREE, "free")])
     profit = _money_panel("Floating profit", [(m.ACCOUNT_PROFIT, "profit")])
-    level = (
-        timeseries.Panel()
-        .title("Margin level")
-        .description("Absent while no margin is used.")
-        .with_target(_q(f"max({selector(m.ACCOUNT_MARGIN_LEVEL_RATIO.series, acc)})", legend="margin level"))
-        .unit("percentunit")
-        .min(0)
-        .line_width(2)
-    )
+    # the margin level (with the alert thresholds) is in the Risk row; the largest open loss beside profit
+    loss = risk_rows.loss_panel("Largest open loss", acc, _joined)
     age_panel = _age_panel(
         "Live data age over time",
         "Dashed lines: the rendered thresholds; '<state> from': the ones the agent exports.",
@@ -910,7 +816,7 @@ def account_detail(
         timeseries.Panel()
         .title("Sync failures by reason (per hour)")
         .with_target(
-            _q(
+            prom(
                 f"sum by ({m.REASON}) (increase({selector(m.ACCOUNT_SYNC_FAILURES.series, acc)}[1h])) > 0",
                 legend="{{reason}}",
             )
@@ -931,13 +837,36 @@ def account_detail(
         (balance, 0, 8, 12, 8),
         (margin, 12, 8, 12, 8),
         (profit, 0, 16, 12, 8),
-        (level, 12, 16, 12, 8),
+        (loss, 12, 16, 12, 8),
         (age_panel, 0, 24, 12, 8),
         (failures, 12, 24, 12, 8),
     ]
     for pid, (panel, x, y, w, h) in enumerate(layout, start=1):
         d = d.with_panel(_place(panel, pid, x, y, w, h, runbook_url))
-    return d.build()
+    cells = trades.account_cells(acc)
+    d = _with_row(d, pid + 1, 32, trades.row(), cells, runbook_url)
+    y = 32 + 1 + max(dy + h for _, _, dy, _, h in cells)
+    risk_cells = risk_rows.account_cells(acc, risk)
+    return _with_row(d, pid + 2 + len(cells), y, risk_rows.row(), risk_cells, runbook_url).build()
+
+
+def bridge_dashboard(
+    thresholds: Thresholds | None = None,
+    *,
+    job_selector: str = JOB_SELECTOR,
+    runbook_url: str = RUNBOOK_URL,
+    bridge_job_selector: str = bridge.BRIDGE_JOB_SELECTOR,
+) -> model.Dashboard:
+    """The bridge's own metrics (dashboards/bridge.py); annotated with the agent's firing alerts about the
+    bridge (the agent's job selector) and linked to MT5BridgeDown's runbook."""
+    job = check_job_selector(job_selector)
+    alerts = selector(ALERTS_SERIES, job, f'alertname=~"{ALERT_PREFIX}Bridge.*"', 'alertstate="firing"')
+    return bridge.dashboard(
+        bridge_job_selector=check_job_selector(bridge_job_selector),
+        alerts_expr=alerts,
+        runbook_url=runbook_link(runbook_url, BRIDGE_ALERT),
+        alert=BRIDGE_ALERT,
+    ).build()
 
 
 DASHBOARDS: dict[str, Callable[..., model.Dashboard]] = {
@@ -945,6 +874,7 @@ DASHBOARDS: dict[str, Callable[..., model.Dashboard]] = {
     SYNC_UID: sync_health,
     ACCOUNT_UID: account_detail,
 }
+RISK_DASHBOARDS = (OVERVIEW_UID, ACCOUNT_UID)  # those with a Risk row (the `risk` render option)
 
 
 def to_json(dashboard: model.Dashboard) -> str:
@@ -952,24 +882,57 @@ def to_json(dashboard: model.Dashboard) -> str:
     return json.dumps(dashboard, cls=JSONEncoder, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
+def _build_all(
+    thresholds: Thresholds,
+    job_selector: str,
+    runbook_url: str,
+    bridge_job_selector: str,
+    risk: RiskLevels = DEFAULT_RISK,
+) -> dict[str, str]:
+    """Every dashboard's JSON text by uid: the agent's (DASHBOARDS) and the bridge's."""
+    built = {
+        uid: to_json(
+            build(
+                thresholds,
+                job_selector=job_selector,
+                runbook_url=runbook_url,
+                **({"risk": risk} if uid in RISK_DASHBOARDS else {}),
+            )
+        )
+        for uid, build in DASHBOARDS.items()
+    }
+    built[BRIDGE_UID] = to_json(
+        bridge_dashboard(
+            job_selector=job_selector, runbook_url=runbook_url, bridge_job_selector=bridge_job_selector
+        )
+    )
+    return built
+
+
 def render(
-    thresholds: Thresholds, *, job_selector: str = JOB_SELECTOR, runbook_url: str = RUNBOOK_URL
+    thresholds: Thresholds,
+    *,
+    job_selector: str = JOB_SELECTOR,
+    runbook_url: str = RUNBOOK_URL,
+    bridge_job_selector: str = bridge.BRIDGE_JOB_SELECTOR,
+    risk: RiskLevels = DEFAULT_RISK,
 ) -> dict[str, dict[str, Any]]:
     """Every dashboard as plain JSON data, by file name."""
-    options = {"job_selector": job_selector, "runbook_url": runbook_url}
-    return {
-        FILES[uid]: json.loads(to_json(build(thresholds, **options))) for uid, build in DASHBOARDS.items()
-    }
+    built = _build_all(thresholds, job_selector, runbook_url, bridge_job_selector, risk)
+    return {FILES[uid]: json.loads(text) for uid, text in built.items()}
 
 
 def render_files(
-    out_dir: Path, thresholds: Thresholds, *, job_selector: str = JOB_SELECTOR, runbook_url: str = RUNBOOK_URL
+    out_dir: Path,
+    thresholds: Thresholds,
+    *,
+    job_selector: str = JOB_SELECTOR,
+    runbook_url: str = RUNBOOK_URL,
+    bridge_job_selector: str = bridge.BRIDGE_JOB_SELECTOR,
+    risk: RiskLevels = DEFAULT_RISK,
 ) -> list[Path]:
     """Write every dashboard (FILES) into `out_dir`; return their paths."""
-    built = {
-        uid: to_json(build(thresholds, job_selector=job_selector, runbook_url=runbook_url))
-        for uid, build in DASHBOARDS.items()
-    }
+    built = _build_all(thresholds, job_selector, runbook_url, bridge_job_selector, risk)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for uid, text in built.items():
@@ -993,10 +956,16 @@ def substitute(expr: str) -> str:
 
 
 def _queries(
-    thresholds: Thresholds | None, job_selector: str, *, panels: bool, annotations: bool
+    thresholds: Thresholds | None,
+    job_selector: str,
+    *,
+    panels: bool,
+    annotations: bool,
+    files: Sequence[str] = tuple(FILES.values()),
 ) -> list[str]:
     queries: list[str] = []
-    for doc in render(thresholds or Thresholds(), job_selector=job_selector).values():
+    docs = render(thresholds or Thresholds(), job_selector=job_selector)
+    for doc in (docs[name] for name in files):
         exprs = [e for panel in doc["panels"] for e in _exprs(panel)] if panels else []
         if annotations:
             exprs += [a["expr"] for a in doc.get("annotations", {}).get("list", []) if a.get("expr")]
@@ -1007,12 +976,20 @@ def _queries(
 
 
 def panel_queries(thresholds: Thresholds | None = None, *, job_selector: str = JOB_SELECTOR) -> list[str]:
-    """Every panel's PromQL, in dashboard order, with template variables substituted (runnable as is)."""
-    return _queries(thresholds, job_selector, panels=True, annotations=False)
+    """Every panel's PromQL of the agent's dashboards (the catalog's series), in dashboard order, with
+    template variables substituted (runnable as is)."""
+    agent = [FILES[uid] for uid in DASHBOARDS]
+    return _queries(thresholds, job_selector, panels=True, annotations=False, files=agent)
+
+
+def bridge_panel_queries() -> list[str]:
+    """Every panel's PromQL of the bridge dashboard (the bridge's own series), substituted."""
+    return _queries(None, JOB_SELECTOR, panels=True, annotations=False, files=[FILES[BRIDGE_UID]])
 
 
 def annotation_queries(
     thresholds: Thresholds | None = None, *, job_selector: str = JOB_SELECTOR
 ) -> list[str]:
-    """The annotations' PromQL (firing MT5 alerts from Prometheus' ALERTS, failed syncs), substituted."""
+    """The annotations' PromQL of every dashboard (firing MT5 alerts from Prometheus' ALERTS, failed
+    syncs), substituted."""
     return _queries(thresholds, job_selector, panels=False, annotations=True)

@@ -103,6 +103,7 @@ def test_docker_compose_config_accepts_the_file(tmp_path: Path) -> None:
     assert set(yaml.safe_load(resolved.stdout)["services"]) == {
         "mongodb",
         "bridge",
+        "bridge-b",
         "agent",
         "prometheus",
         "alertmanager",
@@ -119,7 +120,7 @@ def test_every_service_is_healthchecked_and_started_in_order() -> None:
         for dependency, spec in service.get("depends_on", {}).items():
             assert dependency in services, f"{name} depends on unknown {dependency}"
             assert spec == {"condition": "service_healthy"}, f"{name} -> {dependency}"
-    assert set(services["agent"]["depends_on"]) == {"mongodb", "bridge"}
+    assert set(services["agent"]["depends_on"]) == {"mongodb", "bridge", "bridge-b"}
     assert "agent" not in services["prometheus"].get("depends_on", {}), "Prometheus must watch a down agent"
     assert set(services["grafana"]["depends_on"]) == {"prometheus"}
     assert set(services["alertmanager"]["depends_on"]) == {"webhook-receiver"}
@@ -146,21 +147,57 @@ def test_services_and_commands() -> None:
         "--port",
         "8000",
     ]
-    assert services["agent"]["command"] == ["mt5-agent", "run"]
-    for name in ("bridge", "agent"):
+    assert services["agent"]["command"] == ["mt5-agent", "run", "--config", "/etc/mt5-agent/agent.toml"]
+    assert services["bridge-b"]["command"][:4] == [
+        "mt5-bridge",
+        "--simulate",
+        "--accounts",
+        "/etc/mt5-bridge/accounts.json",
+    ]
+    for name in ("bridge", "bridge-b", "agent"):
         assert services[name]["build"]["dockerfile"] == "deploy/Dockerfile"
         assert services[name]["command"][0] in scripts, f"{name} runs a console script pyproject lacks"
     assert "/readyz" in " ".join(services["agent"]["healthcheck"]["test"])
     env = services["agent"]["environment"]
     assert env["MT5_AGENT_STORE_URL"] == "mongodb://mongodb:27017"
-    assert env["MT5_AGENT_BRIDGE_URL"] == "http://bridge:8000"
+    assert "MT5_AGENT_BRIDGE_URL" not in env  # the sources are the config file's [[sources]] (two bridges)
     assert env["MT5_AGENT_LISTEN"] == "0.0.0.0:8080"
-    assert env["MT5_AGENT_BRIDGE_TOKEN_FILE"] == "/run/secrets/bridge_token"
+    sources = _agent_sources(services["agent"])
+    assert [(s["name"], s["url"], s["token_file"]) for s in sources] == [
+        ("vps-a", "http://bridge:8000", "/run/secrets/bridge_token"),
+        ("vps-b", "http://bridge-b:8000", "/run/secrets/bridge_token"),
+    ]
+    assert _secret_targets(services["agent"])["/run/secrets/bridge_token"] == "bridge_token"
     assert env["MT5_AGENT_ADMIN_TOKEN_FILE"] == "/run/secrets/admin_token"
     assert env["MT5_AGENT_METRICS_TOKEN_FILE"] == "/run/secrets/metrics_token"
     assert _secret_targets(services["agent"])["/run/secrets/metrics_token"] == "metrics_token"
     assert float(env["MT5_AGENT_PROBE_INTERVAL"]) <= 15, "MT5BridgeDown's 2m relies on a short probe period"
-    assert services["bridge"]["environment"]["MT5_BRIDGE_TOKEN_FILE"] == "/run/secrets/bridge_token"
+    for name in ("bridge", "bridge-b"):
+        assert services[name]["environment"]["MT5_BRIDGE_TOKEN_FILE"] == "/run/secrets/bridge_token"
+
+
+def _mounted(service: dict[str, Any], target: str) -> Path:
+    """The repository file a service mounts at `target`."""
+    [source] = [v.split(":")[0] for v in service.get("volumes", []) if v.split(":")[1] == target]
+    return REPO / source
+
+
+def _agent_sources(agent: dict[str, Any]) -> list[dict[str, Any]]:
+    """The [[sources]] of the config file the agent runs with."""
+    path = _mounted(agent, "/etc/mt5-agent/agent.toml")
+    sources: list[dict[str, Any]] = tomllib.loads(path.read_text(encoding="utf-8"))["sources"]
+    assert {s["name"] for s in sources} == {"vps-a", "vps-b"}
+    return sources
+
+
+def test_second_bridge_serves_its_own_accounts() -> None:
+    """bridge-b's accounts file is valid and shares no login with the demo accounts of `bridge`."""
+    from bridge.config import load_accounts_file
+    from bridge.simulated import demo_accounts
+
+    spec = _services()["bridge-b"]
+    logins = {a.login for a in load_accounts_file(_mounted(spec, "/etc/mt5-bridge/accounts.json")).accounts}
+    assert len(logins) == 2 and not logins & {a.login for a in demo_accounts()}
 
 
 def test_only_expected_services_published_on_loopback() -> None:
@@ -343,7 +380,7 @@ def test_dockerfile_builds_a_non_root_python_image() -> None:
         )
 
 
-@pytest.mark.parametrize("service", ["bridge", "agent"])
+@pytest.mark.parametrize("service", ["bridge", "bridge-b", "agent"])
 def test_app_services_use_the_project_image(service: str) -> None:
     spec = _services()[service]
     assert spec["build"]["context"] == "."

@@ -38,6 +38,9 @@ REQUIRED = {
     "MT5AgentMetricsAbsent": {"critical"},
     # burn-rate alerts: fast windows page, slow windows open a ticket
     "MT5SyncSuccessRateLow": {"critical", "warning"},
+    # risk (DESIGN.md 12): a ticket at the margin call level, a page near the stop-out
+    "MT5AccountMarginLevelLow": {"critical", "warning"},
+    "MT5AccountDrawdownHigh": {"warning"},
 }
 RECEIVER = {"critical": "paging", "warning": "tickets"}
 # The SRE workbook's multi-window multi-burn-rate pairs: (long, short, factor, severity).
@@ -124,7 +127,7 @@ def test_every_alert_has_annotations_and_runbook_entry() -> None:
         assert anchor == name.lower() and anchor in headings, f"{name}: RUNBOOK.md has no heading #{anchor}"
         if "account" in alert["expr"] and "on(account)" in alert["expr"]:
             assert "{{ $labels.account }}" in ann["description"], name
-            assert "group_left(name)" in alert["expr"], f"{name} must carry the account name"
+            assert "group_left(name, source)" in alert["expr"], f"{name} must carry the name and source"
 
 
 def test_age_alerts_compare_with_the_agents_thresholds() -> None:
@@ -233,7 +236,7 @@ def test_bridge_down_fires_before_any_account_can_turn_degraded() -> None:
     targets = rule["target_matchers"][0]
     for name in ("MT5AccountDataDegraded", "MT5AccountDataCritical", "MT5AccountSyncFailing"):
         assert name in targets
-    assert rule["equal"] == ["job", "instance"]
+    assert rule["equal"] == ["job", "instance", "source"]  # a dead source mutes its own accounts only
 
 
 def test_bridge_down_is_held_until_the_accounts_had_a_sync() -> None:
@@ -317,6 +320,11 @@ def test_promtool_unit_tests_pass() -> None:
         ({"timings": render.AlertTimings(bridge_down="10m")}, "MT5BridgeDown"),
         ({"timings": render.AlertTimings(bridge_down_keep_firing="1m")}, "MT5BridgeDown"),
         ({"timings": render.AlertTimings(burn_keep_firing="1m")}, "MT5SyncSuccessRateLow"),
+        ({"risk": render.RiskLevels(margin_call=0.8)}, "MT5AccountMarginLevelLow"),
+        ({"risk": render.RiskLevels(stop_out_headroom=0.05)}, "MT5AccountMarginLevelLow"),
+        ({"risk": render.RiskLevels(drawdown_day=0.1)}, "MT5AccountDrawdownHigh"),
+        ({"risk": render.RiskLevels(drawdown_tracking=0.3)}, "MT5AccountDrawdownHigh"),
+        ({"risk": render.RiskLevels(drawdown_for="10m")}, "MT5AccountDrawdownHigh"),
     ],
 )
 def test_promtool_unit_tests_fail_on_a_broken_rule(
@@ -367,7 +375,7 @@ def test_amtool_check_config() -> None:
 
 def test_alertmanager_config_has_no_inline_secrets() -> None:
     config = yaml.safe_load(ALERTMANAGER.read_text(encoding="utf-8"))
-    assert config["route"]["group_by"] == ["alertname", "account"]
+    assert config["route"]["group_by"] == ["alertname", "account", "source"]
     for receiver in config["receivers"]:
         for hook in receiver["webhook_configs"]:
             auth = hook["http_config"]["authorization"]
@@ -404,8 +412,9 @@ def _http(url: str, payload: object | None = None) -> Any:
 
 
 def test_alertmanager_inhibits_account_alerts_while_bridge_down(tmp_path: Path) -> None:
-    """Real Alertmanager on loopback: BridgeDown mutes per-account and burn-rate alerts of the same agent
-    only; a burn-rate page mutes the same agent's burn-rate ticket."""
+    """Real Alertmanager on loopback: BridgeDown mutes per-account alerts of the same agent and source only
+    (another source's accounts of the same agent keep alerting) and the agent's burn-rate alerts; a
+    burn-rate page mutes the same agent's burn-rate ticket."""
     binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
     require(binary is not None, "`prometheus-alertmanager` (or `alertmanager`) not found on PATH")
     assert binary is not None
@@ -434,20 +443,29 @@ def test_alertmanager_inhibits_account_alerts_while_bridge_down(tmp_path: Path) 
                 time.sleep(0.1)
         agent = {"job": "mt5-agent", "instance": "agent:8080"}
         other = {"job": "mt5-agent", "instance": "agent-b:8080"}
+        vps_a, vps_b = {**agent, "source": "vps-a"}, {**agent, "source": "vps-b"}
         alerts = [
-            {"alertname": "MT5BridgeDown", "severity": "critical", **agent},
-            {"alertname": "MT5AccountDataCritical", "severity": "critical", "account": "1002", **agent},
-            {"alertname": "MT5AccountSyncFailing", "severity": "warning", "account": "1002", **agent},
+            {"alertname": "MT5BridgeDown", "severity": "critical", "source": "vps-a", **agent},
+            {"alertname": "MT5AccountDataCritical", "severity": "critical", "account": "1002", **vps_a},
+            {"alertname": "MT5AccountSyncFailing", "severity": "warning", "account": "1002", **vps_a},
+            # the same agent's other source is up: its account's alert is not muted
+            {"alertname": "MT5AccountDataCritical", "severity": "critical", "account": "1005", **vps_b},
             {"alertname": "MT5SyncSuccessRateLow", "severity": "critical", "window": "1h", **agent},
             {"alertname": "MT5AccountDataCritical", "severity": "critical", "account": "2001", **other},
             {"alertname": "MT5AccountDataDegraded", "severity": "warning", "account": "2001", **other},
             {"alertname": "MT5SyncSuccessRateLow", "severity": "critical", "window": "6h", **other},
             {"alertname": "MT5SyncSuccessRateLow", "severity": "warning", "window": "1d", **other},
+            # risk: never muted by the bridge; the page mutes the ticket of its own account only
+            {"alertname": "MT5AccountMarginLevelLow", "severity": "critical", "account": "1003", **agent},
+            {"alertname": "MT5AccountMarginLevelLow", "severity": "warning", "account": "1003", **agent},
+            {"alertname": "MT5AccountMarginLevelLow", "severity": "warning", "account": "1004", **agent},
+            {"alertname": "MT5AccountDrawdownHigh", "severity": "warning", "account": "1003", **agent},
         ]
         _http(f"{base}/api/v2/alerts", [{"labels": labels} for labels in alerts])
 
-        def key(labels: dict[str, str]) -> tuple[str, str | None, str]:
-            return labels["alertname"], labels.get("account") or labels.get("window"), labels["instance"]
+        def key(labels: dict[str, str]) -> tuple[str, str | None, str] | tuple[str, str | None, str, str]:
+            k = labels["alertname"], labels.get("account") or labels.get("window"), labels["instance"]
+            return (*k, labels["severity"]) if labels["alertname"] == "MT5AccountMarginLevelLow" else k
 
         deadline = time.monotonic() + 10
         while True:
@@ -463,10 +481,58 @@ def test_alertmanager_inhibits_account_alerts_while_bridge_down(tmp_path: Path) 
             ("MT5SyncSuccessRateLow", "1h", "agent:8080"),  # the bridge is the cause: page it once
             ("MT5AccountDataDegraded", "2001", "agent-b:8080"),  # by MT5AccountDataCritical, same account
             ("MT5SyncSuccessRateLow", "1d", "agent-b:8080"),  # the ticket, by that agent's burn-rate page
+            ("MT5AccountMarginLevelLow", "1003", "agent:8080", "warning"),  # by the page of that account
         }
         assert state[("MT5BridgeDown", None, "agent:8080")]["state"] == "active"
         assert state[("MT5AccountDataCritical", "2001", "agent-b:8080")]["state"] == "active"
         assert state[("MT5SyncSuccessRateLow", "6h", "agent-b:8080")]["state"] == "active"
+        assert state[("MT5AccountMarginLevelLow", "1004", "agent:8080", "warning")]["state"] == "active"
+        assert state[("MT5AccountDrawdownHigh", "1003", "agent:8080")]["state"] == "active"
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+# --- risk ----------------------------------------------------------------------------------------
+
+
+def test_risk_thresholds_are_render_options() -> None:
+    """The margin and drawdown limits of the rules and their texts come from `RiskLevels` where the
+    terminal does not report the broker's levels (issue 14: where it does, the broker's series are
+    compared, with the same headroom): nothing else in the rules names them."""
+    levels = render.RiskLevels(margin_call=0.5, stop_out=0.3, stop_out_headroom=0.1)
+    doc = render.rules(Thresholds(), risk=levels)
+    margin = [r for r in _alert_rules(doc) if r["alert"] == "MT5AccountMarginLevelLow"]
+    by_severity = {r["labels"]["severity"]: r for r in margin}
+    assert "mt5_account_margin_level_ratio{" in by_severity["warning"]["expr"]
+    assert (
+        "} < 0.5 unless on(job, instance, account) mt5_account_margin_call_level_ratio{"
+        in (by_severity["warning"]["expr"])
+    )
+    assert (
+        "} < 0.33 unless on(job, instance, account) mt5_account_margin_stop_out_level_ratio{"
+        in (by_severity["critical"]["expr"])
+    )
+    assert "(mt5_account_margin_stop_out_level_ratio{" in by_severity["critical"]["expr"]
+    assert "} * 1.1)\n" in by_severity["critical"]["expr"]
+    description = by_severity["critical"]["annotations"]["description"]
+    assert "{{ else }}50%{{ end }} and closes positions at " in description
+    assert description.endswith("{{ else }}30%{{ end }}. Largest open loss: mt5_account_largest_open_loss.")
+    summary = by_severity["critical"]["annotations"]["summary"]
+    assert "{{ else }}33%{{ end }}, near the stop-out level (" in summary
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"stop_out": 1.2},
+        {"stop_out": 0},
+        {"stop_out": 0.9, "stop_out_headroom": 0.2},
+        {"drawdown_day": 1.5},
+        {"drawdown_tracking": 0},
+        {"margin_for": "soon"},
+    ],
+)
+def test_bad_risk_levels_are_refused(bad: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="RiskLevels"):
+        render.RiskLevels(**bad)

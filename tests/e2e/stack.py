@@ -49,6 +49,22 @@ SCRAPE_S = 1.0  # Prometheus scrape_interval
 EVAL_S = 1.0  # Prometheus evaluation_interval
 GROUP_WAIT_S = 1.0  # Alertmanager group_wait (and group_interval)
 REPEAT_INTERVAL = "1m"
+# Scheduling slack on top of the computed paths (process start/stop, HTTP, a loaded CI machine).
+MARGIN_S = 3.0
+WEBHOOK_S = 1.0  # Alertmanager -> webhook HTTP delivery after its group_wait/group_interval
+# The alert `for:` durations of the e2e runs: short, so that minutes become seconds.
+TIMINGS = render.AlertTimings(
+    data="2s",
+    sync_failing="2s",
+    bridge_down="2s",
+    # held after recovery until the accounts had a sync: one schedule, a scrape, an evaluation, slack
+    bridge_down_keep_firing="10s",
+    agent_down="3s",
+    metrics_absent="3s",
+    # A failing account makes every run partial; the burn-rate alerts are promtool-tested, not here.
+    burn_page="1h",
+    burn_ticket="1h",
+)
 LOG_TAIL_LINES = 150
 
 T = TypeVar("T")

@@ -35,10 +35,13 @@ from tests.e2e.stack import (
     ALERTMANAGER_YML,
     EVAL_S,
     GROUP_WAIT_S,
+    MARGIN_S,
     PROBE_S,
     SCHEDULE_S,
     SCRAPE_S,
     THRESHOLDS,
+    TIMINGS,
+    WEBHOOK_S,
     Stack,
     Webhook,
     alertmanager_config,
@@ -48,23 +51,7 @@ from tests.e2e.stack import (
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
-TIMINGS = render.AlertTimings(
-    data="2s",
-    sync_failing="2s",
-    bridge_down="2s",
-    # held after recovery until the accounts had a sync: one schedule, a scrape, an evaluation, slack
-    bridge_down_keep_firing="10s",
-    agent_down="3s",
-    metrics_absent="3s",
-    # The failing account makes every run partial; the burn-rate alerts are promtool-tested, not here.
-    burn_page="1h",
-    burn_ticket="1h",
-)
 FAULTY = "891234"  # one of the simulator's 7 demo accounts: its terminal login fails
-# Scheduling slack on top of the computed paths (process start/stop, HTTP, a loaded CI machine).
-MARGIN_S = 3.0
-WEBHOOK_S = 1.0  # Alertmanager -> webhook HTTP delivery after its group_wait/group_interval
-
 DEGRADED = "MT5AccountDataDegraded"
 CRITICAL = "MT5AccountDataCritical"
 SYNC_FAILING = "MT5AccountSyncFailing"
@@ -257,6 +244,7 @@ async def test_one_failing_account_is_paged_bridge_outage_pages_once_agent_down_
         "severity": "critical",
         "job": render.AGENT_JOB,
         "instance": instance,
+        "source": "bridge",  # the one source MT5_AGENT_BRIDGE_URL means
     }
     early = [a for a in _named(await stack.alerts(), *PER_ACCOUNT) if a["labels"]["account"] in healthy]
     assert early == [], f"freshness alerts reached Alertmanager before {BRIDGE_DOWN}: {early}"
