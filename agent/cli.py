@@ -36,6 +36,7 @@ from agent.serving import (
     bind_listen,
     listen_error,
     serve,
+    stop_on_sigint,
     wait_for_stop,
 )
 from agent.store.checks import client_id_problem
@@ -95,7 +96,7 @@ async def _run(settings: Settings) -> int:
 
 
 async def _sync_once(settings: Settings) -> int:
-    from agent.app import build_agent, close_agent
+    from agent.app import build_agent, close_agent, verify_sources
     from agent.telemetry.tracing import setup_tracing
 
     provider = setup_tracing(settings.service_name)
@@ -104,9 +105,12 @@ async def _sync_once(settings: Settings) -> int:
         if not await agent.service.ensure_ready():
             print(f"sync failed: store unavailable ({settings.store_url.split('://')[0]})", file=sys.stderr)
             return EXIT_COULD_NOT_RUN
-        run = await agent.service.run_cycle(trigger="cli")
-        print(run.summary_line())
-        return sync_exit_code(run)
+        await verify_sources(agent)
+        # One cycle per source, concurrently (several `[[sources]]`); the worst outcome is the exit code.
+        runs = await asyncio.gather(*(service.run_cycle(trigger="cli") for service in agent.services))
+        for service, run in zip(agent.services, runs, strict=True):
+            print(run.summary_line() if len(runs) == 1 else f"{service.source.name}: {run.summary_line()}")
+        return max(sync_exit_code(run) for run in runs)
     finally:
         await close_agent(agent)
         provider.shutdown()
@@ -164,13 +168,32 @@ def _render(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_COULD_NOT_RUN
+    if args.bridge_job_selector and args.what != "dashboards":
+        print("mt5-agent: render: --bridge-job-selector applies to dashboards only", file=sys.stderr)
+        return EXIT_COULD_NOT_RUN
     try:
         from alerts.render import JOB_SELECTOR, RUNBOOK_URL
 
+        job_selector = args.job_selector or JOB_SELECTOR
+        runbook_url = args.runbook_url or RUNBOOK_URL
+        out = root / args.what
         if args.what == "alerts":
-            from alerts.render import render_files
+            from alerts import render as alerts
+
+            render = lambda: alerts.render_files(  # noqa: E731
+                out, settings.thresholds, job_selector=job_selector, runbook_url=runbook_url
+            )
         else:
-            from dashboards.render import render_files
+            from dashboards import bridge
+            from dashboards import render as dashboards
+
+            render = lambda: dashboards.render_files(  # noqa: E731
+                out,
+                settings.thresholds,
+                job_selector=job_selector,
+                runbook_url=runbook_url,
+                bridge_job_selector=args.bridge_job_selector or bridge.BRIDGE_JOB_SELECTOR,
+            )
     except ImportError as exc:
         print(
             f"mt5-agent: render needs the render extra (pip install 'mt5-monitor[render]'): {exc}",
@@ -178,12 +201,7 @@ def _render(args: argparse.Namespace) -> int:
         )
         return EXIT_COULD_NOT_RUN
     try:
-        paths = render_files(
-            root / args.what,
-            settings.thresholds,
-            job_selector=args.job_selector or JOB_SELECTOR,
-            runbook_url=args.runbook_url or RUNBOOK_URL,
-        )
+        paths = render()
     except ValueError as exc:
         print(f"mt5-agent: render: {exc}", file=sys.stderr)
         return EXIT_COULD_NOT_RUN
@@ -234,7 +252,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--listen", default="127.0.0.1:8080", help="host:port for the agent (default %(default)s)"
     )
-    demo.add_argument("--schedule", default="5s", help="sync schedule (default %(default)s)")
+    demo.add_argument("--schedule", help="sync schedule (default 5s; the story's length / 24 with the story)")
+    demo.add_argument(
+        "--calm", action="store_true", help="no story: every account stays live (default: tell the story)"
+    )
+    demo.add_argument(
+        "--story-seconds",
+        type=float,
+        default=120.0,
+        metavar="S",
+        help="the story's length; freshness thresholds scale with it (default %(default)g)",
+    )
     demo.add_argument("--db", help="SQLite file to keep (default: a temporary one)")
     demo.add_argument(
         "--login-cost",
@@ -257,6 +285,10 @@ def build_parser() -> argparse.ArgumentParser:
         help='PromQL label matchers that select the agent\'s series (default: job="mt5-agent")',
     )
     render.add_argument(
+        "--bridge-job-selector",
+        help='dashboards: label matchers that select the bridge\'s series (default: job="mt5-bridge")',
+    )
+    render.add_argument(
         "--runbook-url",
         help="runbook URL pattern with {anchor} or {alertname} (default: alerts/RUNBOOK.md)",
     )
@@ -269,6 +301,7 @@ def _warn_unknown_env() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    stop_on_sigint()
     try:
         return _main(argv)
     except KeyboardInterrupt:  # Ctrl-C before the command's own handling is set up: no traceback
@@ -302,6 +335,9 @@ def _main(argv: list[str] | None = None) -> int:
             return asyncio.run(_assign_client(settings, account, client_id))
         runner = _run if args.command == "run" else _sync_once
         return asyncio.run(runner(settings))
+    except ConfigError as exc:  # a source refused at start (a MetaAPI account or token the cloud refuses)
+        print(f"mt5-agent: {exc}", file=sys.stderr)
+        return EXIT_COULD_NOT_RUN
     except KeyboardInterrupt:
         return 130
 

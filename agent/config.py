@@ -13,6 +13,7 @@ import re
 import tomllib
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from dataclasses import field as dc_field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -64,6 +65,160 @@ class Schedule:
         return f"cron minute={self.cron_minute}"
 
 
+@dataclass(frozen=True)
+class ShardSpec:
+    """`MT5_AGENT_SHARD=i/N` (DESIGN.md section 13): this agent owns the logins with `login % N == i`, across
+    all its sources; it syncs, polls and detects events only for those."""
+
+    index: int
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> ShardSpec:
+        m = _SHARD.match(text)
+        if not m:
+            raise ValueError(f"{text!r} is not i/N (e.g. 0/2)")
+        index, count = int(m.group(1)), int(m.group(2))
+        if not 1 <= count <= SHARD_COUNT_MAX:
+            raise ValueError(f"{text!r}: N must be 1 to {SHARD_COUNT_MAX}")
+        if not 0 <= index < count:
+            raise ValueError(f"{text!r}: i must be 0 to N-1 ({count - 1})")
+        return cls(index, count)
+
+    def owns(self, login: int) -> bool:
+        return login % self.count == self.index
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+SHARD_COUNT_MAX = 4096  # agent.store.shard_lease's bound too
+_SHARD = re.compile(r"^\s*(\d{1,5})\s*/\s*(\d{1,5})\s*$")
+
+DEFAULT_SOURCE = "bridge"  # the one source MT5_AGENT_BRIDGE_URL means
+SOURCE_KINDS = ("bridge", "metaapi")
+MAX_SOURCES = 32  # the `source` label's closed set stays small
+_SOURCE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")  # a metric label value: bounded charset
+_SOURCE_KEYS = {
+    "bridge": {"name", "kind", "url", "token_file", "use_batch", "concurrency"},
+    "metaapi": {"name", "kind", "token_file", "accounts", "region", "bounds"},
+}
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """One `[[sources]]` entry, validated: a bridge (url, its token read from `token_file`) or MetaAPI
+    (`metaapi`: the adapter's own settings, token read from its file)."""
+
+    name: str
+    kind: str
+    url: str | None = None
+    token: SecretStr | None = dc_field(default=None, repr=False)
+    token_file: Path | None = None
+    use_batch: bool = True
+    concurrency: int | None = None  # None: the agent's `concurrency`
+    metaapi: Any = dc_field(default=None, repr=False)  # agent.sources.metaapi.settings.MetaApiSettings
+
+    def describe(self) -> str:
+        """One line for `mt5-agent settings` (secrets masked, URL password masked)."""
+        token = "token (set, masked)" if self.token is not None else "no token"
+        if self.token_file is not None:
+            token = f"token from {self.token_file}"
+        if self.kind == "bridge":
+            return f"{self.name}: bridge {_without_password(self.url or '')}, {token}, batch={self.use_batch}"
+        accounts = len(self.metaapi.accounts) if self.metaapi is not None else 0
+        return f"{self.name}: metaapi, {accounts} account(s), token from {self.token_file} (masked)"
+
+
+def parse_sources(raw: object) -> list[SourceConfig]:
+    """`[[sources]]` as written in the TOML file -> validated `SourceConfig`s. ValueError (one line naming
+    the entry and its key, `sources: ...`) on an unknown kind or key, a bad or duplicate name, a bad URL, a
+    token file that cannot be read, a login two sources list."""
+    if raw is None:
+        return []
+    if isinstance(raw, list) and all(isinstance(x, SourceConfig) for x in raw):
+        return list(raw)
+    if not isinstance(raw, list):
+        raise ValueError("sources: must be an array of tables ([[sources]])")
+    if len(raw) > MAX_SOURCES:
+        raise ValueError(f"sources: at most {MAX_SOURCES} sources")
+    out: list[SourceConfig] = []
+    logins: dict[int, str] = {}
+    for i, entry in enumerate(raw, 1):
+        where = f"sources: [[sources]] #{i}"
+        if not isinstance(entry, Mapping):
+            raise ValueError(f"{where}: must be a table")
+        name = entry.get("name")
+        if not isinstance(name, str) or not _SOURCE_NAME.match(name):
+            raise ValueError(f"{where}: name {str(name)[:40]!r} must match [a-z0-9][a-z0-9_-]{{0,31}}")
+        where = f"sources: source {name!r}"
+        if any(c.name == name for c in out):
+            raise ValueError(f"{where}: duplicate name (each source needs its own)")
+        kind = entry.get("kind")
+        if kind not in SOURCE_KINDS:
+            raise ValueError(f"{where}: unknown kind {str(kind)[:40]!r} (bridge or metaapi)")
+        unknown = sorted(set(entry) - _SOURCE_KEYS[kind])
+        if unknown:
+            raise ValueError(f"{where}: unknown key {unknown[0]!r} for kind {kind}")
+        build = _bridge_source if kind == "bridge" else _metaapi_source
+        config = build(name, entry, where)
+        if config.metaapi is not None:
+            for login in config.metaapi.accounts:
+                if login in logins:
+                    raise ValueError(f"{where}: login {login} is also listed by source {logins[login]!r}")
+                logins[login] = name
+        out.append(config)
+    return out
+
+
+def _bridge_source(name: str, entry: Mapping[str, Any], where: str) -> SourceConfig:
+    url = entry.get("url")
+    if not isinstance(url, str):
+        raise ValueError(f"{where}: url is required for a bridge source")
+    try:
+        url = check_bridge_url(url)
+    except ValueError as exc:
+        raise ValueError(f"{where}: url {exc}") from None
+    token = None
+    token_file = entry.get("token_file")
+    if token_file is not None:
+        token_file = Path(str(token_file))
+        try:
+            value = token_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ValueError(f"{where}: token_file: cannot read {token_file}: {exc.strerror}") from None
+        if not value:
+            raise ValueError(f"{where}: token_file: {token_file} is empty")
+        token = SecretStr(value)
+    use_batch = entry.get("use_batch", True)
+    if not isinstance(use_batch, bool):
+        raise ValueError(f"{where}: use_batch must be true or false")
+    concurrency = entry.get("concurrency")
+    if concurrency is not None and not (type(concurrency) is int and 1 <= concurrency <= 1024):
+        raise ValueError(f"{where}: concurrency must be an integer 1-1024")
+    return SourceConfig(name, "bridge", url, token, token_file, use_batch, concurrency)
+
+
+def _metaapi_source(name: str, entry: Mapping[str, Any], where: str) -> SourceConfig:
+    from agent.sources.metaapi.settings import Bounds, MetaApiConfigError, load_settings
+
+    bounds = entry.get("bounds", {})
+    if not isinstance(bounds, Mapping):
+        raise ValueError(f"{where}: bounds must be a table")
+    region = entry.get("region")
+    if region is not None and not (isinstance(region, str) and re.fullmatch(r"[a-z0-9-]{1,40}", region)):
+        raise ValueError(f"{where}: region must be a MetaAPI region name like new-york")
+    try:
+        unknown = sorted(set(bounds) - set(Bounds.__dataclass_fields__))
+        if unknown:
+            raise MetaApiConfigError(f"metaapi.bounds: unknown bound {unknown[0]!r}")
+        settings = load_settings(entry.get("token_file"), entry.get("accounts"), Bounds(**bounds), region)
+    except MetaApiConfigError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    token_file = Path(str(entry["token_file"]))
+    return SourceConfig(name, "metaapi", token_file=token_file, metaapi=settings)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", case_sensitive=False)
 
@@ -71,6 +226,7 @@ class Settings(BaseSettings):
     bridge_token: SecretStr | None = None
     bridge_token_file: Path | None = None
     store_url: str = "sqlite:///./mt5-agent.db"
+    store_url_file: Path | None = None  # the URL may carry credentials: a secret file (Kubernetes Secret)
     mongo_database: str = "fidus_production"
     schedule: str = "1-59/5"
     listen: str = "127.0.0.1:8080"
@@ -102,6 +258,23 @@ class Settings(BaseSettings):
     # Positions and trade events (DESIGN.md 11): the poller's own period, separate from the schedule.
     positions_interval: str = "1"
     events_retention: float = Field(30.0, gt=0, le=3650)  # days
+    # Recorded equity history (agent.analytics.equity): at most one point per account per period (plus
+    # larger moves), kept this many days.
+    equity_sample_seconds: float = Field(60.0, ge=1, le=86400)
+    equity_retention: float = Field(90.0, gt=0, le=3650)  # days
+    # The live event stream (WS /api/v1/stream, docs/stream.md).
+    stream_heartbeat: float = Field(15.0, ge=0.05, le=3600)  # seconds of silence before a heartbeat
+    stream_auth_timeout: float = Field(10.0, ge=0.05, le=600)  # seconds to send the auth message
+    stream_queue: int = Field(1000, ge=1, le=1_000_000)  # events queued per client before it is closed 4008
+    # Shards (DESIGN.md section 13, docs/scaling.md): `i/N`, empty for one agent owning every account.
+    shard: str = ""
+    shard_heartbeat: float = Field(5.0, ge=0.1, le=300)  # seconds between two shard lease heartbeats
+    # Seconds between two re-reads of the account documents (accounts other writers or, sharded, the other
+    # shards wrote): what this agent's API and fleet show of accounts it does not sync itself.
+    store_refresh: float = Field(30.0, ge=0.1, le=3600)
+    # Several sources (`[[sources]]` in the TOML file, DESIGN.md section 10); empty: one bridge source named
+    # `bridge` over bridge_url / bridge_token (the default, unchanged).
+    sources: list[SourceConfig] = Field(default_factory=list)
     log_format: str = "auto"
     log_level: str = "INFO"
     access_log: bool = False  # one line per HTTP request (aiohttp's access logger), off by default
@@ -124,6 +297,14 @@ class Settings(BaseSettings):
     def _url(cls, v: str) -> str:
         return check_bridge_url(v)
 
+    @field_validator("sources", mode="before")
+    @classmethod
+    def _sources(cls, v: object) -> list[SourceConfig]:
+        try:
+            return parse_sources(v)
+        except ValueError as exc:  # the error already names `sources` (the setting) by its loc
+            raise ValueError(str(exc).removeprefix("sources: ")) from None
+
     @field_validator("store_url")
     @classmethod
     def _store(cls, v: str) -> str:
@@ -131,6 +312,13 @@ class Settings(BaseSettings):
 
         validate_store_url(v)
         return v
+
+    @field_validator("shard")
+    @classmethod
+    def _shard(cls, v: str) -> str:
+        if v.strip():
+            ShardSpec.parse(v)
+        return v.strip()
 
     @field_validator("schedule")
     @classmethod
@@ -184,6 +372,28 @@ class Settings(BaseSettings):
             if not value:
                 raise ValueError(f"{name}_file: {path} is empty")
             setattr(self, name, SecretStr(value))
+        if self.store_url_file is not None:
+            if "store_url" in self.model_fields_set:
+                raise ValueError("store_url_file: both it and store_url are set: ambiguous, keep one")
+            try:
+                url = self.store_url_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                where = self.store_url_file
+                raise ValueError(f"store_url_file: cannot read {where}: {exc.strerror}") from None
+            if not url:
+                raise ValueError(f"store_url_file: {self.store_url_file} is empty")
+            from agent.store import validate_store_url
+
+            try:
+                validate_store_url(url)
+            except ValueError as exc:  # its messages never echo the URL (it may carry a password)
+                raise ValueError(f"store_url_file: {self.store_url_file}: {exc}") from None
+            self.store_url = url
+        if self.sources and "bridge_url" in self.model_fields_set:
+            raise ValueError(
+                "sources: both MT5_AGENT_BRIDGE_URL (bridge_url) and [[sources]] are set: ambiguous, "
+                "declare the bridge as one of the [[sources]]"
+            )
         jwt_secret = self.secret("jwt_secret")
         if jwt_secret is not None and len(jwt_secret.encode()) < MIN_JWT_SECRET_BYTES:
             # RFC 7518 3.2: an HS256 key shorter than the hash output is guessable offline.
@@ -200,9 +410,45 @@ class Settings(BaseSettings):
         return Schedule.parse(self.schedule)
 
     @property
+    def shard_spec(self) -> ShardSpec | None:
+        """This agent's shard; None: not sharded (it owns every account)."""
+        return ShardSpec.parse(self.shard) if self.shard else None
+
+    @property
     def positions_interval_seconds(self) -> float | None:
         """Seconds between positions rounds; None: the poller is off."""
         return parse_positions_interval(self.positions_interval)
+
+    @property
+    def source_configs(self) -> list[SourceConfig]:
+        """The sources to watch: `[[sources]]`, or one bridge named `bridge` over bridge_url."""
+        if self.sources:
+            return list(self.sources)
+        return [
+            SourceConfig(
+                name=DEFAULT_SOURCE,
+                kind="bridge",
+                url=self.bridge_url,
+                token=self.bridge_token,
+                token_file=self.bridge_token_file,
+                use_batch=self.use_batch,
+            )
+        ]
+
+    @property
+    def source_names(self) -> tuple[str, ...]:
+        """Every source's name: the closed set of the metrics' `source` label."""
+        return tuple(c.name for c in self.source_configs)
+
+    def source_secrets(self) -> list[str]:
+        """Every source's secret value (for the log scrubber)."""
+        out = []
+        for c in self.source_configs:
+            if c.token is not None:
+                out.append(c.token.get_secret_value())
+            if c.metaapi is not None:
+                out.append(c.metaapi.token.get_secret_value())
+        return out
 
     @property
     def listen_host(self) -> str:
@@ -297,7 +543,10 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
             raise ConfigError(f"config file {path} does not exist") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        sources = data.get("sources") if "agent" in data else None
         data = data.get("agent", data)
+        if sources is not None and "sources" not in data:  # [[sources]] beside an [agent] table
+            data = {**data, "sources": sources}
         if isinstance(data.get("freshness"), list):  # `freshness = [300, 600, 900]` reads naturally in TOML
             data["freshness"] = ",".join(str(v) for v in data["freshness"])
         from_file = {k for k in data if f"{ENV_PREFIX}{k.upper()}" not in os.environ}
@@ -334,6 +583,7 @@ SETTING_HELP: dict[str, str] = {
     "bridge_url": "bridge base URL",
     "bridge_token": "bearer token for the bridge",
     "store_url": "sqlite:///path or mongodb://...",
+    "store_url_file": "file holding store_url (a secret: the URL may carry credentials)",
     "mongo_database": "MongoDB database",
     "schedule": "cron minute field (1-59/5) or an interval (10s, 5m)",
     "listen": "host:port of the agent's HTTP server",
@@ -354,6 +604,15 @@ SETTING_HELP: dict[str, str] = {
     "max_response_bytes": "cap on one bridge response, compressed and decompressed",
     "positions_interval": "seconds between positions polls (trade events), min 0.25; 0 or off disables",
     "events_retention": "days trade events are kept",
+    "equity_sample_seconds": "seconds between two recorded equity points of an account (larger moves always)",
+    "equity_retention": "days recorded equity points are kept",
+    "stream_heartbeat": "seconds of silence before the event stream sends a heartbeat",
+    "stream_auth_timeout": "seconds a stream client has to authenticate (else closed 4401)",
+    "stream_queue": "events queued per stream client; a client further behind is closed 4008",
+    "shard": "i/N: own the accounts with login % N == i (shards share one MongoDB); empty: every account",
+    "shard_heartbeat": "seconds between two shard lease heartbeats (duplicate or disagreeing shards)",
+    "store_refresh": "seconds between re-reads of the account documents (other shards' and writers')",
+    "sources": "[[sources]] in the TOML file: name, kind (bridge, metaapi) and per-kind options",
     "log_format": "auto, json or text",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
     "access_log": "one log line per HTTP request",
@@ -389,6 +648,10 @@ def describe_settings(settings: Settings, file_keys: Collection[str] = ()) -> li
             else:
                 source = "file" if name in file_keys else "default"
             default = "(none)"
+        elif name == "sources":
+            value = "; ".join(c.describe() for c in settings.source_configs)
+            source = "file" if name in file_keys else "default"
+            default = f"one bridge source {DEFAULT_SOURCE!r} over bridge_url"
         else:
             value = _without_password(str(getattr(settings, name)))
             source = "environment" if env in os.environ else "file" if name in file_keys else "default"
@@ -413,7 +676,8 @@ def toml_keys(config_file: str | Path | None) -> set[str]:
         return set()
     with Path(config_file).open("rb") as fh:
         data = tomllib.load(fh)
-    return set(data.get("agent", data))
+    keys = set(data.get("agent", data))
+    return keys | ({"sources"} if "sources" in data else set())
 
 
 def known_env_names() -> frozenset[str]:

@@ -19,6 +19,16 @@ from agent.config import Settings
 EXIT_OK, EXIT_SOME_FAILED, EXIT_COULD_NOT_RUN = 0, 1, 2
 
 
+def stop_on_sigint() -> None:
+    """SIGINT stops the agent from its first moment, whatever the process inherited. A background job of
+    a non-interactive shell starts with SIGINT ignored, and Python keeps it ignored until `wait_for_stop`
+    installs its handler: a `kill -INT` during start-up was lost and the agent ran on. Handlers of an
+    embedding program are left alone."""
+    if signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, signal.SIG_DFL):
+        with contextlib.suppress(ValueError):  # not the main thread
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 async def wait_for_stop() -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

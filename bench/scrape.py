@@ -5,7 +5,8 @@ State (`--populate`):
 - `state` (default): the fleet (Fleet.replace) is filled directly with a realistic mix per 100 accounts:
   90 live (ages spread over 0-290 s, all values including margin level), 5 on the VPS_STORED fallback
   (ages in the acceptable/degraded bands), 3 failing (ages past critical, failure counts on 2 reasons,
-  2-5 consecutive failures), 2 never synced (no values). Every code path of the collector is used.
+  2-5 consecutive failures), 2 never synced (no values). Every code path of the collector is used. The
+  98 with values have broker margin levels (percent mode: the risk collector's two level series).
 - `cycle`: one real sync cycle against the simulated bridge (in a subprocess): every account live
   and fresh.
 
@@ -57,6 +58,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--samples", type=int, default=30, help="scrapes per size and kind (default %(default)s)")
     p.add_argument("--populate", choices=("state", "cycle"), default="state")
+    p.add_argument(
+        "--no-broker-levels",
+        dest="broker_levels",
+        action="store_false",
+        help="state: no broker margin levels (to measure what their two series per account cost)",
+    )
     p.add_argument("--timeout", type=float, default=1200.0, help="give up after this many seconds")
     args = p.parse_args(argv)
     args.sizes = [int(x) for x in str(args.accounts).split(",") if x.strip()]
@@ -126,6 +133,17 @@ def fill_state(service: Any, n: int, now: datetime) -> None:
     fleet.loaded = True
 
 
+def broker_levels(n: int) -> dict[int, Any]:
+    """The broker's margin levels as a bridge source would hold them: every account with values, in
+    percent mode (what costs most: two series each), from four broker configurations."""
+    from agent.domain.accounts import BrokerLevels, StopOutMode
+
+    configs = [
+        BrokerLevels(StopOutMode.PERCENT, c, s) for c, s in ((100.0, 50.0), (120.0, 60.0), (100.0, 30.0))
+    ]
+    return {_common.FIRST_LOGIN + i: configs[i % 3] for i in range(n) if i % 100 < 98}
+
+
 async def fetch(url: str, count: int, headers: list[str], budget: float) -> dict[str, Any]:
     cmd = [sys.executable, str(_common.BENCH_DIR / "_fetch.py"), url, "--count", str(count)]
     cmd += ["--budget", str(budget)]
@@ -175,7 +193,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "bench": "scrape",
         "date": datetime.now(UTC).date().isoformat(),
         "machine": _common.machine(),
-        "params": {"accounts": args.sizes, "samples": args.samples, "populate": args.populate},
+        "params": {
+            "accounts": args.sizes,
+            "samples": args.samples,
+            "populate": args.populate,
+            "broker_levels": args.broker_levels,
+        },
         "sizes": {},
     }
     for n in args.sizes:
@@ -206,6 +229,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         if run_.synced_live != n:
                             raise RuntimeError(run_.summary_line())
                     else:
+                        if agent.risk is not None and args.broker_levels:
+                            agent.risk.levels_from(broker_levels(n))
                         fill_state(agent.service, n, datetime.now(UTC))
                     entry: dict[str, Any] = {}
                     for kind, headers in KINDS.items():

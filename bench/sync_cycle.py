@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.metadata
 import os
 import sqlite3
 import tempfile
@@ -97,8 +98,10 @@ async def store_target(kind: str, workdir: Path) -> AsyncIterator[dict[str, Any]
         raise SystemExit("bench/sync_cycle.py: secantusd-py not found (pip install -e '.[dev]')")
     server = MongoServer(exe, workdir / "mongo")
     await asyncio.to_thread(server.start)
+    assert server.proc is not None
+    name = f"SecantusDB {importlib.metadata.version('SecantusDB')}"  # every Mongo figure names its server
     try:
-        yield {"url": server.url, "database": "bench"}
+        yield {"url": server.url, "database": "bench", "pid": server.proc.pid, "name": name}
     finally:
         await asyncio.to_thread(server.stop)
 
@@ -269,6 +272,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         ) as bridge,
     ):
         async with store_target(args.store, Path(tmp)) as target:
+            target_name = target.get("name", f"SQLite {sqlite3.sqlite_version}")
             settings = load_settings(
                 bridge_url=bridge.url,
                 store_url=target["url"],
@@ -295,17 +299,24 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 writer = SeedWriter(args.store, target)
                 await writer.open()
                 walls, cpus, bridge_cpus, runs = [], [], [], []
+                store_cpus: list[float] = []  # the store server's own process (MongoDB only)
                 base_walls, base_cpus = [], []
                 n_base = 0 if args.no_baseline else (args.baseline_repeat or args.repeat)
                 try:
                     for i in range(max(args.repeat, n_base)):
                         if i < args.repeat:
+                            s0 = _common.cpu_of(target["pid"]) if "pid" in target else None
                             run, _, cpu, bcpu = await timed(agent_cycle, bridge.pid)
+                            if s0 is not None and (s1 := _common.cpu_of(target["pid"])) is not None:
+                                store_cpus.append(s1 - s0)
                             runs.append(run)
                             walls.append(run.duration_seconds)
                             cpus.append(cpu)
                             bridge_cpus.append(bcpu)
-                            note(f"agent cycle {i + 1}: {run.duration_seconds:.3f}s, cpu {cpu:.3f}s")
+                            note(
+                                f"agent cycle {i + 1}: {run.duration_seconds:.3f}s, cpu {cpu:.3f}s, "
+                                f"bridge cpu {bcpu:.2f}s"
+                            )
                         if i < n_base:
                             res, _, bcpu_, _ = await timed(lambda: seed_cycle(bridge.url, writer), bridge.pid)
                             if res["synced"] != args.accounts:
@@ -334,6 +345,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "agent_loop_max_block_ms": r(monitor.max_lag * 1000, 1),
             "agent_used_batch": all(x.bridge_batch for x in runs),
             "bridge_cpu_seconds_per_agent_cycle": r(median(bridge_cpus)),
+            "bridge_cpu_seconds_all": [r(x) for x in bridge_cpus],
+            "store": target_name,
+            "store_server_cpu_seconds_per_agent_cycle": r(median(store_cpus)) if store_cpus else None,
             "baseline_cycle_seconds": r(median(base_walls)),
             "baseline_cycle_seconds_all": [r(x) for x in base_walls],
             "baseline_cpu_seconds": r(median(base_cpus)),
@@ -342,6 +356,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "lower_bound": {k: r(v) if isinstance(v, float) else v for k, v in bound.items()},
             "efficiency": r(bound["seconds"] / agent_s, 3) if agent_s else None,
             "agent_process_peak_rss_mb": round(_common.peak_rss_self_mb(), 1),
+            "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],  # the machine is shared
         }
     )
     return out

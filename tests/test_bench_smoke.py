@@ -112,3 +112,36 @@ def test_freshness() -> None:
     )  # fmt: skip
     assert {"data_age_p50_seconds", "data_age_p99_seconds", "api_age_p99_seconds", "samples"} <= set(r)
     assert r["samples"] > 0 and r["data_age_p99_seconds"] is not None
+
+
+def test_events() -> None:
+    r = run_bench(
+        "events", "--accounts", "3", "--intervals", "0.5", "--modes", "batch,single", "--duration", "2",
+        "--warmup", "1", "--time-scale", "60", "--pool", "1,0.01", "--pool-interval", "0.1",
+    )  # fmt: skip
+    assert [(c["interval_s"], c["mode"]) for c in r["cases"]] == [(0.5, "batch"), (0.5, "single")]
+    for case in r["cases"]:
+        assert {
+            "rounds", "agent_cpu_ms_per_round", "agent_cpu_percent_of_core", "events",
+            "delay_from_visible_p50_s", "delay_from_visible_p99_s", "delay_from_change_p99_s",
+            "truth_changes", "truth_changes_without_event",
+        } <= set(case)  # fmt: skip
+        assert case["rounds"] > 0
+    assert {"predicted_period_s", "achieved_period_p50_s", "polls"} <= set(r["pool"])
+    assert r["pool"]["polls"] > 0
+
+
+def test_stream() -> None:
+    r = run_bench("stream", "--clients", "6", "--client-procs", "2", "--events", "3", "--interval", "0.05")
+    assert {"fanout_p50_ms", "fanout_p99_ms", "server_fanout_p99_ms", "agent_cpu_ms_per_event"} <= set(r)
+    assert r["deliveries"] == r["deliveries_expected"] == 18 and r["events_not_fully_written"] == 0
+    assert r["agent_rss_connected_mb"] > 0
+
+
+def test_analytics() -> None:
+    r = run_bench("analytics", "--deals", "2000", "--repeat", "2")
+    assert {
+        "ledger_build_ms", "cold_answer_ms", "compute_ms", "warm_answer_ms", "incremental_answer_ms",
+        "incremental_add_us_per_closed_trade", "store_read_ms", "target_ms",
+    } <= set(r)  # fmt: skip
+    assert r["deals"] == 2000 and r["trades"] > 0 and r["scores_in_answer"] == 100

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from agent.api import accounts, admin, ops, page, runs, seed, trades
+from agent.api import accounts, admin, analytics, ops, page, runs, seed, story, stream, trades
 from agent.api import openapi as openapi_area
 from agent.api.auth import metrics_auth_middleware
 from agent.api.cors import cors_middleware
@@ -30,7 +30,7 @@ from agent.store.base import Store
 from agent.sync.cycle import SyncService
 from agent.sync.fleet import Fleet
 
-AREAS = (ops, seed, admin, accounts, trades, runs, page, openapi_area)
+AREAS = (ops, seed, admin, accounts, trades, analytics, stream, runs, story, page, openapi_area)
 
 
 def provide(

@@ -83,7 +83,7 @@ def _cursor(request: web.Request) -> int | None:
 @documented(
     Operation(
         "listAccounts",
-        "listAccounts",
+        "List accounts with their values and freshness",
         "v1",
         "read",
         schema.AccountList,
@@ -130,13 +130,15 @@ async def list_accounts(request: web.Request) -> web.Response:
 @documented(
     Operation(
         "getAccount",
-        "getAccount",
+        "One account with its values and freshness",
         "v1",
         "read",
         schema.Account,
         "One account",
         errors=(400, 401, 403, 404, 503),
         params=(ACCOUNT_PARAM,),
+        description="An account stored or listed by the source, with its freshness; a client JWT may "
+        "read only its own client's accounts (403 otherwise).",
     )
 )
 async def get_account(request: web.Request) -> web.Response:

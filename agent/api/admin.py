@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from aiohttp import web
@@ -36,9 +37,10 @@ from agent.api.errors import ApiError
 from agent.api.keys import FLEET, MANUAL_CYCLES, SYNC
 from agent.api.serialize import account_json
 from agent.api.spec import Operation, documented
-from agent.domain.runs import SyncRun
+from agent.domain.runs import RunResult, SyncRun
 from agent.store.checks import client_id_problem
-from agent.sync.cycle import AlreadyRunning
+from agent.sync.cycle import AlreadyRunning, SyncService
+from agent.sync.shards import CONFLICT_KINDS, ShardMonitor
 
 log = logging.getLogger("mt5_agent.api")
 
@@ -56,7 +58,7 @@ ASSIGNMENT_PATH = "/api/admin/mt5/accounts/{account}/client"
 @documented(
     Operation(
         "syncFromVps",
-        "syncFromVps",
+        "Run a sync cycle now",
         "admin",
         "admin",
         schema.SyncResult,
@@ -67,22 +69,47 @@ ASSIGNMENT_PATH = "/api/admin/mt5/accounts/{account}/client"
     )
 )
 async def post_sync(request: web.Request) -> web.Response:
+    """Several sources (`SYNC_SERVICES`): one cycle per source, concurrently; the seed's fields are summed
+    over them (status: the worst), `result` is the first source's run; each source's run is recorded
+    (GET /api/v1/sync/runs). 409 only when every source's cycle is already running."""
     require_admin(request, settings(request))
-    # Run as a task shielded from the request: a client hanging up does not abort a sync.
+    services = request.app.get(SYNC_SERVICES) or [request.app[SYNC]]
+    # Run as tasks shielded from the request: a client hanging up does not abort a sync.
     cycles = request.app[MANUAL_CYCLES]
-    task = asyncio.get_running_loop().create_task(request.app[SYNC].run_cycle(trigger="manual"))
-    cycles.add(task)
-    task.add_done_callback(_forget(cycles))
-    try:
-        run = await asyncio.shield(task)
-    except AlreadyRunning as exc:
+    tasks = []
+    for service in services:
+        task = asyncio.get_running_loop().create_task(service.run_cycle(trigger="manual"))
+        cycles.add(task)
+        task.add_done_callback(_forget(cycles))
+        tasks.append(task)
+    outcomes = await asyncio.shield(asyncio.gather(*tasks, return_exceptions=True))
+    runs = [o for o in outcomes if isinstance(o, SyncRun)]
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException) and not isinstance(outcome, AlreadyRunning):
+            raise outcome
+    if not runs:
+        busy = next(o for o in outcomes if isinstance(o, AlreadyRunning))
         raise ApiError(
             409,
             "sync_running",
             "a sync cycle is already running; wait for it to finish",
-            extra={"run_id": exc.run.run_id},
-        ) from None
-    return web.json_response(queries.sync_result(run))
+            extra={"run_id": busy.run.run_id},
+        )
+    body = queries.sync_result(runs[0])
+    if len(runs) > 1:
+        worst = max((r.result or RunResult.FAILED for r in runs), key=_SEVERITY.index)
+        body["status"] = worst.value
+        body["accounts_synced"] = sum(r.synced_live + r.synced_stored for r in runs)
+        body["total_accounts"] = sum(r.accounts_total for r in runs)
+        body["duration"] = max((r.duration_seconds or 0.0) for r in runs)
+    return web.json_response(body)
+
+
+# Every source's sync service (set by the composition root when the agent watches several sources).
+SYNC_SERVICES = web.AppKey("mt5_sync_services", list[SyncService])
+# This agent's shard monitor (set by the composition root when MT5_AGENT_SHARD is set).
+SHARD_MONITOR = web.AppKey("mt5_shard_monitor", ShardMonitor)
+_SEVERITY = (RunResult.SUCCESS, RunResult.PARTIAL, RunResult.SKIPPED, RunResult.FAILED)
 
 
 def _forget(tasks: set[asyncio.Task[SyncRun]]) -> Any:
@@ -110,7 +137,7 @@ async def stop_manual_cycles(app: web.Application) -> None:
 @documented(
     Operation(
         "mt5Health",
-        "mt5Health",
+        "Fleet health in the seed's shape",
         "admin",
         "admin",
         schema.Health,
@@ -124,7 +151,70 @@ async def get_health(request: web.Request) -> web.Response:
     found = await known_scope(request)
     sync, t = sync_view(request), now(request)
     fresh = None if found is None else found.freshness(t, thresholds(request))
-    return web.json_response(queries.health_of(sync, fresh, t))
+    body = queries.health_of(sync, fresh, t)
+    services = request.app.get(SYNC_SERVICES)
+    if services:
+        body["sources"] = [_source_health(service) for service in services]
+    monitor = request.app.get(SHARD_MONITOR)
+    if monitor is not None:
+        body["shard"] = _shard_health(monitor, accounts(request).keys())
+        problem = monitor.problem()
+        if problem is not None:
+            body["issues"].append(problem)
+            if body["status"] == "healthy":
+                body["status"] = "degraded"
+    return web.json_response(body)
+
+
+def _shard_health(monitor: ShardMonitor, known: Iterable[int]) -> dict[str, Any]:
+    """`schema.HealthShard`: the lease fields by name, never the store document."""
+    shard = monitor.shard
+    return {
+        "index": shard.index,
+        "count": shard.count,
+        "instance": monitor.instance,
+        "lease_up": monitor.lease_up,
+        "live_shards": len(monitor.peers),
+        "owned_accounts": sum(1 for a in known if shard.owns(a)),
+        "conflicts": [
+            {"kind": kind, "instance": x.instance, "index": x.index, "count": x.count}
+            for kind in CONFLICT_KINDS
+            for x in monitor.conflicts.get(kind, ())
+        ],
+    }
+
+
+_CONNECTION_FIELDS = (  # allow-listed: never the MetaAPI account id or anything secret
+    "account",
+    "connected",
+    "connected_to_broker",
+    "synchronized",
+    "last_packet_age_seconds",
+    "connections_created",
+    "recreated",
+    "consecutive_failures",
+    "last_problem",
+    "retry_in_seconds",
+)
+
+
+def _source_health(service: SyncService) -> dict[str, Any]:
+    """One source in /api/admin/mt5-health (`schema.HealthSource`), from what the agent already knows."""
+    source, status = service.source, service.status
+    name = source.name
+    owns = service.fleet.owns  # a shard holds only its own accounts; the others are mirrored from the store
+    held = sum(1 for a, st in service.fleet.snapshot().accounts.items() if st.source == name and owns(a))
+    out: dict[str, Any] = {
+        "name": name,
+        "kind": source.kind,
+        "up": status.bridge_up,
+        "accounts": held,
+        "last_result": status.last_run.result.value if status.last_run and status.last_run.result else None,
+    }
+    states = getattr(source, "connection_states", None)
+    if callable(states):
+        out["connections"] = [{f: getattr(st, f) for f in _CONNECTION_FIELDS} for st in states()]
+    return out
 
 
 # -- client assignment --------------------------------------------------------------------------------
@@ -173,7 +263,7 @@ async def _assigned(request: web.Request, account: int, client_id: str | None) -
 @documented(
     Operation(
         "assignClient",
-        "assignClient",
+        "Assign an account to a client",
         "admin",
         "admin",
         schema.Account,
@@ -197,7 +287,7 @@ async def put_client(request: web.Request) -> web.Response:
 @documented(
     Operation(
         "unassignClient",
-        "unassignClient",
+        "Remove an account's client",
         "admin",
         "admin",
         schema.Account,

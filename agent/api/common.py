@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import TypeVar
 
 from aiohttp import hdrs, web
+from aiohttp.typedefs import LooseHeaders
 
 from agent.api.errors import ApiError
 from agent.api.fleetview import Scope
@@ -99,7 +100,7 @@ def accepts_gzip(request: web.Request) -> bool:
 GZIP_ABOVE = 2048  # bytes; smaller bodies fit a packet or two, compressing them costs more than it saves
 
 
-def json_text(request: web.Request, text: str, headers: dict[str, str] | None = None) -> web.Response:
+def json_text(request: web.Request, text: str, headers: LooseHeaders | None = None) -> web.Response:
     """A JSON answer from its text, gzip-compressed when large and the client asks for it."""
     response = web.Response(text=text, content_type="application/json", headers=headers)
     if len(text) > GZIP_ABOVE:

@@ -7,6 +7,8 @@ Handlers take everything from `request.app[...]`: no object is closed over, and 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from aiohttp import web
 
@@ -29,3 +31,5 @@ MANUAL_CYCLES = web.AppKey("mt5_manual_cycles", set[asyncio.Task[SyncRun]])
 OPENAPI_DOCUMENT = web.AppKey("mt5_openapi_document", bytes)
 # Whole-fleet answers from cached pieces over the fleet's snapshots (set by setup_api).
 FLEET_VIEW = web.AppKey("mt5_fleet_view", FleetView)
+# The demo's scripted story, when one runs (set by `mt5-agent demo`): its current step, or None.
+DEMO_STORY: web.AppKey[Callable[[], Mapping[str, Any] | None]] = web.AppKey("mt5_demo_story")

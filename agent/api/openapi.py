@@ -4,8 +4,10 @@ Paths come from the app's route table: every route carries its `Operation` (agen
 route without one makes the build fail, so the document cannot miss an endpoint. Schemas are the JSON
 schemas pydantic generates from agent.api.schema (JSON Schema 2020-12, which OpenAPI 3.1 uses as is),
 with the closed sets as named enums: data source, freshness state, failure reason, run result, trigger.
-The read endpoints' `security` follows the configuration (no requirement when reads are open on
-loopback). A schemathesis run against a live agent checks that every answer matches.
+Every operation says its `security`: the read endpoints list the credentials configured, and when none
+is (reads open on loopback) every read scheme as optional, so a client generated from the document
+carries auth and keeps working once a credential is set. `servers` names the agent's listen address
+(loopback by default). A schemathesis run against a live agent checks that every answer matches.
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ SECURITY_SCHEMES: dict[str, Any] = {
 }
 # Which configured secret enables which scheme, for the read endpoints and for /metrics.
 READ_SCHEMES = (("apiToken", "api_token"), ("clientJwt", "jwt_secret"), ("adminToken", "admin_token"))
+TOKEN_SCHEMES = (("apiToken", "api_token"), ("adminToken", "admin_token"))  # reads that refuse a JWT
 METRICS_SCHEMES = (
     ("metricsToken", "metrics_token"),
     ("apiToken", "api_token"),
@@ -81,9 +84,12 @@ METRICS_SCHEMES = (
 TAGS = [
     {"name": "seed", "description": "The seed backend's client paths"},
     {"name": "admin", "description": "Admin token only"},
-    {"name": "v1", "description": "Native read API"},
+    {"name": "v1", "description": "Native read API: accounts with their freshness, status, sync runs"},
+    {"name": "positions", "description": "Open positions as the positions poller last read them"},
+    {"name": "events", "description": "Trade events (opened, updated, closed): by cursor, or streamed"},
     {"name": "ops", "description": "No authentication, except /metrics once any credential is configured"},
 ]
+WILDCARDS = ("", "0.0.0.0", "::")  # listening on every address: a client reaches the agent on loopback
 
 _TEXT = {"schema": {"type": "string"}}
 METRICS_OPERATION = Operation(
@@ -106,11 +112,12 @@ routes = web.RouteTableDef()
 @documented(
     Operation(
         "openapi",
-        "This document",
+        "This OpenAPI document",
         "ops",
         "none",
         None,
         "OpenAPI document",
+        description="Generated from the running app: its routes, and the credentials it is configured with.",
         content={JSON: {"schema": {"type": "object"}}},
     )
 )
@@ -166,6 +173,37 @@ def _security(settings: Settings, schemes: tuple[tuple[str, str], ...]) -> list[
     return [{scheme: []} for scheme, secret in schemes if settings.secret(secret)]
 
 
+def read_security(
+    settings: Settings, schemes: tuple[tuple[str, str], ...] = READ_SCHEMES
+) -> list[dict[str, list[str]]]:
+    """The configured read credentials; none configured: every read scheme, and `{}` (none needed) when
+    reads are open on loopback (on another address reads answer 503 until one is configured)."""
+    configured = _security(settings, schemes)
+    if configured:
+        return configured
+    every: list[dict[str, list[str]]] = [{scheme: []} for scheme, _ in schemes]
+    return [*every, {}] if read_is_open(settings) else every
+
+
+def servers(settings: Settings) -> list[dict[str, Any]]:
+    """The agent's listen address as a server with variables (a wildcard listen: loopback)."""
+    host = settings.listen_host
+    if host in WILDCARDS:
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"  # an IPv6 literal in a URL
+    return [
+        {
+            "url": "http://{host}:{port}",
+            "description": "The agent at its listen address (MT5_AGENT_LISTEN, 127.0.0.1:8080 by default)",
+            "variables": {
+                "host": {"default": host, "description": "the agent's host"},
+                "port": {"default": str(settings.listen_port), "description": "the agent's port"},
+            },
+        }
+    ]
+
+
 def _operation(op: Operation, security: list[dict[str, list[str]]], errors: Iterable[int]) -> dict[str, Any]:
     ok: dict[str, Any]
     if op.ok is not None:
@@ -198,9 +236,9 @@ def _operation(op: Operation, security: list[dict[str, list[str]]], errors: Iter
 def build_openapi(app: web.Application, settings: Settings) -> dict[str, Any]:
     """The document for this app and configuration: every route of the app, described by its handler's
     `Operation`; which credentials the read endpoints (and /metrics) accept is live."""
-    read_security = [] if read_is_open(settings) else _security(settings, READ_SCHEMES)
     security: dict[str, list[dict[str, list[str]]]] = {
-        "read": read_security,
+        "read": read_security(settings),
+        "token": read_security(settings, TOKEN_SCHEMES),
         "admin": [{"adminToken": []}],
         "none": [],
     }
@@ -240,8 +278,10 @@ def build_openapi(app: web.Application, settings: Settings) -> dict[str, Any]:
             "version": "1.0.0",
             "description": "Stored MT5 account data with its freshness, sync history and health. Values are "
             "what the terminal reported; nothing is recalculated. Every error is "
-            '`{"error": {"code", "message"}}`.',
+            '`{"error": {"code", "message"}}`. Credentials are bearer tokens (`securitySchemes`): the read '
+            "token, the admin token or a client's JWT.",
         },
+        "servers": servers(settings),
         "tags": TAGS,
         "paths": paths,
         "components": {

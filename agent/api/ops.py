@@ -14,7 +14,17 @@ routes = web.RouteTableDef()
 
 
 @routes.get("/healthz")
-@documented(Operation("healthz", "Alive", "ops", "none", schema.Alive, "The process answers"))
+@documented(
+    Operation(
+        "healthz",
+        "Liveness: the process answers",
+        "ops",
+        "none",
+        schema.Alive,
+        "Alive",
+        description="Checks nothing but the process: for a liveness probe (restart when it fails).",
+    )
+)
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "alive"})
 
@@ -28,6 +38,8 @@ async def healthz(request: web.Request) -> web.Response:
         "none",
         schema.Ready,
         "Ready",
+        description="For a readiness probe or a load balancer: 503 with the problems until the store "
+        "answers and a first sync cycle has run.",
         responses={503: ("Not ready, with the problems", schema.Ready)},
     )
 )
@@ -45,12 +57,14 @@ async def readyz(request: web.Request) -> web.Response:
 @documented(
     Operation(
         "status",
-        "status",
+        "Bridge, store, last sync and freshness counts",
         "v1",
         "read",
         schema.Status,
         "Bridge, store and last sync at a glance (what the status page shows)",
         errors=(401, 503),
+        description="Answers even when the store is down (`store.up` false, no counts). A client JWT "
+        "gets its own accounts' counts.",
     )
 )
 async def get_status(request: web.Request) -> web.Response:

@@ -28,9 +28,9 @@ routes = web.RouteTableDef()
 @documented(
     Operation(
         "listSyncRuns",
-        "listSyncRuns",
+        "List sync runs, newest first",
         "v1",
-        "read",
+        "token",
         schema.SyncRunPage,
         "Sync runs, newest first",
         errors=(400, 401, 403, 503),

@@ -174,6 +174,54 @@ class HealthLastSync(Schema):
     result: RunResult | None
 
 
+class HealthConnection(Schema):
+    """One MetaAPI account connection (docs/metaapi.md): no MetaAPI id, no secret."""
+
+    account: int
+    connected: bool
+    connected_to_broker: bool
+    synchronized: bool
+    last_packet_age_seconds: float | None
+    connections_created: int = Field(ge=0)
+    recreated: int = Field(ge=0)
+    consecutive_failures: int = Field(ge=0)
+    last_problem: str | None
+    retry_in_seconds: float | None
+
+
+class HealthSource(Schema):
+    """One of the agent's sources (`[[sources]]`): reachable at its last probe or cycle, the accounts it
+    holds, its last cycle's result; a MetaAPI source's connections."""
+
+    name: str
+    kind: str
+    up: bool | None
+    accounts: int = Field(ge=0)
+    last_result: RunResult | None
+    connections: list[HealthConnection] | SkipJsonSchema[None] = optional_key()
+
+
+class HealthShardConflict(Schema):
+    """Another live shard whose lease conflicts with this one's (docs/scaling.md)."""
+
+    kind: Literal["duplicate_index", "count_mismatch"]
+    instance: str
+    index: int = Field(ge=0)
+    count: int = Field(ge=1)
+
+
+class HealthShard(Schema):
+    """This agent as a shard (`MT5_AGENT_SHARD=i/N`): its lease in the shared store and its conflicts."""
+
+    index: int = Field(ge=0)
+    count: int = Field(ge=1)
+    instance: str
+    lease_up: bool | None
+    live_shards: int = Field(ge=0, description="live leases seen at the last heartbeat, this one included")
+    owned_accounts: int = Field(ge=0, description="known accounts with login % count == index")
+    conflicts: list[HealthShardConflict]
+
+
 class Health(Schema):
     status: Literal["healthy", "degraded", "unhealthy"]
     vps_api: HealthVpsApi
@@ -181,6 +229,10 @@ class Health(Schema):
     last_sync: HealthLastSync
     issues: list[str]
     checked_at: datetime
+    sources: list[HealthSource] | SkipJsonSchema[None] = optional_key(
+        description="each source, when the agent watches several or a MetaAPI one"
+    )
+    shard: HealthShard | SkipJsonSchema[None] = optional_key(description="when the agent runs as a shard")
 
 
 class StatusBridge(Schema):

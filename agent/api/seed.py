@@ -52,7 +52,7 @@ def _accounts_page(request: web.Request, found: Scope) -> web.Response:
 @documented(
     Operation(
         "clientAccounts",
-        "clientAccounts",
+        "A client's accounts (seed path)",
         "seed",
         "read",
         schema.ClientAccounts,
@@ -71,7 +71,7 @@ async def get_client_accounts(request: web.Request) -> web.Response:
 @documented(
     Operation(
         "clientPortfolio",
-        "clientPortfolio",
+        "A client's accounts with totals per currency (seed path)",
         "seed",
         "read",
         schema.Portfolio,
@@ -102,12 +102,13 @@ async def get_client_portfolio(request: web.Request) -> web.Response:
 @documented(
     Operation(
         "adminAccounts",
-        "adminAccounts",
+        "Every account (seed admin path)",
         "admin",
         "admin",
         schema.AdminAccounts,
         "Every account",
         errors=(401, 403, 503),
+        description="The seed backend's admin listing, in its shape: every stored account.",
     )
 )
 async def get_admin_accounts(request: web.Request) -> web.Response:

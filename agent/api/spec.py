@@ -15,7 +15,9 @@ from pydantic import BaseModel
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-Auth = Literal["read", "admin", "none"]
+# read: the read or admin token, or a client JWT (scoped to its accounts); token: the read or admin token
+# only (a client JWT is refused); admin: the admin token; none: public.
+Auth = Literal["read", "token", "admin", "none"]
 ATTRIBUTE = "__openapi_operation__"
 
 

@@ -81,7 +81,13 @@ class EventBody(Schema):
     time: datetime = Field(description="the terminal's time of the change (UTC)")
     detected_at: datetime = Field(description="when the agent detected it")
     symbol: str
-    data: dict[str, Any] = Field(description="per type: DESIGN.md section 11's table")
+    data: dict[str, Any] = Field(
+        description="per type: DESIGN.md section 11's table. TRADE_OPENED and TRADE_CLOSED also carry "
+        "`score`: {score (1-10, null when no rule could be judged), rules: [{rule, points, max_points, "
+        "passed, reason}], complete}, the live score at the open and the final one at the close; "
+        "TRADE_CLOSED `r_multiple` beside it (null with `r_multiple_reason`, e.g. no_initial_stop_loss). "
+        "Events stored before scores were kept carry none."
+    )
 
 
 class EventPage(Schema):
@@ -222,14 +228,17 @@ async def list_events(request: web.Request) -> web.Response:
     page = await from_store(
         events_store.list_events(after=after, limit=limit + 1, accounts=wanted, types=types)
     )
-    oldest = await from_store(events_store.oldest_available())
+    # latest before oldest: an event stored between the two reads cannot make an empty store look pruned
     latest = await from_store(events_store.latest_id())
+    oldest = await from_store(events_store.oldest_available())
     if cursor_expired(after, oldest, latest):
         raise ApiError(
             410,
             "cursor_expired",
             f"events after {after} are no longer retained (oldest available: {oldest}); re-read the "
             "positions and resume from their as_of_event_id",
+            # where to resume when no positions are at hand (oldest null: every event was pruned)
+            extra={"oldest_available": oldest, "latest_id": latest},
         )
     has_more = len(page) > limit
     page = page[:limit]

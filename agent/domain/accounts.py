@@ -198,6 +198,31 @@ def merge_values(old: AccountValues | None, new: AccountValues) -> AccountValues
     return AccountValues(**merged)
 
 
+class StopOutMode(StrEnum):
+    """MT5's margin_so_mode: what the broker's margin call and stop-out levels are measured in."""
+
+    PERCENT = "percent"  # margin level, percent (equity / used margin * 100)
+    MONEY = "money"  # equity, in the account currency
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerLevels:
+    """The broker's margin call and stop-out levels of an account, as its terminal reports them (MT5's
+    margin_so_call, margin_so_so), validated: finite, 0 < stop_out <= margin_call. Kept in memory only,
+    never stored: they are the broker's settings, read again with every live read."""
+
+    mode: StopOutMode
+    margin_call: float
+    stop_out: float
+
+    def ratios(self) -> tuple[float, float] | None:
+        """(margin call, stop-out) as margin level ratios (percent / 100), what
+        mt5_account_margin_level_ratio is compared with; None in money mode (not a margin level)."""
+        if self.mode is not StopOutMode.PERCENT:
+            return None
+        return self.margin_call / 100.0, self.stop_out / 100.0
+
+
 @dataclass(frozen=True)
 class AccountSnapshot:
     """What a source gave for one account: live values, or (the seed's fallback) stored values."""
@@ -208,6 +233,7 @@ class AccountSnapshot:
     name: str | None = None
     server: str | None = None
     ahead_seconds: float = 0.0  # how far the source timestamp was ahead of the receive time (tolerated)
+    broker_levels: BrokerLevels | None = None  # live reads of a terminal that reports them; memory only
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,7 @@ from agent.domain.runs import RunResult, StopReason, SyncRun
 from agent.sources.base import ListedAccount, Source, SourceError, SourceHealth
 from agent.store.base import Store
 from agent.store.errors import StoreError, StoreRejected
-from agent.sync.fleet import Fleet
+from agent.sync.fleet import Fleet, SyncStatus
 
 REFRESH_INTERVAL = 30.0  # seconds between two re-reads of the account documents (other writers' changes)
 
@@ -77,6 +77,19 @@ class AlreadyRunning(Exception):
         self.run = run
 
 
+class StoreGate:
+    """What the sync services of one agent's sources share about the one store: opened once, loaded
+    once (under one lock), re-read at most once per interval, and the accounts pruned since start."""
+
+    def __init__(self, refresh_interval: float = REFRESH_INTERVAL) -> None:
+        self.lock = asyncio.Lock()
+        self.opened = False
+        self.refresh_interval = refresh_interval
+        self.refreshed_at = time.monotonic()
+        self.pruned: set[int] = set()  # pruned since start: a re-read of the store does not bring them back
+        self.sources: dict[int, str] = {}  # the source each account document names (as last read/written)
+
+
 class SyncService:
     def __init__(
         self,
@@ -91,6 +104,8 @@ class SyncService:
         prune_after: int = PRUNE_AFTER,
         refresh_interval: float = REFRESH_INTERVAL,
         fleet: Fleet | None = None,
+        gate: StoreGate | None = None,
+        prune_unclaimed: bool = True,
     ) -> None:
         self.store = store
         self._tracer = trace.get_tracer("mt5_agent.sync", tracer_provider=tracer_provider)
@@ -102,65 +117,84 @@ class SyncService:
         self.prune_after = prune_after  # 0: never prune
         self._absent: dict[int, int] = {}  # account -> successful listings in a row it was missing from
         # Re-reading every document costs ~0.1 s of CPU at 10,000 accounts: at most once per interval.
-        self.refresh_interval = refresh_interval
-        self._refreshed_at = time.monotonic()
-        self._pruned: set[int] = set()  # pruned since start: a re-read of the store does not bring them back
+        self.gate = gate or StoreGate(refresh_interval)
+        # Several sources: an account loaded from the store that no source has listed yet is pruned by
+        # none of them (it may be a dead source's); one source: by it, as before.
+        self.prune_unclaimed = prune_unclaimed
         self.fleet = fleet or Fleet()
+        self._duplicates: set[int] = set()  # listed by this source, held by another (last listing)
         self.listeners: list[RunListener] = []
         self._lock = asyncio.Lock()
-        self._store_opened = False
         self._unrecorded: list[SyncRun] = []
 
     @property
+    def refresh_interval(self) -> float:
+        """Seconds between two re-reads of the account documents (shared by the sources' services)."""
+        return self.gate.refresh_interval
+
+    @refresh_interval.setter
+    def refresh_interval(self, seconds: float) -> None:
+        self.gate.refresh_interval = seconds
+
+    @property
+    def status(self) -> SyncStatus:
+        """This source's own status (the fleet's when it is the only source)."""
+        return self.fleet.source_status(self.source.name)
+
+    @property
     def running(self) -> SyncRun | None:
-        return self.fleet.status.running
+        return self.status.running
 
     # State ----------------------------------------------------------------------------------
     async def ensure_ready(self) -> bool:
         """Open the store and load the fleet once; retried by each cycle while the store is down. Once
         loaded, each call picks up documents other writers put in the store since (`Fleet.refresh`)."""
-        if self.fleet.loaded:
-            now = time.monotonic()
-            if now - self._refreshed_at >= self.refresh_interval:
-                self._refreshed_at = now
+        gate = self.gate
+        async with gate.lock:
+            if self.fleet.loaded:
+                now = time.monotonic()
+                if now - gate.refreshed_at >= gate.refresh_interval:
+                    gate.refreshed_at = now
+                    try:
+                        records = await self.store.accounts.get_accounts()
+                        gate.sources = await self.store.accounts.get_sources()
+                        self.fleet.refresh((r for r in records if r.account not in gate.pruned), gate.sources)
+                    except StoreError as exc:  # the cycle's own write will tell whether the store is down
+                        log.warning("could not re-read the account documents: %s", exc)
+                return True
+            if not gate.opened:
                 try:
-                    records = await self.store.accounts.get_accounts()
-                    self.fleet.refresh(r for r in records if r.account not in self._pruned)
-                except StoreError as exc:  # the cycle's own write will tell whether the store is down
-                    log.warning("could not re-read the account documents: %s", exc)
-            return True
-        if not self._store_opened:
-            try:
-                await self.store.open()
-            except StoreError as exc:
-                self.fleet.update_status(store_up=False)
-                log.error("store unavailable (will retry next cycle): %s", exc)
-                return False
-            self._store_opened = True
-        return await self.load_state()
+                    await self.store.open()
+                except StoreError as exc:
+                    self.fleet.update_status(self.source.name, store_up=False)
+                    log.error("store unavailable (will retry next cycle): %s", exc)
+                    return False
+                gate.opened = True
+            return await self.load_state()
 
     async def load_state(self) -> bool:
         """Load the last known accounts and failure counts into the fleet; False if the store is down."""
         try:
             records = await self.store.accounts.get_accounts()
             states = await self.store.sync_state.get_sync_states()
+            self.gate.sources = await self.store.accounts.get_sources()
         except StoreError as exc:
-            self.fleet.update_status(store_up=False)
+            self.fleet.update_status(self.source.name, store_up=False)
             log.error("store unavailable at start: %s", exc)
             return False
-        self.fleet.load(records, states)
-        self.fleet.update_status(store_up=True)
+        self.fleet.load(records, states, self.gate.sources)
+        self.fleet.update_status(self.source.name, store_up=True)
         return True
 
     # Cycle ----------------------------------------------------------------------------------
     async def run_cycle(self, trigger: str = "schedule") -> SyncRun:
         """Run one cycle now; raise AlreadyRunning when one is in progress (cycles never overlap)."""
         fleet = self.fleet
-        if self._lock.locked() and fleet.status.running is not None:
-            raise AlreadyRunning(fleet.status.running)
+        if self._lock.locked() and self.running is not None:
+            raise AlreadyRunning(self.running)
         async with self._lock:
             run = SyncRun(run_id=uuid.uuid4().hex[:16], started_at=self.clock(), trigger=trigger)
-            fleet.update_status(running=run)
+            fleet.update_status(self.source.name, running=run)
             started = time.perf_counter()
             cycle_span: trace.Span = trace.INVALID_SPAN
             try:
@@ -191,14 +225,14 @@ class SyncService:
                     run.result = RunResult.FAILED
                     run.error = run.error or "cycle interrupted"
                     run.stopped = run.stopped or StopReason.CYCLE
-                fleet.update_status(running=None)
+                fleet.update_status(self.source.name, running=None)
                 # The summary line and the listeners run under the (ended) cycle span: logs get its trace id.
                 with trace.use_span(cycle_span, record_exception=False, set_status_on_exception=False):
                     await self._finish(run)
             return run
 
     async def _finish(self, run: SyncRun) -> None:
-        self.fleet.count_run(run)
+        self.fleet.count_run(run, self.source.name)
         level = logging.INFO if run.result is RunResult.SUCCESS else logging.WARNING
         log.log(level, run.summary_line(), extra={"run_id": run.run_id, "result": str(run.result)})
         try:
@@ -233,7 +267,7 @@ class SyncService:
                 else:
                     log.exception("health check failed unexpectedly")
                     err = SourceError(Reason.INVALID_PAYLOAD, f"health: unexpected {type(exc).__name__}")
-                fleet.update_status(bridge_up=False)
+                fleet.update_status(self.source.name, bridge_up=False)
                 run.result = RunResult.SKIPPED
                 run.error = f"bridge unavailable: {err.message}"
                 run.stopped = StopReason.SOURCE
@@ -241,24 +275,24 @@ class SyncService:
                 span.set_status(trace.StatusCode.ERROR, err.message)
                 return
             span.set_attribute("bridge.status", health.status)
-        fleet.update_status(last_health=health, bridge_up=True)
+        fleet.update_status(self.source.name, last_health=health, bridge_up=True)
 
         # 2. Account list.
         with self._tracer.start_as_current_span("bridge.accounts") as span:
             try:
                 listing = await source.list_accounts()
             except SourceError as exc:
-                fleet.update_status(bridge_up=exc.reachable)
+                fleet.update_status(self.source.name, bridge_up=exc.reachable)
                 run.result = RunResult.FAILED
                 run.error = f"account list: {exc.message}"
                 run.stopped = StopReason.ACCOUNT_LIST
                 span.record_exception(exc)
                 span.set_status(trace.StatusCode.ERROR, exc.message)
                 return
-            listed = listing.accounts
+            listed = self._held(listing.accounts)
             span.set_attribute("sync.accounts.total", len(listed))
             if listing.invalid:
-                fleet.count_invalid(INVALID_ENTRY_ENDPOINTS[0], listing.invalid)
+                fleet.count_invalid(INVALID_ENTRY_ENDPOINTS[0], listing.invalid, self.source.name)
                 span.set_attribute("sync.accounts.invalid_entries", listing.invalid)
         run.accounts_total = len(listed)
         self._prune({s.account for s in listed})
@@ -275,7 +309,7 @@ class SyncService:
                 run.set_fetch(source.name, reads.fetch_mode)
                 results = dict(reads.results)
                 if reads.invalid:
-                    fleet.count_invalid(INVALID_ENTRY_ENDPOINTS[1], reads.invalid)
+                    fleet.count_invalid(INVALID_ENTRY_ENDPOINTS[1], reads.invalid, self.source.name)
             span.set_attribute("bridge.batch", run.bridge_batch)
 
         # 4. One store write for the whole cycle.
@@ -324,10 +358,12 @@ class SyncService:
 
         if listed:
             fleet.update_status(
-                terminal_up=any(u.data_source is DataSource.LIVE for u in updates), clock_skew_seconds=lead
+                self.source.name,
+                terminal_up=any(u.data_source is DataSource.LIVE for u in updates),
+                clock_skew_seconds=lead,
             )
         if skewed:
-            fleet.update_status(clock_skew_total=fleet.status.clock_skew_total + skewed)
+            fleet.update_status(self.source.name, clock_skew_total=self.status.clock_skew_total + skewed)
             log.warning(
                 "%d account(s) sent live data timestamped up to %.0fs ahead of the receive time: not "
                 "trusted for freshness (check the bridge's clock and time zone)",
@@ -358,13 +394,13 @@ class SyncService:
                 span.record_exception(exc)
                 span.set_status(trace.StatusCode.ERROR, str(exc))
                 if isinstance(exc, StoreError) and not (isinstance(exc, StoreRejected) and exc.accounts):
-                    fleet.update_status(store_up=False)
+                    fleet.update_status(self.source.name, store_up=False)
                 else:  # not a store outage: a bug, or values the store refused twice
                     log.error("store write failed unexpectedly", exc_info=exc)
                 # Nothing was written: accounts whose data came back failed with reason `store`.
                 failures = {s.account: failures.get(s.account, Reason.STORE) for s in listed}
                 states = self._next_states(listed, [], failures, now)
-                fleet.apply(listed, [], failures, states)
+                fleet.apply(listed, [], failures, states, self.source.name)
                 run.failed = len(listed)
                 run.failures = {str(a): r.value for a, r in failures.items()}
                 run.result = RunResult.FAILED
@@ -372,8 +408,9 @@ class SyncService:
                 run.stopped = StopReason.STORE
                 log.error("store write failed: %s", exc, extra={"reason": Reason.STORE.value})
                 return
-        fleet.update_status(store_up=True)
-        fleet.apply(listed, updates, failures, states)
+        fleet.update_status(self.source.name, store_up=True)
+        fleet.apply(listed, updates, failures, states, self.source.name)
+        await self._record_sources(listed, updates)
         run.synced_live = sum(1 for u in updates if u.data_source is DataSource.LIVE)
         run.synced_stored = len(updates) - run.synced_live
         run.failed = len(failures)
@@ -390,20 +427,74 @@ class SyncService:
             run.result = RunResult.FAILED
             run.error = run.error or "no account could be synced"
 
+    async def _record_sources(
+        self, listed: Sequence[ListedAccount], updates: Sequence[AccountUpdate]
+    ) -> None:
+        """Name this source in the documents of the accounts it holds, once (and again if another source
+        held one before): a restart with this source dead then still knows whose they are, so their
+        alerts join `mt5_account_info{source}` and its MT5BridgeDown inhibits them. Only documents that
+        exist (written now, or loaded with values); a failure is logged and retried next cycle."""
+        name, known = self.source.name, self.gate.sources
+        accounts = self.fleet.snapshot().accounts
+        written = {u.account for u in updates}
+        todo = {
+            s.account: name
+            for s in listed
+            if known.get(s.account) != name
+            and (s.account in written or getattr(accounts.get(s.account), "values", None) is not None)
+        }
+        if not todo:
+            return
+        try:
+            await self.store.accounts.set_sources(todo)
+        except StoreError as exc:
+            log.warning("could not record the source of %d account(s): %s", len(todo), exc)
+            return
+        known.update(todo)
+
+    def _held(self, listed: list[ListedAccount]) -> list[ListedAccount]:
+        """The listed accounts this source holds. One another source holds is left out (never merged),
+        counted (`duplicate_accounts`, mt5_source_duplicate_accounts) and logged when the set changes."""
+        name = self.source.name
+        taken = self.fleet.claim(name, (s.account for s in listed))
+        if taken != self._duplicates:
+            self._duplicates = taken
+            if taken:
+                log.error(
+                    "source %s lists %d account(s) another source already holds, left to that source "
+                    "(a login listed by two sources is a configuration error): %s",
+                    name,
+                    len(taken),
+                    ", ".join(f"{a} (held by {self.fleet.holder(a)})" for a in sorted(taken)[:10]),
+                    extra={"source": name, "duplicate_accounts": len(taken)},
+                )
+        if self.status.duplicate_accounts != len(taken):
+            self.fleet.update_status(name, duplicate_accounts=len(taken))
+        return [s for s in listed if s.account not in taken] if taken else listed
+
     def _prune(self, listed: set[int]) -> None:
         """Drop accounts absent from `prune_after` consecutive successful listings from the fleet."""
         if self.prune_after <= 0:
             return
-        self._pruned -= listed  # listed again: it is back in the fleet
-        missing = self.fleet.snapshot().accounts.keys() - listed
+        pruned = self.gate.pruned
+        pruned -= listed  # listed again: it is back in the fleet
+        name = self.source.name
+        owns = self.fleet.owns  # sharded: another shard's accounts are never this one's to prune
+        missing = {
+            account
+            for account, a in self.fleet.snapshot().accounts.items()
+            if account not in listed
+            and (a.source == name or (a.source is None and self.prune_unclaimed))
+            and owns(account)
+        }
         absent = {account: self._absent.get(account, 0) + 1 for account in missing}
         gone = {account for account, n in absent.items() if n >= self.prune_after}
         for account in gone:
             del absent[account]
         self._absent = absent
         if gone:
-            self.fleet.prune(gone)
-            self._pruned |= gone
+            self.fleet.prune(gone, self.source.name)
+            pruned |= gone
             log.info(
                 "%d account(s) no longer listed by the bridge for %d listings: removed from the fleet "
                 "(e.g. %s)",

@@ -46,7 +46,9 @@ class SourceProber:
     def start(self) -> None:
         if self.running:
             return
-        self._task = asyncio.get_running_loop().create_task(self._loop(), name="mt5-bridge-probe")
+        self._task = asyncio.get_running_loop().create_task(
+            self._loop(), name=f"mt5-probe-{self.source.name}"
+        )
 
     async def stop(self) -> None:
         task, self._task = self._task, None
@@ -68,18 +70,20 @@ class SourceProber:
         except TimeoutError:
             error = f"health: no answer within {self.timeout:g}s"
         up = health is not None and health.usable
-        fleet = self.fleet
+        fleet, name = self.fleet, self.source.name
         if health is not None:
-            fleet.update_status(last_health=health)
+            fleet.update_status(name, last_health=health)
             if not up:
                 error = f"bridge reports {health.status}" + ("" if health.available else ", MT5 unavailable")
-        was = fleet.status.bridge_up
-        fleet.update_status(bridge_up=up, last_probe_at=self.clock())
+        was = fleet.source_status(name).bridge_up
+        fleet.update_status(name, bridge_up=up, last_probe_at=self.clock())
         self.probes += 1
         if up and was is False:
-            log.info("bridge reachable again (probe)")
+            log.info("source %s reachable again (probe)", name, extra={"source": name})
         elif not up and was is not False:
-            log.warning("bridge down (probe): %s", error, extra={"reason": "bridge_probe"})
+            log.warning(
+                "source %s down (probe): %s", name, error, extra={"reason": "bridge_probe", "source": name}
+            )
         return up
 
     async def _loop(self) -> None:

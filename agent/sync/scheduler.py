@@ -3,12 +3,17 @@
 The job only starts a cycle task; `SyncService`'s lock guarantees cycles never overlap, a tick that
 lands on a running cycle is skipped (coalesced), and `stop()` can wait for or cancel the task, so
 shutdown never leaves a half-run cycle behind.
+
+Several sources: one service per source, each tick starts one cycle task per source that is not still
+running. Each cycle has its own deadline, health retries and lock, so a slow or dead source delays only
+its own cycles (its next tick is skipped while it runs), never the others'.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -22,20 +27,33 @@ log = logging.getLogger("mt5_agent.scheduler")
 
 
 class SyncScheduler:
-    def __init__(self, service: SyncService, schedule: Schedule, *, run_at_start: bool = True) -> None:
-        self.service = service
+    def __init__(
+        self,
+        service: SyncService | Sequence[SyncService],
+        schedule: Schedule,
+        *,
+        run_at_start: bool = True,
+    ) -> None:
+        self.services = [service] if isinstance(service, SyncService) else list(service)
+        self.service = self.services[0]
         self.schedule = schedule
         self.run_at_start = run_at_start
         self._scheduler: AsyncIOScheduler | None = None
         self._tasks: set[asyncio.Task[object]] = set()
 
     async def _tick(self) -> None:
-        if self.service.running is not None:
-            log.info("scheduled sync skipped: run %s still running", self.service.running.run_id)
-            return
-        task = asyncio.get_running_loop().create_task(guarded(self.service.run_cycle))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        for service in self.services:
+            if service.running is not None:
+                log.info(
+                    "scheduled sync of source %s skipped: run %s still running",
+                    service.source.name,
+                    service.running.run_id,
+                    extra={"source": service.source.name},
+                )
+                continue
+            task = asyncio.get_running_loop().create_task(guarded(service.run_cycle))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     def start(self) -> None:
         sched = AsyncIOScheduler(timezone=UTC, event_loop=asyncio.get_running_loop())

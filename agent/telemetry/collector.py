@@ -16,7 +16,7 @@ Two ways out, the same bytes (tests/observability/test_fast_exposition.py):
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -40,6 +40,8 @@ class FleetReader(Protocol):
     def snapshot(self) -> FleetSnapshot: ...
     @property
     def status(self) -> SyncStatus: ...
+    @property
+    def sources(self) -> Mapping[str, SyncStatus]: ...
 
 
 def _utc(dt: datetime) -> datetime:
@@ -87,8 +89,12 @@ _FRESHNESS_TEMPLATES = {
     current: "".join(f'%s{st}"}} {"1.0" if st is current else "0.0"}\n' for st in STATES)
     for current in STATES
 }
-_INFO = f'{m.ACCOUNT_INFO.series}{{{_A}="%s",{m.CURRENCY}="%s",{m.NAME}="%s",{m.SERVER}="%s"}} 1.0\n'
-assert sorted(m.ACCOUNT_INFO.labels) == [_A, m.CURRENCY, m.NAME, m.SERVER]
+_INFO = (
+    f'{m.ACCOUNT_INFO.series}{{{_A}="%s",{m.CURRENCY}="%s",{m.NAME}="%s",{m.SERVER}="%s",{m.SOURCE}="%s"}}'
+    " 1.0\n"
+)
+assert sorted(m.ACCOUNT_INFO.labels) == [_A, m.CURRENCY, m.NAME, m.SERVER, m.SOURCE]
+DEFAULT_SOURCE = "bridge"  # the source label of a fleet without registered sources (its one source)
 assert m.ACCOUNT < m.SOURCE and m.ACCOUNT < m.REASON and m.ACCOUNT < m.STATE  # the templates' label order
 
 
@@ -125,7 +131,9 @@ class FleetCollector(Collector):
             acc = str(account)
             values = row.values
             currency = values.currency if values is not None else None
-            f[m.ACCOUNT_INFO.name].add_metric([acc, row.name or "", row.server or "", currency or ""], 1)
+            f[m.ACCOUNT_INFO.name].add_metric(
+                [acc, row.name or "", row.server or "", currency or "", row.source or ""], 1
+            )
             if values is not None:
                 for family, field in m.VALUE_GAUGES:
                     v = getattr(values, field)
@@ -163,13 +171,21 @@ class FleetCollector(Collector):
                 f[m.SYNC_LAST_RUN_ACCOUNTS.name].add_metric([outcome], n)
         gauges: list[tuple[m.Family, Any]] = [
             (m.SYNC_RUNNING, 1 if status.running is not None else 0),
-            (m.BRIDGE_UP, 1 if status.bridge_up else 0),
             (m.STORE_UP, 1 if status.store_up else 0),
         ]
-        if status.terminal_up is not None:
-            gauges.append((m.BRIDGE_TERMINAL_UP, 1 if status.terminal_up else 0))
         for family, value in gauges:
             f[family.name].add_metric([], value)
+        # Source-level series: one per configured source (a closed set known at start).
+        sources = getattr(self._fleet, "sources", None) or {DEFAULT_SOURCE: status}  # stand-ins may lack it
+        for name, one in sources.items():
+            for result in RUN_RESULTS:
+                f[m.SOURCE_SYNC_RUNS.name].add_metric([name, result.value], one.runs.get(result, 0))
+            if one.last_success_at is not None:
+                f[m.SOURCE_LAST_SUCCESS.name].add_metric([name], _utc(one.last_success_at).timestamp())
+            f[m.BRIDGE_UP.name].add_metric([name], 1 if one.bridge_up else 0)
+            if one.terminal_up is not None:
+                f[m.BRIDGE_TERMINAL_UP.name].add_metric([name], 1 if one.terminal_up else 0)
+            f[m.SOURCE_DUPLICATE_ACCOUNTS.name].add_metric([name], one.duplicate_accounts)
         for endpoint in INVALID_ENTRY_ENDPOINTS:
             n = status.invalid_entries.get(endpoint, 0)
             f[m.BRIDGE_INVALID_ENTRIES.name].add_metric([endpoint], n)
@@ -254,7 +270,16 @@ class FleetCollector(Collector):
             acc = str(account)
             values = row.values
             currency = values.currency if values is not None else None
-            info.append(_INFO % (acc, label(currency or ""), label(row.name or ""), label(row.server or "")))
+            info.append(
+                _INFO
+                % (
+                    acc,
+                    label(currency or ""),
+                    label(row.name or ""),
+                    label(row.server or ""),
+                    row.source or "",
+                )
+            )
             if values is not None:
                 for out, prefix, field in value_lines:
                     v = getattr(values, field)

@@ -1,8 +1,9 @@
 """/metrics: what prometheus_client's own aiohttp handler answers (format negotiation with
-`choose_encoder`, the `name[]` filter, gzip/deflate as aiohttp negotiates them), composed from two parts:
-the event instruments encoded by prometheus_client (`generate_latest` of the encoder picked), and the
-fleet collector's families from its text path. The bytes equal `encoder(metrics.registry)`; an escaping
-that would rename metrics, and the `name[]` filter, go through prometheus_client whole."""
+`choose_encoder`, the `name[]` filter, gzip/deflate as aiohttp negotiates them), composed from three
+parts: the event instruments encoded by prometheus_client (`generate_latest` of the encoder picked), then
+the fleet collector's and the risk collector's families from their text paths. The bytes equal
+`encoder(metrics.registry)`; an escaping that would rename metrics, and the `name[]` filter, go through
+prometheus_client whole."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ def render(metrics: AgentMetrics, accept: str = "") -> tuple[bytes, str]:
     if collector is None or escaping(encoder) not in FAST_ESCAPINGS:
         return encoder(metrics.registry), content_type
     parts = [encoder(metrics.events).removesuffix(EOF), *collector.render(encoder, content_type)]
+    parts += metrics.risk.render(encoder, content_type)  # registered right after the fleet collector
     if is_openmetrics(encoder):
         parts.append(EOF)
     return b"".join(parts), content_type
@@ -58,6 +60,7 @@ def metrics_handler(metrics: AgentMetrics) -> Callable[[web.Request], Awaitable[
         else:
             if metrics.collector is not None:
                 await metrics.collector.prepare()
+                await metrics.risk.prepare()  # last: nothing runs between it and `render`
             output, content_type = render(metrics, accept)
         headers = {"Content-Type": content_type}
         coding = _content_coding(request)

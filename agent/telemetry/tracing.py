@@ -68,7 +68,12 @@ def setup_tracing(
 
 
 def client_trace_config(tracer_provider: trace.TracerProvider | None = None) -> aiohttp.TraceConfig:
-    """One CLIENT span per bridge request, child of the current span, with W3C context propagated."""
+    """One CLIENT span per bridge request, child of the current span, with W3C context propagated, when
+    spans are exported; otherwise an empty config. The positions poller makes a hundred bridge requests a
+    second at 100 accounts, and a span nobody receives still costs ~0.35 ms of CPU (measured: ~1.6 s of
+    45 s of agent work under cProfile), while the request's own log lines keep the cycle's span ids."""
+    if not exports_spans(tracer_provider):
+        return aiohttp.TraceConfig()
     from opentelemetry.instrumentation.aiohttp_client import create_trace_config
 
     return create_trace_config(tracer_provider=tracer_provider)

@@ -98,7 +98,7 @@ async def test_demo_shows_accounts_syncing_and_stops_on_ctrl_c(tmp_path: Path) -
     proc = await spawn_agent("demo", "--listen", f"127.0.0.1:{port}", "--schedule", "1s", env=agent_env())
     try:
         first = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
-        assert first.startswith("mt5-agent demo: 7 simulated accounts")
+        assert first.startswith("mt5-agent demo: 9 simulated accounts on two bridges")
         await _wait_http(f"http://127.0.0.1:{port}/readyz", lambda st, b: st == 200 and b["ready"])
     finally:
         code = await _stop(proc, signal.SIGINT)

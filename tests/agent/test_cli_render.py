@@ -62,3 +62,18 @@ def test_a_bad_render_option_is_one_line_exit_2(tmp_path: Path, option: tuple[st
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("mt5-agent: render:"), done.stderr
     assert not (tmp_path / "alerts" / "rules.yml").exists()
+
+
+def test_bridge_job_selector_reaches_the_bridge_dashboard_only(tmp_path: Path) -> None:
+    done = _render("dashboards", "--bridge-job-selector", 'job="bridges", site="ldn"', out=tmp_path)
+    assert done.returncode == 0, done.stderr
+    bridge = (tmp_path / "dashboards" / "mt5-bridge.json").read_text()
+    assert 'site=\\"ldn\\"' in bridge and 'job=\\"mt5-bridge\\"' not in bridge
+    overview = (tmp_path / "dashboards" / "mt5-accounts-overview.json").read_text()
+    assert "ldn" not in overview
+
+
+def test_bridge_job_selector_is_refused_for_alerts(tmp_path: Path) -> None:
+    done = _render("alerts", "--bridge-job-selector", 'job="bridges"', out=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip() == "mt5-agent: render: --bridge-job-selector applies to dashboards only"

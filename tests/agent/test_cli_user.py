@@ -90,15 +90,36 @@ def test_render_refuses_to_write_into_an_installed_package(tmp_path: Path) -> No
     assert (site / "alerts" / "rules.yml").stat().st_mtime_ns == before
 
 
-@pytest.mark.parametrize("delay", [0.05, 0.15, 0.3, 0.8])
-async def test_early_ctrl_c_never_prints_a_traceback(tmp_path: Path, delay: float) -> None:
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _default_sigint() -> None:  # as from a terminal, whatever this test process inherited
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.mark.parametrize(
+    ("delay", "inherited"),
+    [
+        (0.05, "default"),
+        (0.15, "default"),
+        (0.3, "default"),
+        (0.8, "default"),
+        (0.3, "ignored"),
+        (0.8, "ignored"),
+    ],
+)
+async def test_early_ctrl_c_never_prints_a_traceback(tmp_path: Path, delay: float, inherited: str) -> None:
     """From the moment the entry point starts loading the CLI (a Ctrl-C during CPython's own start-up,
-    before any of our code runs, is CPython's to report)."""
+    before any of our code runs, is CPython's to report). "ignored": started as a background job of a
+    non-interactive shell is (with SIGINT ignored, which Python keeps): the SIGINT still stops it, at every
+    point of the start-up, not only once it serves."""
     env = agent_env(
         MT5_AGENT_STORE_URL=f"sqlite:///{tmp_path / 'a.db'}",
         MT5_AGENT_LISTEN=f"127.0.0.1:{free_port()}",
         MT5_AGENT_BRIDGE_URL=f"http://127.0.0.1:{free_port()}",
         MT5_AGENT_SCHEDULE="1h",
+        PYTHONFAULTHANDLER="1",  # a SIGABRT below dumps every thread's stack: where it hung
     )
     announced = "import sys; from agent.entry import main; print('entry', flush=True); sys.exit(main())"
     proc = await asyncio.create_subprocess_exec(
@@ -110,12 +131,18 @@ async def test_early_ctrl_c_never_prints_a_traceback(tmp_path: Path, delay: floa
         cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        preexec_fn=_ignore_sigint if inherited == "ignored" else _default_sigint,
     )
     assert proc.stdout is not None
     assert (await asyncio.wait_for(proc.stdout.readline(), 30)).strip() == b"entry"
     await asyncio.sleep(delay)  # the point of the test is *when* the signal lands
     proc.send_signal(signal.SIGINT)
-    _out, err = await asyncio.wait_for(proc.communicate(), 30)
+    try:
+        _out, err = await asyncio.wait_for(proc.communicate(), 30)
+    except TimeoutError:
+        proc.send_signal(signal.SIGABRT)
+        _out, err = await asyncio.wait_for(proc.communicate(), 30)
+        pytest.fail(f"still running 30 s after Ctrl-C at {delay} s; its threads:\n{err.decode()[-8000:]}")
     assert "Traceback" not in err.decode(), err.decode()
     assert proc.returncode in (0, 130, -signal.SIGINT)
 

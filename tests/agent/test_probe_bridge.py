@@ -102,7 +102,7 @@ async def _until(pred: Callable[[], bool], timeout: float, what: str) -> float:
 async def _bridge_up_metric(session: aiohttp.ClientSession, base: str) -> float:
     async with session.get(f"{base}/metrics") as r:
         text = await r.text()
-    m = re.search(r"^mt5_bridge_up (\S+)$", text, re.M)
+    m = re.search(r'^mt5_bridge_up\{source="bridge"\} (\S+)$', text, re.M)
     assert m, text
     return float(m.group(1))
 
@@ -229,7 +229,9 @@ async def test_demo_probes_the_bridge_between_cycles() -> None:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    health_re = re.compile(r'^mt5_bridge_request_duration_seconds_count\{endpoint="health"\} (\S+)$', re.M)
+    health_re = re.compile(
+        r'^mt5_bridge_request_duration_seconds_count\{endpoint="health",source="bridge"\} (\S+)$', re.M
+    )
     runs_re = re.compile(r"^mt5_sync_runs_total\{result=\"\w+\"\} (\S+)$", re.M)
     try:
         assert proc.stdout is not None
@@ -242,11 +244,11 @@ async def test_demo_probes_the_bridge_between_cycles() -> None:
                     text = await r.text()
                 m = health_re.search(text)
                 runs = sum(float(v) for v in runs_re.findall(text))
-                if m and float(m.group(1)) >= 6 and runs == 1:
+                if m and float(m.group(1)) >= 6 and runs == 2:
                     break
                 assert time.monotonic() < deadline, text
                 await asyncio.sleep(0.1)
-        assert runs == 1  # one start-up cycle; every other health call was a probe
+        assert runs == 2  # one start-up cycle per bridge (the demo runs two); every other health call a probe
     finally:
         proc.send_signal(signal.SIGINT)
         await asyncio.wait_for(proc.wait(), 15)

@@ -152,6 +152,7 @@ async def test_healthz_answers_at_once_while_mongo_is_down(mongo: str) -> None:
             MT5_AGENT_LISTEN=f"127.0.0.1:{port}",
             MT5_AGENT_LOG_FORMAT="json",
             MT5_AGENT_HEALTH_RETRIES="1",
+            PYTHONFAULTHANDLER="1",  # a SIGABRT below dumps every thread's stack: where it hung
         )
         spawned = time.monotonic()
         proc = await spawn_agent("run", env=env)
@@ -171,7 +172,15 @@ async def test_healthz_answers_at_once_while_mongo_is_down(mongo: str) -> None:
                     assert "store unreachable" in (await r.json())["problems"]
         finally:
             proc.send_signal(signal.SIGTERM)
-            code = await asyncio.wait_for(proc.wait(), 30)
+            stopping = time.monotonic()
+            try:  # ~5 s (the scheduler's grace for the cycle stuck on the store); once >30 s under load
+                code = await asyncio.wait_for(proc.wait(), 60)
+            except TimeoutError:
+                proc.send_signal(signal.SIGABRT)
+                await asyncio.wait_for(proc.wait(), 30)
+                await asyncio.wait_for(reader, 10)
+                told = "".join(f"{t - stopping:+.2f} {line}" for t, line in lines)
+                pytest.fail(f"still running 60 s after SIGTERM; its log and threads:\n{told[-12000:]}")
             await asyncio.wait_for(reader, 10)
     assert code == 0
     listen = [t for t, line in lines if "agent listening on" in line]

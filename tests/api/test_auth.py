@@ -208,7 +208,13 @@ async def test_any_configured_credential_closes_reads(make_api: MakeApi):
 async def test_openapi_security_follows_configuration(make_api: MakeApi):
     open_api = await make_api()
     _, doc = await open_api.json("GET", "/api/openapi.json")
-    assert doc["paths"]["/api/v1/accounts"]["get"]["security"] == []
+    # open reads: every read scheme, optional (`{}`), so a generated client carries auth
+    assert doc["paths"]["/api/v1/accounts"]["get"]["security"] == [
+        {"apiToken": []},
+        {"clientJwt": []},
+        {"adminToken": []},
+        {},
+    ]
     assert doc["paths"]["/api/admin/mt5/accounts"]["get"]["security"] == [{"adminToken": []}]
     closed = await make_api(api_token=READ, jwt_secret=JWT_SECRET)
     _, doc = await closed.json("GET", "/api/openapi.json")

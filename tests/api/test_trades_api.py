@@ -122,6 +122,7 @@ async def test_an_expired_cursor_is_410(trades_api: Api) -> None:
     assert removed == 3
     _, body = await trades_api.json("GET", "/api/v1/events?after=1", READ, status=410)
     assert body["error"]["code"] == "cursor_expired"
+    assert body["error"]["oldest_available"] == 4 and body["error"]["latest_id"] == 4
     _, ok = await trades_api.json("GET", "/api/v1/events?after=3", READ)  # just before the oldest kept
     assert [e["id"] for e in ok["events"]] == [4] and ok["oldest_available"] == 4
 
@@ -143,3 +144,30 @@ async def test_a_client_sees_only_its_accounts(trades_api: Api) -> None:
 async def test_unknown_account_is_404(trades_api: Api) -> None:
     await trades_api.json("GET", "/api/v1/accounts/999999/positions", READ, status=404)
     await trades_api.json("GET", "/api/v1/events?account=999999", READ, status=404)
+
+
+async def test_an_event_stored_while_the_page_is_read_is_no_expired_cursor(
+    make_api: MakeApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An empty store, and the first event lands between the API's two cursor reads: `after=0` is not
+    expired (nothing was ever pruned), whichever read comes first."""
+    api = await make_api(**ALL_TOKENS)
+    assert await api.agent.service.load_state()
+    events = api.agent.store.events
+    for name in ("oldest_available", "latest_id"):
+        inner = getattr(events, name)
+        landed: list[bool] = []
+
+        serial = 100 + len(name)
+
+        async def read_then_land(inner=inner, landed=landed, serial=serial):  # lands right after this read
+            value = await inner()
+            if not landed:
+                landed.append(True)
+                await api.store.events.append_events([_event(A1, serial)])
+            return value
+
+        monkeypatch.setattr(events, name, read_then_land)
+        await api.json("GET", "/api/v1/events?after=0", READ)  # 200, not 410
+        monkeypatch.undo()
+        assert landed, name

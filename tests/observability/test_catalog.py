@@ -34,6 +34,7 @@ CLOSED = {
     catalog.OUTCOME: set(catalog.RUN_OUTCOMES),
     catalog.ENDPOINT: {*catalog.BRIDGE_ENDPOINTS, catalog.OTHER},
     catalog.OPERATION: {*catalog.STORE_OPERATIONS, catalog.OTHER},
+    catalog.PERIOD: set(catalog.DRAWDOWN_PERIODS),
 }
 
 
@@ -64,7 +65,7 @@ def test_registry_exports_exactly_the_catalog() -> None:
     for collector in list(metrics.registry._collector_to_names):
         for fam in getattr(collector, "describe", lambda: [])() or collector.collect():
             described[fam.name] = fam
-    assert metrics.collector is None  # the state collector comes with attach()
+    assert metrics.collector is None  # the state and risk collectors come with attach()
     # prometheus_client's standard process/platform/GC collectors, outside our prefix and catalog.
     runtime = {name for name in described if name.startswith(("process_", "python_"))}
     assert {

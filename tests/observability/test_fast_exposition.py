@@ -228,7 +228,7 @@ async def test_http_metrics_serves_the_same_bytes(scrapes: Scrapes) -> None:
             assert await resp.read() == expected  # the client decompressed it
         resp = await client.get("/metrics", params={"name[]": "mt5_bridge_up"})
         assert (await resp.text()).count(
-            "\nmt5_bridge_up "
+            "\nmt5_bridge_up{"
         ) == 1 and "mt5_account_info" not in await resp.text()
 
 

@@ -75,13 +75,13 @@ async def test_terminal_down_behind_a_live_bridge(seed: Seed, make_agent: MakeAg
     h = await make_agent(seed.url)
     assert (await h.agent.service.run_cycle()).result is RunResult.SUCCESS
     s1 = await h.scrape()
-    assert s1.value("mt5_bridge_terminal_up") == 1
+    assert s1.value("mt5_bridge_terminal_up", source="bridge") == 1
     for account in SEED_ACCOUNTS:
         seed.bridge.behaviour[account] = "no_live_data"
     assert (await h.agent.service.run_cycle()).result is RunResult.FAILED
     s2 = await h.scrape()
-    assert s2.value("mt5_bridge_terminal_up") == 0
-    assert s2.value("mt5_bridge_up") == 1
+    assert s2.value("mt5_bridge_terminal_up", source="bridge") == 0
+    assert s2.value("mt5_bridge_up", source="bridge") == 1
     assert s2.value("mt5_sync_runs_total", result="failed") == 1
     assert s2.value("mt5_sync_runs_total", result="partial") == 0
     assert s2.value("mt5_sync_last_success_timestamp_seconds") == s1.value(
@@ -93,7 +93,7 @@ async def test_terminal_down_behind_a_live_bridge(seed: Seed, make_agent: MakeAg
 
 async def test_terminal_up_absent_before_a_fetch(make_agent: MakeAgent, seed: Seed):
     s = await (await make_agent(seed.url)).scrape()
-    assert s.get("mt5_bridge_terminal_up") is None
+    assert s.get("mt5_bridge_terminal_up", source="bridge") is None
     assert s.get("mt5_bridge_clock_skew_seconds") is None
     assert s.value("mt5_bridge_clock_skew_total") == 0
     assert s.value("mt5_sync_accounts_pruned_total") == 0

@@ -33,7 +33,7 @@ VALUE_METRICS = {
 
 # DESIGN.md section 7 (contract) plus the additions: family name -> (type, label names).
 SPEC: dict[str, tuple[str, set[str]]] = {
-    "mt5_account_info": ("gauge", {"account", "name", "server", "currency"}),
+    "mt5_account_info": ("gauge", {"account", "name", "server", "currency", "source"}),
     **{m: ("gauge", {"account"}) for m in VALUE_METRICS},
     "mt5_account_margin_level_ratio": ("gauge", {"account"}),
     "mt5_account_last_sync_timestamp_seconds": ("gauge", {"account"}),
@@ -44,9 +44,9 @@ SPEC: dict[str, tuple[str, set[str]]] = {
     "mt5_sync_duration_seconds": ("histogram", set()),
     "mt5_sync_runs": ("counter", {"result"}),
     "mt5_sync_last_success_timestamp_seconds": ("gauge", set()),
-    "mt5_bridge_up": ("gauge", set()),
+    "mt5_bridge_up": ("gauge", {"source"}),
     "mt5_store_up": ("gauge", set()),
-    "mt5_bridge_request_duration_seconds": ("histogram", {"endpoint"}),
+    "mt5_bridge_request_duration_seconds": ("histogram", {"endpoint", "source"}),
     # additions
     "mt5_account_data_source": ("gauge", {"account", "source"}),
     "mt5_sync_last_run_accounts": ("gauge", {"outcome"}),
@@ -54,7 +54,8 @@ SPEC: dict[str, tuple[str, set[str]]] = {
     "mt5_store_operation_duration_seconds": ("histogram", {"operation"}),
     "mt5_agent_build_info": ("gauge", {"version"}),
     # issue 10
-    "mt5_bridge_terminal_up": ("gauge", set()),
+    "mt5_bridge_terminal_up": ("gauge", {"source"}),
+    "mt5_source_duplicate_accounts": ("gauge", {"source"}),
     "mt5_bridge_invalid_entries": ("counter", {"endpoint"}),
     "mt5_bridge_clock_skew": ("counter", set()),
     "mt5_bridge_clock_skew_seconds": ("gauge", set()),
@@ -148,7 +149,14 @@ async def test_partial_cycle_exact_values(seed: Seed, make_agent: MakeAgent):
         for metric, fld in VALUE_METRICS.items():
             assert s.value(metric, account=a) == served[fld], (a, metric)
         assert (
-            s.value("mt5_account_info", account=a, name=SEED_ACCOUNTS[a]["name"], server="", currency="USD")
+            s.value(
+                "mt5_account_info",
+                account=a,
+                name=SEED_ACCOUNTS[a]["name"],
+                server="",
+                currency="USD",
+                source="bridge",
+            )
             == 1
         )
         live_at = fleet.snapshot().accounts[a].live_data_at
@@ -193,16 +201,16 @@ async def test_partial_cycle_exact_values(seed: Seed, make_agent: MakeAgent):
     last_success_at = fleet.status.last_success_at
     assert last_success_at is not None
     assert s.value("mt5_sync_last_success_timestamp_seconds") == last_success_at.timestamp()
-    assert s.value("mt5_bridge_up") == 1 and s.value("mt5_store_up") == 1
+    assert s.value("mt5_bridge_up", source="bridge") == 1 and s.value("mt5_store_up") == 1
     assert s.value("mt5_sync_running") == 0
     assert s.value("mt5_sync_duration_seconds_count") == 1
     assert s.value("mt5_sync_duration_seconds_sum") == pytest.approx(run.duration_seconds)
     req = {
-        e: s.value("mt5_bridge_request_duration_seconds_count", endpoint=e)
+        e: s.value("mt5_bridge_request_duration_seconds_count", endpoint=e, source="bridge")
         for e in ("health", "summary", "info")
     }
     assert req == {"health": 1, "summary": 1, "info": 7}
-    assert s.value("mt5_bridge_request_duration_seconds_count", endpoint="live") == 0
+    assert s.value("mt5_bridge_request_duration_seconds_count", endpoint="live", source="bridge") == 0
     assert s.value("mt5_store_operation_duration_seconds_count", operation="write_cycle") == 1
     assert s.value("mt5_store_operation_duration_seconds_count", operation="record_run") == 1
     assert s.value("mt5_agent_build_info", version=__version__) == 1
@@ -255,13 +263,13 @@ async def test_bridge_down_for_two_cycles(seed: Seed, make_agent: MakeAgent):
     h = await make_agent(seed.url)
     assert (await h.agent.service.run_cycle()).result is RunResult.SUCCESS
     s1 = await h.scrape()
-    assert s1.value("mt5_bridge_up") == 1
+    assert s1.value("mt5_bridge_up", source="bridge") == 1
 
     await seed.server.close()
     for _ in range(2):
         assert (await h.agent.service.run_cycle()).result is RunResult.SKIPPED
     s2 = await h.scrape()
-    assert s2.value("mt5_bridge_up") == 0
+    assert s2.value("mt5_bridge_up", source="bridge") == 0
     assert s2.value("mt5_sync_runs_total", result="skipped") == 2
     assert s2.value("mt5_sync_runs_total", result="success") == 1
     for a in SEED_ACCOUNTS:
@@ -270,14 +278,14 @@ async def test_bridge_down_for_two_cycles(seed: Seed, make_agent: MakeAgent):
         assert _age(s2, a) > _age(s1, a)
     # Ages keep growing between scrapes while nothing is refreshed.
     s3 = await _poll_scrape(h, lambda s: _age(s, RICH) > _age(s2, RICH))
-    assert s3.value("mt5_bridge_up") == 0
+    assert s3.value("mt5_bridge_up", source="bridge") == 0
     assert _ts(s3, RICH) == _ts(s1, RICH)
 
 
 async def test_before_anything_is_known_and_bridge_unreachable(make_agent: MakeAgent):
     h = await make_agent(f"http://127.0.0.1:{free_port()}", health_retries=3)
     s0 = await h.scrape()
-    assert s0.value("mt5_bridge_up") == 0  # unknown yet: exported as 0 (see HELP)
+    assert s0.value("mt5_bridge_up", source="bridge") == 0  # unknown yet: exported as 0 (see HELP)
     assert s0.value("mt5_store_up") == 1  # the app's start opened the store
     assert {s0.value("mt5_sync_runs_total", result=r.value) for r in RUN_RESULTS} == {0}
     assert s0.get("mt5_sync_last_success_timestamp_seconds") is None
@@ -287,10 +295,12 @@ async def test_before_anything_is_known_and_bridge_unreachable(make_agent: MakeA
     run = await h.agent.service.run_cycle()
     assert run.result is RunResult.SKIPPED
     s1 = await h.scrape()
-    assert s1.value("mt5_bridge_up") == 0
+    assert s1.value("mt5_bridge_up", source="bridge") == 0
     assert s1.value("mt5_sync_runs_total", result="skipped") == 1
     assert s1.value("mt5_sync_duration_seconds_count") == 1
-    assert s1.value("mt5_bridge_request_duration_seconds_count", endpoint="health") == 3  # every retry
+    assert (
+        s1.value("mt5_bridge_request_duration_seconds_count", endpoint="health", source="bridge") == 3
+    )  # every retry
 
 
 async def test_store_file_removed(seed: Seed, make_agent: MakeAgent, tmp_path: Path):
@@ -305,7 +315,7 @@ async def test_store_file_removed(seed: Seed, make_agent: MakeAgent, tmp_path: P
     assert run.result is RunResult.FAILED and (run.error or "").startswith("store:")
     s2 = await h.scrape()
     assert s2.value("mt5_store_up") == 0
-    assert s2.value("mt5_bridge_up") == 1
+    assert s2.value("mt5_bridge_up", source="bridge") == 1
     assert s2.value("mt5_sync_runs_total", result="failed") == 1
     for a in SEED_ACCOUNTS:
         assert _failures(s2, a) == {r.value: (1 if r.value == "store" else 0) for r in REASONS}
@@ -323,7 +333,7 @@ async def test_mongo_store_unreachable(seed: Seed, make_agent: MakeAgent):
     assert run.result is RunResult.FAILED
     s1 = await h.scrape()
     assert s1.value("mt5_store_up") == 0
-    assert s1.value("mt5_bridge_up") == 1
+    assert s1.value("mt5_bridge_up", source="bridge") == 1
     assert s1.value("mt5_store_operation_duration_seconds_count", operation="write_cycle") == 1
     for a in SEED_ACCOUNTS:
         assert s1.value("mt5_account_sync_failures_total", account=a, reason="store") == 1
@@ -362,5 +372,8 @@ async def test_unknown_bridge_endpoint_is_bucketed_as_other(seed: Seed, make_age
     assert h.agent.metrics is not None
     h.agent.metrics.observe_bridge_request("not-an-endpoint", 0.2, True)
     s = await h.scrape()
-    assert s.value("mt5_bridge_request_duration_seconds_count", endpoint="other") == 1
-    assert s.get("mt5_bridge_request_duration_seconds_count", endpoint="not-an-endpoint") is None
+    assert s.value("mt5_bridge_request_duration_seconds_count", endpoint="other", source="bridge") == 1
+    assert (
+        s.get("mt5_bridge_request_duration_seconds_count", endpoint="not-an-endpoint", source="bridge")
+        is None
+    )
