@@ -42,6 +42,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol, TypeVar
 
 from agent.domain.accounts import AccountValues, ReadFailure, Reason
+from agent.domain.tasks import cancel_all, cancel_and_wait
 from agent.domain.trades import Deal, PositionsSnapshot, TradeEvent
 from agent.events.detector import Detector
 from agent.events.state import DetectorState
@@ -175,9 +176,7 @@ class PositionsPoller:
         try:
             await asyncio.wait_for(asyncio.shield(task), timeout=grace)
         except TimeoutError:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
             log.warning("cancelled a positions round still running at shutdown")
         await self._settle(max(0.0, end - time.monotonic()))
 
@@ -186,8 +185,7 @@ class PositionsPoller:
         left = [t for t in (*self._inflight.values(), *self._feeds) if not t.done()]
         if left:
             _, pending = await asyncio.wait(left, timeout=grace)
-            for t in pending:
-                t.cancel()
+            await cancel_all(list(pending))
             await asyncio.gather(*left, return_exceptions=True)
             if pending:
                 log.warning("cancelled %d positions poll(s) still running at shutdown", len(pending))

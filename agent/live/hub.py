@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from agent.domain.tasks import cancel_and_wait
 from agent.domain.trades import EventType, TradeEvent
 from agent.store.base import EventStore
 
@@ -194,15 +195,11 @@ class EventHub:
     async def stop(self) -> None:
         for helper in (self._ticker, self._watcher):
             if helper is not None:
-                helper.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await helper
+                await cancel_and_wait(helper)
         self._ticker = self._watcher = None
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
 
     @property
     def ready(self) -> bool:

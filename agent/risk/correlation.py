@@ -18,7 +18,6 @@ per symbol pair):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import math
@@ -29,6 +28,7 @@ from datetime import datetime
 from statistics import StatisticsError, correlation
 from typing import Protocol
 
+from agent.domain.tasks import cancel_and_wait
 from agent.risk.book import OTHER_SYMBOLS, RiskBook
 from agent.sync.fleet import FleetSnapshot
 
@@ -205,6 +205,4 @@ class CorrelationTracker:
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)

@@ -10,11 +10,11 @@ well, with the same meaning. One loop task: probes never overlap.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from agent.domain.tasks import cancel_and_wait
 from agent.sources.base import Source, SourceError
 from agent.sync.fleet import Fleet
 
@@ -54,9 +54,7 @@ class SourceProber:
         task, self._task = self._task, None
         if task is None:
             return
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
 
     async def probe_once(self) -> bool:
         """One health call; True when the source answered and reports itself usable."""

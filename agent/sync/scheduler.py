@@ -21,6 +21,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from agent.config import Schedule
+from agent.domain.tasks import cancel_all
 from agent.sync.cycle import SyncService, guarded
 
 log = logging.getLogger("mt5_agent.scheduler")
@@ -93,8 +94,6 @@ class SyncScheduler:
         if not self._tasks:
             return
         _done, pending = await asyncio.wait(set(self._tasks), timeout=grace)
-        for task in pending:
-            task.cancel()
         if pending:
+            await cancel_all(list(pending))
             log.warning("cancelled a sync cycle still running at shutdown")
-            await asyncio.gather(*pending, return_exceptions=True)

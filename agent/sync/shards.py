@@ -21,7 +21,6 @@ clocks differ by more than the expiry (3 heartbeats) would miss each other (NTP 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import secrets
@@ -32,6 +31,7 @@ from types import MappingProxyType
 from typing import Any
 
 from agent.config import ShardSpec
+from agent.domain.tasks import cancel_and_wait
 from agent.sources.base import AccountListing, AccountReads, DealsRead, PositionsRead, Source, SourceHealth
 from agent.store.shard_lease import ShardLease, ShardLeaseStore
 from agent.sync.fleet import Fleet, FleetSnapshot, SyncStatus
@@ -265,9 +265,7 @@ class ShardMonitor:
         task, self._task = self._task, None
         if task is None:
             return
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
         try:  # a clean stop frees the index at once (a crash leaves the lease to expire)
             await asyncio.wait_for(self.store.release(self.instance), 2.0)
         except Exception as exc:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from agent.domain.tasks import cancel_all
 from agent.sources.metaapi.backoff import Backoff, is_rate_limit, retry_after
 from agent.sources.metaapi.book import AccountBook, Listener
 from agent.sources.metaapi.settings import Bounds
@@ -152,12 +153,9 @@ class AccountStream:
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            # Cancelled until it ends: Python 3.11's wait_for (in _connect and _close) swallows a cancel
-            # that lands as its inner call completes, and the retry loop would then run on for ever.
-            while not task.done():
-                task.cancel()
-                await asyncio.wait({task}, timeout=1.0)
-            await asyncio.gather(task, return_exceptions=True)
+            # Python 3.11's wait_for (in _connect and _close) swallows a cancel that lands as its inner
+            # call completes, and the retry loop would then run on for ever: cancelled until it ends.
+            await cancel_all([task])
         await self._close()
 
     async def _run(self) -> None:
