@@ -34,7 +34,7 @@ from agent.config import load_settings
 from agent.demo import DEMO_CLIENTS, WATCH_ACCOUNT, provision_demo
 from agent.store import open_store
 from bridge.api import create_app as create_bridge_app
-from bridge.sim_trades import SimTrade
+from bridge.sim_trades import SimTrade, TruthChange
 from bridge.simulated import SimulatedTerminal, demo_accounts, simulated_pool
 from tests.agent.processes import agent_env, spawn_agent
 from tests.api.conftest import JWT_SECRET, READ, MakeApi, make_jwt
@@ -157,6 +157,19 @@ def account_of(desk: Desk) -> int:
     """The busiest demo account with money (an empty one does not trade)."""
     funded = [a.login for a in demo_accounts() if a.balance > 0]
     return max(funded, key=lambda login: len(desk.trades(login)))
+
+
+def down_until(changes: list[TruthChange]) -> int:
+    """The desk's time (ms) to stop at while the agent is down: past its next two changes and past the
+    moment their deals show (a closing deal may show seconds after the close). Stopped earlier, those two
+    may rightly make no event yet: a partial close followed by the close whose deal has not shown is not
+    certain until that deal arrives, and the desk's clock stands still while the test waits."""
+    at = changes[1].time_ms
+    while True:
+        shown = max([at, *(c.data.get("deal_visible_ms", 0) for c in changes if c.time_ms <= at)])
+        if shown == at:
+            return at + 500
+        at = shown
 
 
 async def open_live_page(b: Browser, agent: Agent, account: int, token: str = READ) -> dict[str, Any]:
@@ -296,7 +309,7 @@ async def test_page_reconnects_after_the_agent_restarts_with_no_gap_and_no_dupli
             if c.time_ms > desk.now[0] * 1000 + 1000 and c.kind != "balance"
         ]
         changes.sort(key=lambda c: c.time_ms)
-        desk.now[0] = changes[1].time_ms / 1000 + 0.5
+        desk.now[0] = down_until(changes) / 1000
         await asyncio.sleep(0)  # nothing to wait for: nobody polls while the agent is down
 
         await agent.start()

@@ -45,7 +45,9 @@ async def test_sigterm_closes_every_stream_with_1001(fake_bridge, tmp_path: Path
             proc.send_signal(signal.SIGTERM)
             codes = await asyncio.gather(*(closed_with(ws, timeout=20) for ws in streams))
             assert [code for code, _ in codes] == [1001, 1001, 1001], codes
-        assert await asyncio.wait_for(proc.wait(), 20) == 0
+        code = await asyncio.wait_for(proc.wait(), 20)
+        assert proc.stderr is not None
+        assert code == 0, (await proc.stderr.read()).decode()[-6000:]
     finally:
         if proc.returncode is None:
             proc.kill()
