@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -282,29 +282,32 @@ async def open_agent(agent: Agent) -> None:
 
 
 async def close_agent(agent: Agent) -> None:
+    """Stop every part, in order (the writers before the store closes). Each step runs even when an
+    earlier one failed: a part that ends with an error is logged, and the store is still closed."""
+    steps: list[tuple[str, Callable[[], Awaitable[None]]]] = []
+    if agent.hub is not None:
+        steps.append(("the event hub", agent.hub.stop))  # idempotent: the app's lifecycle stopped it first
     if agent.correlation is not None:
-        await agent.correlation.stop()
+        steps.append(("the correlation job", agent.correlation.stop))
     if agent.shard_monitor is not None:
-        await agent.shard_monitor.stop()
-    for poller in agent.pollers:
-        await poller.stop()  # before the store closes: a running round finishes its writes
-    for prober in agent.probers:
-        await prober.stop()
+        steps.append(("the shard monitor", agent.shard_monitor.stop))
+    # the pollers before the store closes: a running round finishes its writes
+    steps += [("a positions poller", poller.stop) for poller in agent.pollers]
+    steps += [("a source prober", prober.stop) for prober in agent.probers]
     if agent.scheduler is not None:
-        await agent.scheduler.stop()  # type: ignore[attr-defined]
-    if agent.equity is not None:
-        await agent.equity.stop()  # before the store closes: the points of the last cycle are written
+        steps.append(("the sync scheduler", agent.scheduler.stop))  # type: ignore[attr-defined]
+    if agent.equity is not None:  # before the store closes: the points of the last cycle are written
+        steps.append(("the equity writer", agent.equity.stop))
     if agent.bridge is not None:
-        await agent.bridge.close()
-    for source in agent.sources:  # every source's client (the first bridge's is closed already: idempotent)
+        steps.append(("the bridge client", agent.bridge.close))
+    # every source's client (the first bridge's is closed already: idempotent)
+    steps += [(f"source {source.name}", source.close) for source in agent.sources]
+    steps.append(("the store", agent.store.close))
+    for what, stop in steps:
         try:
-            await source.close()
-        except Exception:  # closing must never mask the shutdown itself
-            log.exception("error closing source %s", source.name)
-    try:
-        await agent.store.close()
-    except Exception:  # closing must never mask the shutdown itself
-        log.exception("error closing the store")
+            await stop()
+        except Exception:  # closing must never mask the shutdown itself, nor skip the steps after it
+            log.exception("error stopping %s", what)
 
 
 def start_background(agent: Agent) -> None:
@@ -402,9 +405,7 @@ def create_app(agent: Agent, *, schedule: bool = True) -> web.Application:
         if agent.hub is not None:
             agent.hub.start()  # it reads the store's latest id once the store answers
         yield
-        if agent.hub is not None:
-            await agent.hub.stop()
-        await close_agent(agent)
+        await close_agent(agent)  # the hub first: its streams are closed (1001) already
 
     app.cleanup_ctx.append(lifecycle)
     return app
