@@ -40,7 +40,8 @@ async def _serve(app: web.Application) -> tuple[TestServer, str]:
 async def ours() -> AsyncIterator[tuple[Any, BridgeSource, list[str]]]:
     """Our simulated bridge with two terminals behind a UTC+3 broker clock, and a source on it."""
     pool = simulated_pool(seed=7, utc_offset_hours=3.0)
-    server, url = await _serve(create_app(pool, token=TOKEN, call_timeout=0.5))
+    # 30 days of deals per account, read under load: no hang is scripted here, so no tight call timeout
+    server, url = await _serve(create_app(pool, token=TOKEN, call_timeout=5.0))
     seen: list[str] = []
     client = BridgeClient(url, token=TOKEN, timeout=5.0, observer=lambda e, _s, _ok: seen.append(e))
     source = BridgeSource(client)
